@@ -1,0 +1,2 @@
+"""Shared, model-free plumbing used by all three packages (genhancer, llava_integration, eval):
+config schema, registries, errors, atomic files, provenance, rank-aware logging."""
