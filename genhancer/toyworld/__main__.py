@@ -1,0 +1,36 @@
+"""``python -m genhancer.toyworld <command> ...``: the toy world's tools.
+
+Commands (each is a module with its own ``main(argv) -> int``):
+  build          write the world: train/val image folders + scene JSONL, the MMVP-VLM-style benchmark,
+                 and the derived datasets (LLaVA JSON, lmms-eval parquet)
+  pretrain-clip  train the toy "OpenAI CLIP" contrastively on the toy captions -> HF CLIPModel directory
+  pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "build": "genhancer.toyworld.build",
+    "pretrain-clip": "genhancer.toyworld.pretrain_clip",
+    "pretrain-llm": "genhancer.toyworld.llm",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        print(__doc__.strip())
+        if args and args[0] not in ("-h", "--help"):
+            print(f"\nerror: unknown command {args[0]!r}; known commands: {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        return 0 if args else 2
+    module = importlib.import_module(COMMANDS[args[0]])
+    return module.main(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
