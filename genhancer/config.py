@@ -1,0 +1,150 @@
+"""The GenHancer config schema. YAML files in ``configs/genhancer/`` are instances of ``GenHancerConfig``.
+
+    python -m genhancer.train --config configs/genhancer/toy.yaml stage=stage2 init_from=runs/x/stage1/final
+
+Which parts train in each stage is code (``genhancer.stages.STAGES``); how long and how fast each stage
+trains is data (``schedule.<stage>``), so one file holds a whole recipe and no hyperparameter lives in bash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from genhancer.utils.config import load_config
+
+
+@dataclass
+class EncoderConfig:
+    family: str = "clip"  # ENCODERS registry id: clip (OpenAI/MetaCLIP), siglip
+    path: str = "runs/toy/clip"  # local HF directory or hub id of the *full* model (CLIPModel / SiglipModel)
+    image_size: int | None = None  # None: the processor's crop size
+
+
+@dataclass
+class ConditioningConfig:
+    """Global token -> (pooled/modulation vector, one context token). Sizes come from the denoiser."""
+
+    hidden_mult: float = 1.0  # hidden width of each LayerNorm->Linear->GELU->Linear projector, x input dim
+    local_token_fraction: float = 0.0  # ablation: append this fraction of patch tokens to the context
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.local_token_fraction <= 1.0:
+            raise ValueError(f"local_token_fraction must be in [0, 1], got {self.local_token_fraction}")
+
+
+@dataclass
+class DenoiserConfig:
+    type: str = "continuous"  # DENOISERS registry id: continuous (Flux MM-DiT), discrete (masked VQ tokens)
+    preset: str = "toy"  # continuous: toy | lightweight | 1+2 | 3+6
+    guidance: float | None = None  # constant guidance embedding (the public code's leftover 4.0); off = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # extra constructor kwargs for the preset
+
+
+@dataclass
+class LatentConfig:
+    space: str = "pixel"  # LATENT_SPACES registry id: pixel | vae (| vq for the discrete denoiser)
+    patch_size: int = 2  # tokens are patch_size x patch_size groups of latent (or pixel) cells
+    vae_path: str | None = None  # AutoencoderKL directory/hub id (e.g. FLUX.1's 'vae' subfolder)
+    vae_subfolder: str | None = None
+    shift: float = 0.1159  # FLUX.1 VAE: latents = scale * (z - shift)
+    scale: float = 0.3611
+    sample_posterior: bool = True
+
+
+@dataclass
+class FlowConfig:
+    t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    logit_scale: float = 1.0  # t = sigmoid(s * N(0, 1)); the paper's best s = 1
+    sample_steps: int = 20  # Euler steps for reconstructions
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.1
+    bias: Literal["none", "all", "lora_only"] = "lora_only"
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+
+
+@dataclass
+class ScheduleConfig:
+    """How one stage trains."""
+
+    steps: int = 1000
+    lr: float = 1e-4
+    warmup_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"steps and lr must be positive, warmup_steps >= 0 (got {self})")
+
+
+def _default_schedule() -> dict[str, ScheduleConfig]:
+    return {
+        "stage1": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
+        "stage2": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
+        "stage2-all": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
+        "end-to-end": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
+    }
+
+
+@dataclass
+class DataConfig:
+    source: str = "folder"  # DATA_SOURCES registry id: folder | webdataset
+    path: str = "runs/toyworld/train"  # folder root, or a shard pattern/dir for webdataset
+    strict: bool = False  # True: a corrupt image is an error instead of skipped-and-counted
+    crop_scale: tuple[float, float] = (0.9, 1.0)  # RandomResizedCrop scale range (bicubic)
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/genhancer"
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    deepspeed: str | None = "configs/deepspeed/zero2.json"  # None: plain accelerate (DDP)
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto | never | <checkpoint dir>
+
+
+@dataclass
+class GenHancerConfig:
+    name: str = "toy"
+    stage: str = "stage1"  # STAGES registry id: stage1 | stage2 | stage2-all | end-to-end
+    init_from: str | None = None  # stage-2: the stage-1 output directory (<run>/final)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    schedule: dict[str, ScheduleConfig] = field(default_factory=_default_schedule)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # a YAML 'schedule' section only lists the stages it changes; the rest keep the paper's defaults
+        self.schedule = {**_default_schedule(), **self.schedule}
+        if self.stage not in self.schedule:
+            raise ValueError(
+                f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' (known: {sorted(self.schedule)})"
+            )
+
+    @property
+    def current_schedule(self) -> ScheduleConfig:
+        return self.schedule[self.stage]
+
+
+def load_genhancer_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> GenHancerConfig:
+    """YAML + ``key.sub=value`` overrides -> validated ``GenHancerConfig``."""
+    return load_config(GenHancerConfig, path, overrides)
