@@ -78,6 +78,7 @@ GLYPHS: dict[str, list[list[Point]]] = {
     "X": [[(-0.8, -1), (0.8, 1)], [(0.8, -1), (-0.8, 1)]],
 }
 OUTLINE_WIDTH = 0.2  # border of an outline object, object units
+OUTLINE_WIDTH_STAR = 0.12  # a star's arms are thin: a thinner border keeps its outline visibly empty
 STRIPE_PERIOD = 0.5  # object units; dark band = half a period
 CHECKER_CELL = 0.4
 DOT_RADIUS = 0.3
@@ -152,7 +153,7 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
         # Shape mask of this copy.
         mask = Image.new("L", (big, big), 0)
         mdraw = ImageDraw.Draw(mask)
-        outline_w = max(1, round(OUTLINE_WIDTH * r_px))
+        outline_w = max(1, round((OUTLINE_WIDTH_STAR if scene.shape == "star" else OUTLINE_WIDTH) * r_px))
         if scene.shape == "circle":
             box = [ox - 0.95 * r_px, oy - 0.95 * r_px, ox + 0.95 * r_px, oy + 0.95 * r_px]
             if scene.fill == "solid":

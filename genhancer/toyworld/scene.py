@@ -301,18 +301,27 @@ def _two(rng: random.Random, values: tuple[Any, ...]) -> tuple[Any, Any]:
     return a, b
 
 
-def make_pair(rng: random.Random, pattern: str) -> tuple[Scene, Scene, str, str]:
+def make_pair(rng: random.Random, pattern: str, **fixed_other: Any) -> tuple[Scene, Scene, str, str]:
     """Two scenes differing only in ``pattern``'s attribute, and one statement true of each.
 
     Returns ``(scene_a, scene_b, statement_a, statement_b)``. All scenes show a single object except for
-    "Quantity and Count"; the attribute's two values are always different and always visible.
+    "Quantity and Count"; the attribute's two values are always different and always visible: unless the
+    pattern is the viewpoint, the pair is seen at normal distance or close up (never from far away, where
+    a dot or a letter is a handful of pixels). ``fixed_other`` fixes other attributes (not the pattern's).
     """
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; known patterns: {list(PATTERNS)}")
     attr = PATTERNS[pattern]
+    if attr in fixed_other:
+        raise ValueError(f"make_pair: {attr!r} is the attribute pattern {pattern!r} varies; it cannot be fixed")
     fixed: dict[str, Any] = {"count": 1}
+    if attr != "viewpoint":
+        fixed["viewpoint"] = _weighted(rng, {"normal": 0.75, "close": 0.25})
+    if attr != "count" and fixed_other.get("count", 1) != 1:
+        raise ValueError(f"make_pair: pattern {pattern!r} uses single-object scenes (count=1)")
+    fixed.update(fixed_other)
     if attr == "orientation":
-        shape = rng.choice(ORIENTED_SHAPES)
+        shape = fixed["shape"] if fixed.get("shape") in ORIENTED_SHAPES else rng.choice(ORIENTED_SHAPES)
         a, b = _two(rng, ORIENTATIONS)
         fixed.update(shape=shape, orientation=a)
     elif attr == "feature":
