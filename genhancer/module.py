@@ -1,0 +1,221 @@
+"""``GenHancerModel``: encoder -> global token -> conditioner -> denoiser, with its stage applied.
+
+    model = GenHancerModel.build(cfg)              # stage 1: fresh conditioner + denoiser, encoder frozen
+    out = model(pixel_values, target)              # {"loss": scalar, "t_mean": float}
+    model.save_pretrained("runs/x/stage1/final")   # the stage output directory (below)
+    cfg2 = ... stage=stage2 init_from=runs/x/stage1/final
+    model2 = GenHancerModel.build(cfg2)            # loads conditioner + denoiser, attaches encoder LoRA
+
+Stage output directory (the only stage -> stage hand-off):
+    genhancer.yaml            the resolved config
+    conditioner.safetensors   GlobalTokenConditioner weights
+    denoiser/                 the denoiser (diffusers save_pretrained, safetensors)
+    encoder_lora/             peft LoRA adapter of the encoder (adapter_config.json + adapter_model.safetensors),
+                              only when the stage attached one
+    provenance.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genhancer.conditioning import GlobalTokenConditioner
+from genhancer.config import GenHancerConfig, load_genhancer_config
+from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
+from genhancer.encoders import VisionEncoder
+from genhancer.latents import LatentSpace, build_latent_space
+from genhancer.stages import STAGES, StageSpec, apply_stage
+from genhancer.utils.config import dump_yaml
+from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.fsio import atomic_directory
+from genhancer.utils.logging import get_logger
+from genhancer.utils.provenance import write_provenance
+
+CONFIG_FILE = "genhancer.yaml"
+CONDITIONER_FILE = "conditioner.safetensors"
+DENOISER_DIR = "denoiser"
+LORA_DIR = "encoder_lora"
+# sections that define the architecture: a stage-2 config should agree with its stage-1 directory on them
+_MODEL_SECTIONS = ("encoder", "conditioning", "denoiser", "latent")
+
+
+def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
+    """``directory`` if it is a stage output directory, else a ModelDirError naming the missing files."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelDirError(f"{what}={d} is not a directory; give a stage output directory such as <run>/final")
+    missing = [f for f in (CONFIG_FILE, CONDITIONER_FILE, f"{DENOISER_DIR}/config.json") if not (d / f).is_file()]
+    if missing:
+        raise ModelDirError(
+            f"{what}={d} is not a GenHancer stage output directory: missing {', '.join(missing)} "
+            "(it is written by GenHancerModel.save_pretrained, e.g. <run>/final of a stage-1 run)"
+        )
+    return d
+
+
+class GenHancerModel(nn.Module):
+    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``, ``latent``."""
+
+    def __init__(self, cfg: GenHancerConfig, encoder: VisionEncoder, conditioner: GlobalTokenConditioner,
+                 denoiser: Denoiser, latent: LatentSpace) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.conditioner = conditioner
+        self.denoiser = denoiser
+        self.latent = latent
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg: GenHancerConfig) -> GenHancerModel:
+        """Model for training ``cfg.stage``: fresh, or from ``cfg.init_from``; stage applied (requires_grad set)."""
+        spec = STAGES[cfg.stage]
+        if spec.needs_init_from and not cfg.init_from:
+            raise ConfigError(
+                f"stage {cfg.stage!r} starts from a stage-1 output directory: set init_from=<stage-1 run>/final"
+            )
+        init_dir = check_stage_dir(cfg.init_from) if cfg.init_from else None
+        if init_dir is not None:
+            _warn_on_architecture_drift(cfg, init_dir)
+        model = cls._assemble(cfg, init_dir, lora_trainable=True)
+        apply_stage(model, spec)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> GenHancerModel:
+        """Load a stage output directory for inference (everything frozen, eval mode)."""
+        d = check_stage_dir(directory, what="stage directory")
+        cfg = load_genhancer_config(d / CONFIG_FILE)
+        model = cls._assemble(cfg, d, lora_trainable=False)
+        model.requires_grad_(False)
+        return model.eval()
+
+    @classmethod
+    def _assemble(cls, cfg: GenHancerConfig, weights_dir: Path | None, lora_trainable: bool) -> GenHancerModel:
+        check_latent_space(cfg.denoiser.type, cfg.latent.space)
+        encoder = VisionEncoder.load(cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size)
+        latent = build_latent_space(cfg.latent)
+        latent.latent_shape(encoder.image_spec["image_size"])  # fail early on an indivisible image size
+        family = DENOISERS[cfg.denoiser.type]
+        if weights_dir is None:
+            denoiser = family.build(cfg, latent)
+        else:
+            denoiser = family.from_pretrained(weights_dir / DENOISER_DIR, cfg, latent)
+        conditioner = GlobalTokenConditioner(
+            global_dim=encoder.global_dim, pooled_dim=denoiser.pooled_dim, context_dim=denoiser.context_dim,
+            patch_dim=encoder.patch_dim, hidden_mult=cfg.conditioning.hidden_mult,
+            local_token_fraction=cfg.conditioning.local_token_fraction,
+        )
+        if weights_dir is not None:
+            _load_conditioner(conditioner, weights_dir / CONDITIONER_FILE)
+            if (weights_dir / LORA_DIR).is_dir():
+                encoder.load_lora(weights_dir / LORA_DIR, trainable=lora_trainable)
+        return cls(cfg, encoder, conditioner, denoiser, latent)
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def stage(self) -> StageSpec:
+        return STAGES[self.cfg.stage]
+
+    def encoder_image_spec(self) -> dict[str, Any]:
+        """{"image_size": int, "mean": [3 floats], "std": [3 floats]} from the encoder's image processor."""
+        return dict(self.encoder.image_spec)
+
+    # -- compute ------------------------------------------------------------------------------------
+    def condition(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values (B, 3, H, W), processor-normalised -> (pooled (B, P), context (B, T, J))."""
+        if any(p.requires_grad for p in self.encoder.parameters()):
+            tokens = self.encoder(pixel_values)
+        else:
+            with torch.no_grad():  # a frozen encoder (stage 1) needs no activation memory
+                tokens = self.encoder(pixel_values)
+        patches = tokens.patch_tokens if self.conditioner.local_proj is not None else None
+        return self.conditioner(tokens.global_token, patches, generator)
+
+    def forward(self, pixel_values: torch.Tensor, target: torch.Tensor,
+                generator: torch.Generator | None = None) -> dict[str, Any]:
+        """pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target (B, 3, H', W') in
+        [-1, 1] (the same crop). Returns {"loss": scalar tensor, "t_mean": float}."""
+        pooled, context = self.condition(pixel_values, generator)
+        latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
+        return self.denoiser.training_loss(latents, pooled, context, generator)
+
+    @torch.no_grad()
+    def reconstruct(self, pixel_values: torch.Tensor, steps: int | None = None,
+                    generator: torch.Generator | None = None, image_size: int | None = None) -> torch.Tensor:
+        """What the denoiser imagines from each image's global token: (B, 3, S, S) in about [-1, 1]."""
+        pooled, context = self.condition(pixel_values, generator)
+        _, h, w = self.latent.latent_shape(image_size or self.encoder.image_spec["image_size"])
+        z = self.denoiser.generate(pooled, context, (h, w), steps or self.cfg.flow.sample_steps, generator)
+        return self.latent.decode(z)
+
+    # -- state --------------------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """{name: tensor} of every trainable parameter: CPU copies, contiguous, no shared storage."""
+        return {n: p.detach().to("cpu", copy=True).contiguous()
+                for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``trainable_state_dict``; the key sets must match exactly."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        if missing or unexpected:
+            raise ModelDirError(
+                f"checkpoint does not fit this model/stage: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) — was it saved by another stage/config?"
+            )
+        with torch.no_grad():
+            for name, p in params.items():
+                if state[name].shape != p.shape:
+                    raise ModelDirError(f"checkpoint tensor {name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
+                p.copy_(state[name])
+
+    def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the stage output directory atomically (see the module docstring). ``extra`` (e.g.
+        {"step": 1000}) goes into provenance.json. Call it on the main process only."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        with atomic_directory(out_dir) as tmp:
+            save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.conditioner.state_dict().items()},
+                      str(tmp / CONDITIONER_FILE))
+            self.denoiser.save_pretrained(tmp / DENOISER_DIR)
+            if self.encoder.has_lora:
+                self.encoder.save_lora(tmp / LORA_DIR)
+            dump_yaml(self.cfg, tmp / CONFIG_FILE)
+            parents = [p for p in (self.cfg.encoder.path, self.cfg.init_from) if p]
+            write_provenance(tmp, "genhancer-stage", config=self.cfg, parents=parents,
+                             extra={"stage": self.cfg.stage, **(extra or {})})
+        get_logger("genhancer.module").info("saved stage %s output to %s", self.cfg.stage, out_dir)
+        return out_dir
+
+
+def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    try:
+        conditioner.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelDirError(
+            f"{path} does not fit the configured conditioner (conditioning.* or the encoder differ from the run "
+            f"that wrote it): {str(e).splitlines()[0]}"
+        ) from None
+
+
+def _warn_on_architecture_drift(cfg: GenHancerConfig, init_dir: Path) -> None:
+    from genhancer.utils.config import load_yaml, to_dict
+
+    saved = load_yaml(init_dir / CONFIG_FILE)
+    now = to_dict(cfg)
+    drift = [f"{s}.{k}" for s in _MODEL_SECTIONS for k in now.get(s, {})
+             if s in saved and isinstance(saved[s], dict) and saved[s].get(k) != now[s][k]]
+    if drift:
+        get_logger("genhancer.module").warning(
+            "config differs from %s/%s in %s; the saved weights decide the architecture",
+            init_dir, CONFIG_FILE, ", ".join(drift))
