@@ -57,6 +57,14 @@ def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
     return d
 
 
+def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
+    """``path`` itself if it is a stage output directory, else ``path/final`` (a run directory)."""
+    p = Path(path)
+    if not (p / CONFIG_FILE).is_file() and (p / "final").is_dir():
+        p = p / "final"
+    return check_stage_dir(p, what=what)
+
+
 class GenHancerModel(nn.Module):
     """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``, ``latent``."""
 

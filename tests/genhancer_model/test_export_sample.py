@@ -1,0 +1,89 @@
+"""export: merged LoRA -> plain HF CLIPModel directory (text tower untouched); sample: a PNG grid."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genhancer.module import GenHancerModel
+
+
+@pytest.fixture(scope="module")
+def stage2_run(tmp_path_factory, tiny_clip_dir):
+    """A stage-2 run directory <run>/final whose LoRA has non-zero B (as after training)."""
+    from genhancer.config import load_genhancer_config
+
+    root = tmp_path_factory.mktemp("runs")
+    base = [f"encoder.path={tiny_clip_dir}", "latent.patch_size=4", "flow.sample_steps=2",
+            "lora.targets=[all-linear]"]
+    torch.manual_seed(0)
+    GenHancerModel.build(load_genhancer_config(None, base)).save_pretrained(root / "s1" / "final")
+    model = GenHancerModel.build(load_genhancer_config(None, [*base, "stage=stage2", f"init_from={root / 's1' / 'final'}"]))
+    with torch.no_grad():
+        for n, p in model.encoder.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.save_pretrained(root / "s2" / "final", extra={"step": 12})
+    return root
+
+
+def test_export_merges_lora_and_keeps_text_tower(stage2_run, tiny_clip_dir, tmp_path):
+    from transformers import AutoProcessor, CLIPModel
+
+    from genhancer.export import main
+
+    mmvp = tmp_path / "mmvp.json"
+    mmvp.write_text(json.dumps({"scores": {"Orientation and Direction": 40.0, "Texts": 20.0}, "average": 30.0}))
+    out = tmp_path / "encoder"
+    assert main(["--run", str(stage2_run / "s2"), "--out", str(out), "--mmvp", str(mmvp)]) == 0
+    assert (out / "model.safetensors").is_file() and not list(out.rglob("*.bin"))
+    card = (out / "README.md").read_text()
+    assert str(tiny_clip_dir) in card and "| steps | 12 |" in card and "**30.0**" in card
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["kind"] == "genhancer-encoder" and len(prov["parents"]) == 2
+
+    base = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    new = CLIPModel.from_pretrained(out).eval()  # plain transformers, no peft, no genhancer
+    AutoProcessor.from_pretrained(out)  # processor + tokenizer shipped
+    base_sd, new_sd = base.state_dict(), new.state_dict()
+    assert set(base_sd) == set(new_sd)
+    text = [k for k in base_sd if k.startswith(("text_model.", "text_projection", "logit_scale"))]
+    assert text and all(torch.equal(base_sd[k], new_sd[k]) for k in text)  # bit-identical
+    changed = [k for k in base_sd if k.startswith("vision_model.") and not torch.equal(base_sd[k], new_sd[k])]
+    assert any("q_proj.weight" in k for k in changed)
+    assert not torch.equal(base_sd["visual_projection.weight"], new_sd["visual_projection.weight"])
+
+    # the merged model computes what the trained GenHancer encoder computed
+    trained = GenHancerModel.from_pretrained(stage2_run / "s2" / "final")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = trained.encoder(x).global_token
+        got = new.get_image_features(pixel_values=x).pooler_output
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_export_refuses_a_stage1_dir(stage2_run, tmp_path, capsys):
+    from genhancer.export import main
+
+    assert main(["--run", str(stage2_run / "s1"), "--out", str(tmp_path / "x")]) == 2
+    assert "stage-1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_sample_writes_a_grid(stage2_run, tmp_path):
+    from PIL import Image
+
+    from genhancer.sample import main
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        Image.new("RGB", (40, 48), color).save(imgs / f"{i}.png")
+    out = tmp_path / "grid.png"
+    assert main(["--stage-dir", str(stage2_run / "s1"), "--images", str(imgs), "--out", str(out),
+                 "--n", "2", "--steps", "2", "--seed", "1"]) == 0
+    grid = Image.open(out)
+    assert grid.size == (2 * 34 + 2, 2 * 34 + 2)  # 2 columns, originals row + reconstructions row, 2 px pad
+    assert grid.getpixel((2 + 16, 2 + 16)) == (255, 0, 0)  # first original, red

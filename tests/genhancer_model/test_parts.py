@@ -1,0 +1,171 @@
+"""Registries, encoders' global tokens, conditioner, latent packing, denoiser presets, the paper YAMLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genhancer.conditioning import GlobalTokenConditioner
+from genhancer.config import load_genhancer_config
+from genhancer.denoisers import DENOISERS
+from genhancer.denoisers.continuous import PRESETS, preset_parameter_count, transformer_kwargs
+from genhancer.encoders import ENCODERS, VisionEncoder, lora_target_regex
+from genhancer.latents import LATENT_SPACES, patchify, token_position_ids, unpatchify
+from genhancer.module import GenHancerModel
+from genhancer.stages import STAGES
+from genhancer.utils.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER_YAMLS = sorted((ROOT / "configs" / "genhancer").glob("*.yaml"))
+
+
+def test_registries_list_known_ids_on_error():
+    for registry, known in ((ENCODERS, "clip"), (DENOISERS, "continuous"), (LATENT_SPACES, "pixel"),
+                            (STAGES, "stage1")):
+        with pytest.raises(ConfigError, match=known):
+            registry["nope"]
+
+
+def test_stage_specs():
+    assert {k: (s.trains_conditioner, s.trains_denoiser, s.encoder, s.needs_init_from) for k, s in STAGES.items()} == {
+        "stage1": (True, True, "frozen", False),
+        "stage2": (False, False, "lora", True),
+        "stage2-all": (True, True, "lora", True),
+        "end-to-end": (True, True, "lora", False),
+    }
+
+
+def test_clip_global_token_is_projected_pooled_cls(tiny_clip_dir):
+    from transformers import CLIPModel
+
+    enc = VisionEncoder.load("clip", str(tiny_clip_dir))
+    ref = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = enc(x)
+        want = ref.get_image_features(pixel_values=x).pooler_output  # visual_projection(pooler_output)
+        hidden = ref.vision_model(pixel_values=x).last_hidden_state
+    assert out.global_token.shape == (2, 16) and torch.allclose(out.global_token, want, atol=1e-6)
+    assert torch.allclose(out.patch_tokens, hidden[:, 1:], atol=1e-6) and out.patch_tokens.shape == (2, 16, 32)
+    assert ENCODERS["clip"].tokenizer_max_length == 77
+
+
+def test_siglip_global_token_is_map_head_output(tiny_siglip_dir):
+    from transformers import SiglipModel
+
+    enc = VisionEncoder.load("siglip", str(tiny_siglip_dir))
+    ref = SiglipModel.from_pretrained(tiny_siglip_dir).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = enc(x)
+        vis = ref.vision_model(pixel_values=x)
+        map_head = ref.vision_model.head(vis.last_hidden_state)
+    assert torch.allclose(out.global_token, map_head, atol=1e-6) and out.global_token.shape == (2, 32)
+    assert out.patch_tokens.shape == (2, 16, 32)
+    assert ENCODERS["siglip"].tokenizer_max_length == 64
+
+
+def test_lora_regex_stays_on_the_vision_side(tiny_clip_dir):
+    import re
+
+    enc = VisionEncoder.load("clip", str(tiny_clip_dir))
+    rx = lora_target_regex(enc.backbone, ["all-linear"])
+    from transformers import CLIPModel
+
+    names = [n for n, m in CLIPModel.from_pretrained(tiny_clip_dir).named_modules() if isinstance(m, torch.nn.Linear)]
+    hits = [n for n in names if re.fullmatch(rx, n)]
+    assert "visual_projection" in hits and all(n.startswith(("vision_model.", "visual_projection")) for n in hits)
+    assert len(hits) == 2 * 6 + 1  # 2 layers x (q, k, v, out, fc1, fc2) + projection
+    with pytest.raises(ConfigError, match="match no linear layer"):
+        lora_target_regex(enc.backbone, ["query"])
+
+
+def test_conditioner_shapes_and_local_fraction():
+    cond = GlobalTokenConditioner(global_dim=16, pooled_dim=8, context_dim=12, patch_dim=20, local_token_fraction=0.1)
+    pooled, ctx = cond(torch.randn(3, 16), torch.randn(3, 49, 20))
+    assert pooled.shape == (3, 8) and ctx.shape == (3, 1 + 5, 12)  # ceil(0.1 * 49) = 5
+    plain = GlobalTokenConditioner(16, 8, 12)
+    assert plain(torch.randn(3, 16))[1].shape == (3, 1, 12) and plain.local_proj is None
+    for proj in (plain.to_pooled, plain.to_context):
+        assert [type(m).__name__ for m in proj] == ["LayerNorm", "Linear", "GELU", "Linear"]
+
+
+def test_patchify_round_trip_and_ids():
+    z = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    tok = patchify(z, 2)
+    assert tok.shape == (2, 6, 12)
+    assert torch.equal(tok[0, 0], z[0, :, :2, :2].reshape(-1))  # first token = top-left 2x2 cell, all channels
+    assert torch.equal(unpatchify(tok, 2, 3, 4, 6), z)
+    ids = token_position_ids(4, 6, 2)
+    assert ids.shape == (6, 3) and ids[:, 0].eq(0).all()
+    assert ids[1].tolist() == [0, 0, 1] and ids[3].tolist() == [0, 1, 0]
+
+
+def test_latent_spaces_build(make_cfg, tiny_vae_dir):
+    pixel = LATENT_SPACES["pixel"].from_config(make_cfg().latent)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(pixel.decode(pixel.encode(x)), x) and pixel.token_dim == 48
+    vae_cfg = make_cfg("latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae").latent
+    vae = LATENT_SPACES["vae"].from_config(vae_cfg)
+    z = vae.encode(x, torch.Generator().manual_seed(0))
+    assert z.shape == (2, 4, 16, 16) and vae.latent_shape(32) == (4, 16, 16)
+    assert vae.decode(z).shape == (2, 3, 32, 32)
+    # encode = scale * (z - shift) of the posterior mode when not sampling
+    vae.sample_posterior = False
+    with torch.no_grad():
+        mode = vae.vae.encode(x).latent_dist.mode()
+    assert torch.allclose(vae.encode(x), 0.3611 * (mode - 0.1159), atol=1e-6)
+    with pytest.raises(ConfigError, match="divisible"):
+        vae.latent_shape(30)
+
+
+def test_every_denoiser_and_preset_kwargs():
+    for preset in PRESETS:
+        kw = transformer_kwargs(preset, in_channels=64, guidance=False)
+        assert sum(kw["axes_dims_rope"]) == kw["attention_head_dim"]
+    with pytest.raises(ConfigError, match="axes_dims_rope"):
+        transformer_kwargs("toy", 48, False, {"attention_head_dim": 24})
+    with pytest.raises(ConfigError, match="derived"):
+        transformer_kwargs("toy", 48, False, {"in_channels": 12})
+    with pytest.raises(ConfigError, match="lightweight"):
+        transformer_kwargs("huge", 48, False)
+
+
+def test_lightweight_preset_is_the_papers_size():
+    # the paper's 1.31 B counts the public code's guidance embedder (its constant guidance = 4 leftover)
+    n = preset_parameter_count("lightweight", in_channels=64)
+    assert 1.29e9 < n < 1.31e9
+    assert 1.305e9 < preset_parameter_count("lightweight", in_channels=64, guidance=True) < 1.315e9
+    assert preset_parameter_count("1+2") < n < preset_parameter_count("3+6")
+
+
+def test_guidance_is_a_config_switch(make_cfg):
+    model = GenHancerModel.build(make_cfg("denoiser.guidance=4.0"))
+    assert model.denoiser.transformer.config.guidance_embeds
+    model(torch.randn(2, 3, 32, 32), torch.rand(2, 3, 32, 32))["loss"].backward()
+    assert not GenHancerModel.build(make_cfg()).denoiser.transformer.config.guidance_embeds
+
+
+@pytest.mark.parametrize("yaml", PAPER_YAMLS, ids=lambda p: p.stem)
+def test_paper_yaml_loads_and_builds_tiny(yaml, tiny_clip_dir, tiny_siglip_dir, tiny_vae_dir):
+    cfg = load_genhancer_config(yaml)
+    assert cfg.denoiser.preset == "lightweight" and cfg.latent.space == "vae" and cfg.latent.patch_size == 2
+    assert cfg.latent.vae_path == "black-forest-labs/FLUX.1-dev" and cfg.latent.vae_subfolder == "vae"
+    assert cfg.train.batch_size == 16 and cfg.train.grad_accum == 2 and cfg.train.mixed_precision == "bf16"
+    assert cfg.schedule["stage1"].steps == 100_000 and cfg.schedule["stage1"].lr == 1e-4
+    assert cfg.lora.r == 16 and cfg.lora.alpha == 16 and cfg.lora.bias == "lora_only"
+    assert "MUST-OVERRIDE" in cfg.data.path and cfg.data.source == "webdataset"
+    tiny_dir = tiny_siglip_dir if cfg.encoder.family == "siglip" else tiny_clip_dir
+    cfg = load_genhancer_config(yaml, [
+        f"encoder.path={tiny_dir}", f"latent.vae_path={tiny_vae_dir}",
+        # the recipe's everything except size: lightweight's depth, a tiny width
+        "denoiser.overrides={attention_head_dim: 16, num_attention_heads: 2, joint_attention_dim: 32,"
+        " pooled_projection_dim: 32, axes_dims_rope: [4, 6, 6]}",
+        "stage=end-to-end",
+    ])
+    model = GenHancerModel.build(cfg)
+    assert len(model.denoiser.transformer.transformer_blocks) == 2
+    assert len(model.denoiser.transformer.single_transformer_blocks) == 4
+    model(torch.randn(2, 3, 32, 32), torch.rand(2, 3, 32, 32) * 2 - 1)["loss"].backward()
