@@ -115,6 +115,7 @@ class TrainConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     resume: str = "auto"  # auto | never | <checkpoint dir>
+    debug_log_samples: bool = False  # write run_dir/debug/samples-rank*.jsonl: the sample keys of every step
 
 
 @dataclass
