@@ -137,6 +137,8 @@ class GenHancerModel(nn.Module):
     def condition(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values (B, 3, H, W), processor-normalised -> (pooled (B, P), context (B, T, J))."""
+        # under DeepSpeed bf16 the weights themselves are bf16: feed the encoder its own dtype
+        pixel_values = pixel_values.to(next(self.encoder.parameters()).dtype)
         if any(p.requires_grad for p in self.encoder.parameters()):
             tokens = self.encoder(pixel_values)
         else:

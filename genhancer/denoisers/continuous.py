@@ -140,7 +140,7 @@ class ContinuousDenoiser(Denoiser):
                       generator: torch.Generator | None = None) -> dict[str, Any]:
         """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": float}."""
         b, _, h, w = latents.shape
-        x = patchify(latents, self.patch_size)  # (B, N, C*p*p)
+        x = patchify(latents, self.patch_size).to(self.transformer.dtype)  # (B, N, C*p*p), the weights' dtype
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
                             device=generator.device if generator is not None else x.device).to(x.device)
         t = flow.sample_timesteps(b, self.t_sampling, self.logit_scale, generator, device=x.device)

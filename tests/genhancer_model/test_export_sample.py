@@ -87,3 +87,28 @@ def test_sample_writes_a_grid(stage2_run, tmp_path):
     grid = Image.open(out)
     assert grid.size == (2 * 34 + 2, 2 * 34 + 2)  # 2 columns, originals row + reconstructions row, 2 px pad
     assert grid.getpixel((2 + 16, 2 + 16)) == (255, 0, 0)  # first original, red
+
+
+def test_export_siglip(tiny_siglip_dir, tmp_path):
+    from transformers import SiglipModel
+
+    from genhancer.config import load_genhancer_config
+    from genhancer.export import export_encoder
+
+    cfg = load_genhancer_config(None, ["encoder.family=siglip", f"encoder.path={tiny_siglip_dir}",
+                                       "latent.patch_size=4", "stage=end-to-end"])
+    model = GenHancerModel.build(cfg)
+    with torch.no_grad():
+        for n, p in model.encoder.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "run" / "final")
+    out = export_encoder(tmp_path / "run", tmp_path / "enc")
+    base, new = SiglipModel.from_pretrained(tiny_siglip_dir), SiglipModel.from_pretrained(out)
+    b, n = base.state_dict(), new.state_dict()
+    assert all(torch.equal(b[k], n[k]) for k in b if k.startswith("text_model."))
+    assert not torch.equal(b["vision_model.head.mlp.fc1.weight"], n["vision_model.head.mlp.fc1.weight"])
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval().encoder(x).global_token,
+                              new.get_image_features(pixel_values=x).pooler_output, atol=1e-5)
