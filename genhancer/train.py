@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -414,10 +415,12 @@ def _teardown(accelerator) -> None:  # noqa: ANN001
     from accelerate.state import AcceleratorState, GradientState
 
     try:
-        accelerator.end_training()
+        if "deepspeed.comm" in sys.modules and dist.is_available() and dist.is_initialized():
+            import deepspeed.comm as ds_comm
+
+            ds_comm.destroy_process_group()  # before accelerate's: also drops DeepSpeed's cached group handles
+        accelerator.end_training()  # destroys the torch process group if one is left
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
 
