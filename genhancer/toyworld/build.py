@@ -27,6 +27,7 @@ from typing import Any
 
 import genhancer
 from genhancer.toyworld.captions import CaptionProbs, caption_scene
+from genhancer.toyworld.lmms_data import write_lmms_data
 from genhancer.toyworld.mmvp_bench import sample_benchmark, write_benchmark
 from genhancer.toyworld.render import render_scene
 from genhancer.toyworld.scene import PATTERNS, SHAPES, Scene, sample_scene, vocabularies
@@ -141,6 +142,9 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
         # --- derived datasets (LLaVA JSON, lmms-eval parquet): added by later issues ---
         # Write under `root` (the world's directory while it is being built), use paths relative to it,
         # and record what was written in `derived[name] = {...}` (it goes into world.json).
+        derived["lmms_eval"] = write_lmms_data(
+            root / "lmms", seed=cfg.seed, image_size=cfg.image_size, supersample=cfg.supersample,
+            exclude=held_out | {s.key() for s in train_scenes})
 
         world = {
             "version": genhancer.__version__,

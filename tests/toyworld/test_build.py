@@ -34,7 +34,7 @@ def read_questions(bench: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_layout(world):
-    assert sorted(p.name for p in world.iterdir()) == ["mmvp_vlm", "provenance.json", "train", "val", "world.json"]
+    assert sorted(p.name for p in world.iterdir()) == ["lmms", "mmvp_vlm", "provenance.json", "train", "val", "world.json"]
     for split, n in (("train", 40), ("val", 25)):
         recs = read_jsonl(world / split / "scenes.jsonl")
         assert len(recs) == n
@@ -66,7 +66,7 @@ def test_world_json_and_provenance(world):
     assert w["vocabularies"]["shapes"] == list(SHAPES)
     assert w["vocabularies"]["patterns"] == list(PATTERNS)
     assert 0 < w["caption_probs"]["color"] <= 1
-    assert w["version"] and w["derived"] == {}
+    assert w["version"] and w["derived"]["lmms_eval"]["format"] == "genhancer-toy-lmms/1"
     prov = read_json(world / "provenance.json")
     assert prov["kind"] == "toyworld" and prov["config"]["seed"] == 5
 
