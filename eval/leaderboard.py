@@ -138,6 +138,11 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
     if not isinstance(scores, dict):
         raise DataError(f"{where}: no 'scores' mapping in an eval.lmms results file")
     limit = summary.get("limit")
+    if model.get("path") and Path(model["path"]).is_dir():  # the model dir's provenance.json is the truth
+        from eval.lmms.modeldir import describe_model_dir
+
+        fresh = describe_model_dir(model["path"])
+        model = {**model, **{k: v for k, v in fresh.items() if v is not None}}
     row = Row(name=_display_name(model.get("path")), kind="llava", origin="ours", encoder=model.get("encoder"),
               llm=model.get("llm"), path=model.get("path"))
     protocols = summary.get("protocol") or {}

@@ -126,3 +126,16 @@ def test_cli_prints_markdown(runs, tmp_path, capsys):
                  "--no-chart", "--references", "none"]) == 0
     out = capsys.readouterr().out
     assert "| model | kind | encoder | LLM | source |" in out and "leaderboard ->" in out
+
+
+def test_encoder_and_llm_come_from_the_model_dirs_provenance(tmp_path):
+    from genhancer.utils.provenance import write_provenance
+
+    enc, llm, model = tmp_path / "enc", tmp_path / "llm", tmp_path / "llava_a"
+    for d in (enc, llm, model):
+        d.mkdir()
+    write_provenance(model, "llava", parents=[enc, llm], command=["test"])
+    run = lmms_result(tmp_path / "run", str(model), {"toy_mmvp": {"mmvp_pair_accuracy": 0.5}})
+    row = make_leaderboard([run], tmp_path / "o", references=[], chart=False)["rows"][0]
+    assert (row["encoder"], row["llm"]) == (str(enc.resolve()), str(llm.resolve()))
+    assert "| llava_a | llava | enc | llm | ours |" in (tmp_path / "o" / "leaderboard.md").read_text()
