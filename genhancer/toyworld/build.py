@@ -27,6 +27,7 @@ from typing import Any
 
 import genhancer
 from genhancer.toyworld.captions import CaptionProbs, caption_scene
+from genhancer.toyworld.llava_data import write_llava_data
 from genhancer.toyworld.lmms_data import write_lmms_data
 from genhancer.toyworld.mmvp_bench import sample_benchmark, write_benchmark
 from genhancer.toyworld.render import render_scene
@@ -145,6 +146,7 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
         derived["lmms_eval"] = write_lmms_data(
             root / "lmms", seed=cfg.seed, image_size=cfg.image_size, supersample=cfg.supersample,
             exclude=held_out | {s.key() for s in train_scenes})
+        derived["llava"] = write_llava_data(root, seed=cfg.seed)
 
         world = {
             "version": genhancer.__version__,

@@ -1,0 +1,173 @@
+"""The toy LLM: a tiny Llama with a sentencepiece tokenizer, briefly pretrained on the toy world's text.
+
+``python -m genhancer.toyworld pretrain-llm --world DIR --out DIR [--config YAML] [KEY=VALUE ...]``
+
+It stands in for Vicuna: a ``LlamaForCausalLM`` directory whose tokenizer is a sentencepiece BPE
+``tokenizer.model`` (byte fallback, ``<unk> <s> </s>`` at ids 0/1/2, BOS added) -- the kind Vicuna and
+Llama-2 ship -- saved together with the converted ``tokenizer.json`` so ``AutoTokenizer.from_pretrained(out)``
+and ``AutoModelForCausalLM.from_pretrained(out)`` work. A few hundred steps of next-token prediction on the
+captions and question/answer text make it a language model at all (it knows the words and answer forms,
+not the pictures).
+
+[IMPORTANT] transformers 5: ``LlamaTokenizer(vocab_file=...)`` silently gives a 3-token vocabulary; load the
+model file from a directory with ``LlamaTokenizer.from_pretrained(dir)`` (needs protobuf >= 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genhancer.utils.cli import entry_point
+from genhancer.utils.config import load_config
+from genhancer.utils.fsio import atomic_directory
+from genhancer.utils.logging import get_logger, progress
+from genhancer.utils.provenance import write_provenance
+
+log = get_logger("genhancer.toyworld.llm")
+
+# Words every LLaVA conversation format uses, so the tokenizer has pieces for them.
+TEMPLATE_TEXT = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: ASSISTANT: "
+    "Answer the question using a single word or phrase."
+)
+
+
+@dataclass
+class ToyLlmConfig:
+    vocab_size: int = 640  # 256 byte pieces + merges
+    hidden_size: int = 64
+    intermediate_size: int = 176
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 1024
+    steps: int = 150  # next-token pretraining steps (0: random weights)
+    batch_size: int = 16
+    seq_len: int = 64
+    learning_rate: float = 3e-3
+    seed: int = 0
+    max_texts: int = 50_000
+
+
+def train_sentencepiece(texts: Sequence[str], out_dir: Path, vocab_size: int) -> Path:
+    """Train a Llama-style sentencepiece BPE model and write ``out_dir/tokenizer.model``."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
+        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", minloglevel=2, num_threads=1,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "tokenizer.model"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def load_sp_tokenizer(directory: Path) -> Any:
+    from transformers import LlamaTokenizer
+
+    # add_bos_token as Vicuna's tokenizer_config has it; the template never writes BOS itself.
+    return LlamaTokenizer.from_pretrained(str(directory), add_bos_token=True, add_eos_token=False)
+
+
+def new_toy_llm(tokenizer: Any, cfg: ToyLlmConfig) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, rms_norm_eps=1e-5,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig) -> dict[str, float]:
+    """Next-token prediction on packed documents (``<s> text </s> <s> text </s> ...``)."""
+    import torch
+
+    if cfg.steps <= 0:
+        return {}
+    rng = random.Random(cfg.seed)
+    ids: list[int] = []
+    for t in rng.sample(list(texts), len(texts)):
+        ids += [tokenizer.bos_token_id, *tokenizer.encode(t, add_special_tokens=False), tokenizer.eos_token_id]
+    stream = torch.tensor(ids)
+    n_windows = max(1, (len(stream) - 1) // cfg.seq_len)
+    stream = stream[: n_windows * cfg.seq_len + 1]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / cfg.steps))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    t0, loss_val = time.perf_counter(), float("nan")
+    for _ in progress(range(cfg.steps), desc="toy LLM pretraining"):
+        starts = torch.randint(0, n_windows, (cfg.batch_size,), generator=gen) * cfg.seq_len
+        batch = torch.stack([stream[s: s + cfg.seq_len] for s in starts.tolist()])  # (B, T)
+        out = model(input_ids=batch, labels=batch)  # the model shifts labels itself
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_val = float(out.loss)
+    model.eval()
+    secs = time.perf_counter() - t0
+    return {"final_loss": round(loss_val, 4), "seconds": round(secs, 1),
+            "tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(secs, 1e-9))}
+
+
+def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, parents: Sequence[Path] = ()) -> Path:
+    """Train the tokenizer, build and pretrain the model, write the HF directory ``out``."""
+    out = Path(out)
+    texts = list(texts)[: cfg.max_texts]
+    with tempfile.TemporaryDirectory() as tmp:
+        # The template words are repeated so they get whole pieces (short prompts, as in Vicuna's vocabulary).
+        sp_path = train_sentencepiece([TEMPLATE_TEXT] * 200 + texts, Path(tmp), cfg.vocab_size)
+        tokenizer = load_sp_tokenizer(Path(tmp))
+        model = new_toy_llm(tokenizer, cfg)
+        stats = pretrain(model, tokenizer, texts, cfg)
+        with atomic_directory(out) as d:
+            model.save_pretrained(d, safe_serialization=True)
+            tokenizer.save_pretrained(d)
+            shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
+            write_provenance(d, "toy-llm", config=cfg, parents=list(parents),
+                             extra={"n_texts": len(texts), "parameters": sum(p.numel() for p in model.parameters()),
+                                    **stats})
+    log.info("toy LLM (%s parameters, vocab %d) written to %s %s",
+             f"{sum(p.numel() for p in model.parameters()):,}", len(tokenizer), out, stats)
+    return out
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    from genhancer.toyworld.llava_data import llm_texts
+
+    parser = argparse.ArgumentParser(prog="python -m genhancer.toyworld pretrain-llm", description=__doc__.split("\n")[0])
+    parser.add_argument("--world", required=True, type=Path, help="toy world directory (its train captions)")
+    parser.add_argument("--out", required=True, type=Path, help="HF causal-LM directory to write")
+    parser.add_argument("--config", type=Path, help="YAML with ToyLlmConfig keys")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=0 hidden_size=64")
+    args = parser.parse_args(argv)
+    cfg = load_config(ToyLlmConfig, args.config, args.overrides)
+    build_toy_llm(llm_texts(args.world, cfg.seed), args.out, cfg, parents=[args.world])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""Assemble a Hugging Face LLaVA directory from a vision-encoder directory and a causal-LM directory.
+
+``python -m llava_integration.build --encoder DIR --llm DIR --out DIR [--template vicuna_v1] [KEY=VALUE ...]``
+
+The result is a plain ``LlavaForConditionalGeneration`` directory (safetensors) with a ``LlavaProcessor``:
+- vision tower: the encoder's vision weights, unchanged (CLIP or SigLIP; a GenHancer export is a CLIP dir);
+- projector: a fresh ``mlp2x_gelu`` (Linear -> GELU -> Linear);
+- language model + head: the LLM's weights, embeddings resized for the added ``<image>`` (and pad) tokens;
+- processor: the encoder's image processor, the LLM's tokenizer, and the chosen conversation template;
+- ``provenance.json`` naming the encoder and LLM it was made from.
+
+Before anything is loaded, the encoder's config and its image processor are checked against each other
+(output size, patch grid, normalisation); every difference is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genhancer.utils.cli import entry_point
+from genhancer.utils.config import load_config
+from genhancer.utils.errors import ModelDirError
+from genhancer.utils.fsio import atomic_directory
+from genhancer.utils.logging import get_logger
+from genhancer.utils.provenance import write_provenance
+from genhancer.utils.registry import Registry
+from llava_integration.config import PROJECTORS, LlavaTrainConfig, ModelConfig
+from llava_integration.templates import IMAGE_TOKEN, get_template
+
+log = get_logger("llava_integration.build")
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    """How to read one kind of vision encoder directory.
+
+    ``vision_model``: the transformers class of the bare vision tower (what LLaVA's ``vision_tower`` is).
+    ``extra_tokens``: tokens before the patch tokens (CLIP's CLS: 1; SigLIP: none).
+    ``mean`` / ``std``: the family's published normalisation, to flag a processor that differs.
+    """
+
+    name: str
+    vision_model: str
+    extra_tokens: int
+    default_strategy: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+ENCODER_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
+_CLIP = EncoderFamily("clip", "CLIPVisionModel", 1, "default",
+                      (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+# [IMPORTANT] SigLIP has no CLS token: its features are all patch tokens ("full"), normalised to [-1, 1].
+_SIGLIP = EncoderFamily("siglip", "SiglipVisionModel", 0, "full", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+for _model_type, _family in (("clip", _CLIP), ("clip_vision_model", _CLIP),
+                             ("siglip", _SIGLIP), ("siglip_vision_model", _SIGLIP)):
+    ENCODER_FAMILIES.register(_model_type, _family)
+
+
+@dataclass
+class EncoderInfo:
+    family: EncoderFamily
+    vision_config: Any
+    image_processor: Any
+    image_size: int
+    patch_size: int
+
+
+def resolve_attn_implementation(requested: str) -> str:
+    """``auto`` -> flash_attention_2 when the package is importable (and CUDA is up), else sdpa."""
+    if requested != "auto":
+        return requested
+    import torch
+    from transformers.utils import is_flash_attn_2_available
+
+    return "flash_attention_2" if torch.cuda.is_available() and is_flash_attn_2_available() else "sdpa"
+
+
+def feature_strategy(cfg: ModelConfig, family: EncoderFamily) -> str:
+    return family.default_strategy if cfg.vision_feature_select_strategy == "auto" else cfg.vision_feature_select_strategy
+
+
+def num_image_tokens(image_size: int, patch_size: int, family: EncoderFamily, strategy: str) -> int:
+    """Tokens one image becomes in the LLM sequence (576 for CLIP-L/14 at 336 px with CLS dropped)."""
+    n = (image_size // patch_size) ** 2 + family.extra_tokens
+    return n - 1 if strategy == "default" else n
+
+
+def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
+    """Read the encoder's config and image processor and check that they agree.
+
+    Raises ``ModelDirError`` listing every disagreement (output size vs the model's image size, a size that
+    is not a whole number of patches, missing or invalid normalisation); a normalisation that differs from
+    the family's published one is only logged (custom encoders may use other statistics).
+    """
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoConfig, AutoImageProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"encoder {path!r}: cannot read its config.json ({e})") from None
+    if config.model_type not in ENCODER_FAMILIES:
+        raise ModelDirError(
+            f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
+            f"{', '.join(sorted(ENCODER_FAMILIES))}"
+        )
+    family = ENCODER_FAMILIES[config.model_type]
+    vision_config = getattr(config, "vision_config", None) or config
+    try:
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(
+            f"encoder {path!r} has no image processor (preprocessor_config.json / processor_config.json): {e}"
+        ) from None
+    size, patch = int(vision_config.image_size), int(vision_config.patch_size)
+    problems = []
+    if size % patch:
+        problems.append(f"image_size {size} is not a multiple of patch_size {patch}")
+    # The definitive check: what the processor really outputs for a non-square image.
+    probe = Image.fromarray(np.full((size + 13, size + 29, 3), 127, dtype=np.uint8))
+    out = processor(images=[probe], return_tensors="pt")["pixel_values"]
+    if tuple(out.shape[-3:]) != (3, size, size):
+        problems.append(
+            f"the image processor outputs {tuple(out.shape[-3:])} but the encoder expects (3, {size}, {size}) "
+            f"(processor size={getattr(processor, 'size', None)}, crop_size={getattr(processor, 'crop_size', None)})"
+        )
+    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+    if not getattr(processor, "do_normalize", True):
+        problems.append("the image processor does not normalise (do_normalize=False)")
+    elif mean is None or std is None or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        problems.append(f"the image processor's normalisation is invalid: image_mean={mean}, image_std={std}")
+    else:
+        for name, got, ref in (("image_mean", mean, family.mean), ("image_std", std, family.std)):
+            if any(abs(float(a) - b) > 1e-3 for a, b in zip(got, ref)):
+                log.warning("encoder %s: %s %s differs from the %s family's %s", path, name,
+                            [round(float(x), 4) for x in got], family.name, list(ref))
+    if problems:
+        raise ModelDirError(f"encoder {path!r}: its processor and model disagree: " + "; ".join(problems))
+    return EncoderInfo(family, vision_config, processor, size, patch)
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """The LLM's tokenizer with ``<image>`` (a special token) and a pad token added."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.llm, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"LLM {cfg.llm!r}: cannot load its tokenizer ({e})") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelDirError(f"LLM {cfg.llm!r}: a fast tokenizer is needed (character offsets for label masks)")
+    if IMAGE_TOKEN not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]},
+                               replace_extra_special_tokens=False)
+    tok.image_token = IMAGE_TOKEN  # read by LlavaProcessor; saved with the tokenizer config
+    if tok.pad_token is None:
+        tok.add_special_tokens({"pad_token": cfg.pad_token})
+    return tok
+
+
+def make_processor(info: EncoderInfo, tokenizer: Any, strategy: str, template: str) -> Any:
+    from transformers import LlavaProcessor
+
+    return LlavaProcessor(
+        image_processor=info.image_processor,
+        tokenizer=tokenizer,
+        patch_size=info.patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=info.family.extra_tokens,
+        chat_template=get_template(template).chat_template,
+        image_token=IMAGE_TOKEN,
+    )
+
+
+def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
+    """EOS plus the template's end-of-turn token when that is a single token of the vocabulary."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stop = get_template(template).stop
+    stop_ids = tokenizer.encode(stop, add_special_tokens=False)
+    if len(stop_ids) == 1 and stop_ids[0] not in ids and stop.strip():
+        ids.append(stop_ids[0])
+    return ids
+
+
+def _dtype(name: str, llm_config: Any) -> Any:
+    import torch
+
+    if name == "auto":
+        d = getattr(llm_config, "dtype", None) or getattr(llm_config, "torch_dtype", None)
+        if isinstance(d, str):
+            d = getattr(torch, d, None)
+        return d if isinstance(d, torch.dtype) else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def assemble(cfg: ModelConfig, dtype: str = "auto", seed: int = 0) -> tuple[Any, Any]:
+    """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring)."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    get_template(cfg.template)  # an unknown template fails before anything heavy is loaded
+    info = inspect_encoder(cfg.encoder, cfg.trust_remote_code)
+    strategy = feature_strategy(cfg, info.family)
+    tokenizer = load_tokenizer(cfg)
+    try:
+        text_config = AutoConfig.from_pretrained(cfg.llm, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({e})") from None
+    torch_dtype = _dtype(dtype, text_config)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    config = LlavaConfig(
+        vision_config=info.vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=num_image_tokens(info.image_size, info.patch_size, info.family, strategy),
+        projector_hidden_act=PROJECTORS[cfg.projector],
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+    )
+    vision_cls = getattr(transformers, info.family.vision_model)
+    log.info("loading vision tower %s from %s", info.family.vision_model, cfg.encoder)
+    vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype)
+    log.info("loading language model from %s", cfg.llm)
+    lm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code)
+
+    # The shell is built on the meta device (no memory, no random init), then the real parts are put in.
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision
+    model.model.language_model = getattr(lm, lm.base_model_prefix)
+    model.lm_head = lm.get_output_embeddings()
+    torch.manual_seed(seed)
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(torch_dtype)
+    meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if meta:
+        raise RuntimeError(f"assembly left tensors on the meta device: {meta[:5]}")
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=cfg.pad_embeddings_to_multiple_of,
+                                  mean_resizing=True)
+    model.config.dtype = torch_dtype
+    stops = stop_token_ids(tokenizer, cfg.template)
+    model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    processor = make_processor(info, tokenizer, strategy, cfg.template)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("assembled LLaVA: %s vision + %s projector + %s LLM parameters (%d total); %d image tokens",
+             f"{sum(p.numel() for p in vision.parameters()):,}",
+             f"{sum(p.numel() for p in model.model.multi_modal_projector.parameters()):,}",
+             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", n_params,
+             config.image_seq_length)
+    return model, processor
+
+
+def save_llava_dir(model: Any, processor: Any, out: Path) -> None:
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+
+
+def build(cfg: ModelConfig, out: str | Path, dtype: str = "auto", seed: int = 0,
+          provenance_config: Any = None) -> Path:
+    """Assemble and write the LLaVA directory ``out`` (atomically) with its provenance manifest."""
+    out = Path(out)
+    model, processor = assemble(cfg, dtype=dtype, seed=seed)
+    with atomic_directory(out) as tmp:
+        save_llava_dir(model, processor, tmp)
+        write_provenance(tmp, "llava", config=provenance_config or cfg, parents=[cfg.encoder, cfg.llm],
+                         extra={"stage": "assembled", "template": cfg.template,
+                                "image_seq_length": model.config.image_seq_length})
+    log.info("LLaVA directory written to %s", out)
+    return out
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llava_integration.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", help="CLIP/SigLIP directory (or hub id); overrides model.encoder")
+    parser.add_argument("--llm", help="causal-LM directory (or hub id); overrides model.llm")
+    parser.add_argument("--out", required=True, type=Path, help="LLaVA directory to write")
+    parser.add_argument("--template", help="conversation format stored in the processor (default vicuna_v1)")
+    parser.add_argument("--config", type=Path, help="a configs/llava/*.yaml file (its `model` section is used)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights dtype (auto: the LLM's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the projector's initialisation")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.vision_feature_layer=-1")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    for flag, key in (("encoder", "model.encoder"), ("llm", "model.llm"), ("template", "model.template")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(LlavaTrainConfig, args.config, overrides)
+    build(cfg.model, args.out, dtype=args.dtype, seed=args.seed, provenance_config=dataclasses.asdict(cfg.model))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

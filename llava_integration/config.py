@@ -1,0 +1,161 @@
+"""The LLaVA integration's config schema (one schema; YAML instances live in ``configs/llava/``).
+
+The dataclass defaults are the embedded toy run (``configs/llava/toy.yaml`` spells them out); the
+LLaVA-1.5 recipes (``vicuna-7b.yaml``, ``vicuna-13b.yaml``) override model, data and optimisation.
+Relative paths are relative to the working directory (the repository root in the scripts).
+
+    model     what is assembled: encoder dir, LLM dir, projector, feature layer/strategy, attention
+    pretrain  stage "pretrain": projector only, template "plain", ZeRO-2
+    finetune  stage "finetune": projector + LLM (full or LoRA), template "vicuna_v1", ZeRO-3
+    train     run-time settings shared by both stages (precision, checkpointing, logging, resume)
+    stage     which stage ``python -m llava_integration.train`` runs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from genhancer.utils.errors import ConfigError
+
+PROJECTORS: dict[str, str] = {"mlp2x_gelu": "gelu"}  # projector id -> HF LlavaConfig.projector_hidden_act
+
+
+@dataclass
+class ModelConfig:
+    """What ``llava_integration.build`` assembles (LlavaForConditionalGeneration from two directories)."""
+
+    encoder: str = "runs/toy/clip"  # CLIP/SigLIP directory or hub id (a GenHancer export works as is)
+    llm: str = "runs/toy/llm"  # causal-LM directory or hub id (Llama/Vicuna/Qwen2 ...)
+    template: str = "vicuna_v1"  # conversation format stored in the assembled processor
+    projector: str = "mlp2x_gelu"
+    vision_feature_layer: int = -2
+    # "default" drops the CLS token, "full" keeps every token; "auto": default for CLIP, full for SigLIP.
+    vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
+    pad_token: str = "<pad>"  # added when the LLM's tokenizer has no pad token
+    pad_embeddings_to_multiple_of: int | None = None
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.projector not in PROJECTORS:
+            raise ConfigError(f"unknown projector {self.projector!r}; known projectors: {', '.join(PROJECTORS)}")
+
+
+@dataclass
+class DataConfig:
+    """A LLaVA JSON/JSONL file of records and the folder its ``image`` paths are relative to."""
+
+    path: str = ""
+    image_root: str = ""
+    image_aspect_ratio: Literal["pad", "square"] = "pad"  # pad: square with the mean colour; square: as is
+    max_length: int = 2048  # tokens, image tokens included
+    over_length: Literal["truncate", "skip"] = "truncate"  # never cuts through image tokens either way
+    on_bad_record: Literal["error", "skip"] = "error"
+    group_by_modality_length: bool = True
+    num_workers: int = 0
+    limit: int | None = None  # use only the first N records (smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"max_length={self.max_length} is too small")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the LLM's linear layers (finetune only); the projector trains fully at ``projector_lr``."""
+
+    enabled: bool = False
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    projector_lr: float = 2e-5
+
+
+@dataclass
+class StageConfig:
+    """One training stage: its data, conversation format and optimisation."""
+
+    template: str = "vicuna_v1"
+    data: DataConfig = field(default_factory=DataConfig)
+    init_from: str | None = None  # LLaVA dir to start from (None: pretrain assembles, finetune <run>/pretrain)
+    deepspeed: str | None = None  # DeepSpeed JSON ("auto" values are filled from these settings)
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_steps: int = 500
+    save_total_limit: int = 1
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings shared by both stages."""
+
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on a bf16 GPU, else fp32
+    tf32: bool = True
+    gradient_checkpointing: bool = True
+    logging_steps: int = 10
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    resume: str = "auto"  # auto: from the newest checkpoint in the stage dir; never; or a checkpoint path
+    use_cpu: bool = False  # force CPU even where CUDA is available
+
+
+# [IMPORTANT] Per-stage defaults are subclasses, not default_factory values: the config loader builds a
+# section from its class when any key of it is given, so a factory's values would silently be lost.
+@dataclass
+class PretrainData(DataConfig):
+    path: str = "runs/toy/world/llava/pretrain.json"
+    image_root: str = "runs/toy/world"
+    max_length: int = 128
+
+
+@dataclass
+class FinetuneData(DataConfig):
+    path: str = "runs/toy/world/llava/finetune.json"
+    image_root: str = "runs/toy/world"
+    max_length: int = 192
+
+
+@dataclass
+class PretrainStage(StageConfig):
+    """LLaVA-1.5 stage 1 (toy values): projector only, captions, template plain, ZeRO-2."""
+
+    template: str = "plain"
+    data: PretrainData = field(default_factory=PretrainData)
+    deepspeed: str | None = "configs/deepspeed/zero2.json"
+    learning_rate: float = 1e-3
+    per_device_batch_size: int = 32
+
+
+@dataclass
+class FinetuneStage(StageConfig):
+    """LLaVA-1.5 stage 2 (toy values): projector + LLM, question answering, template vicuna_v1, ZeRO-3."""
+
+    template: str = "vicuna_v1"
+    data: FinetuneData = field(default_factory=FinetuneData)
+    deepspeed: str | None = "configs/deepspeed/zero3.json"
+    learning_rate: float = 1e-3
+    per_device_batch_size: int = 16
+
+
+@dataclass
+class LlavaTrainConfig:
+    """Top level of ``configs/llava/*.yaml``."""
+
+    stage: Literal["pretrain", "finetune"] = "pretrain"
+    run_dir: str = "runs/toy/llava"  # <run_dir>/<stage>/{config.yaml, metrics.jsonl, checkpoint-*, model/}
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
+    finetune: FinetuneStage = field(default_factory=FinetuneStage)
+    train: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def stage_config(self) -> StageConfig:
+        return self.pretrain if self.stage == "pretrain" else self.finetune
