@@ -79,4 +79,4 @@ def check_latent_space(family_id: str, latent_space_id: str) -> None:
 
 
 # Families register themselves on import (kept at the bottom: they import DENOISERS from here).
-from genhancer.denoisers import continuous  # noqa: E402,F401
+from genhancer.denoisers import continuous, discrete  # noqa: E402,F401
