@@ -21,6 +21,7 @@ class InProcessRun:
     results: dict[str, Any]  # lmms-eval's results["results"]
     seconds: float  # wall time of simple_evaluate (model already loaded)
     cpu_seconds: float  # CPU time of this process over the same span (less sensitive to a busy machine)
+    model_seconds: float  # wall time spent inside the model's generate_until / loglikelihood calls
     n_samples: int
 
 
@@ -46,6 +47,20 @@ def evaluate_instance(model: Any, tasks: list[str], include_dir: str | Path, lim
     # lmms-eval's evaluate() ends with lm.clean(), which deletes every nn.Module attribute of the model
     # object; keep them so one loaded instance can be evaluated again (warm-up, repeats).
     modules = {k: v for k, v in vars(model).items() if isinstance(v, torch.nn.Module)}
+    spent = [0.0]
+    originals = {}
+    for name in ("generate_until", "loglikelihood"):
+        fn = getattr(model, name)
+        originals[name] = fn
+
+        def timed(requests, _fn=fn):
+            start = time.perf_counter()
+            try:
+                return _fn(requests)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        setattr(model, name, timed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         out = simple_evaluate(model=model, tasks=tasks, task_manager=manager, limit=limit, log_samples=True,
@@ -54,6 +69,8 @@ def evaluate_instance(model: Any, tasks: list[str], include_dir: str | Path, lim
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         for k, v in modules.items():
             setattr(model, k, v)
+        for name in originals:
+            delattr(model, name)  # back to the class's method
     if out is None:
         raise RuntimeError("lmms-eval returned no results (not the main process?)")
     answers: dict[tuple[str, int], str] = {}
@@ -64,7 +81,7 @@ def evaluate_instance(model: Any, tasks: list[str], include_dir: str | Path, lim
         for s in samples:
             resp = s["filtered_resps"]
             answers[(task, int(s["doc_id"]))] = resp[0] if isinstance(resp, list) else resp
-    return InProcessRun(answers, until, out["results"], seconds, cpu_seconds, len(answers))
+    return InProcessRun(answers, until, out["results"], seconds, cpu_seconds, spent[0], len(answers))
 
 
 def compare_answers(ours: InProcessRun, reference: InProcessRun) -> list[dict[str, Any]]:
