@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ _DS_SIZE_DEFAULTS = {
     "stage3_prefetch_bucket_size": 50_000_000,
     "stage3_param_persistence_threshold": 100_000,
 }
+
+
+DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
 
 
 class TrainingDiverged(UserError):
@@ -174,6 +178,27 @@ def _gathered(params: list[torch.nn.Parameter], enabled: bool, modifier_rank: in
     return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
 
 
+@contextmanager
+def _without_zero3_init(accelerator) -> Iterator[None]:  # noqa: ANN001
+    """No ``deepspeed.zero.Init`` while the HF encoder loads: it cannot partition CLIP's 0-dim ``logit_scale``
+    and the frozen encoder fits on one device anyway; ZeRO-3 still partitions the whole model at prepare().
+
+    [IMPORTANT] accelerate's ``zero3_init_context_manager(enable=False)`` re-registers the HF DeepSpeed config
+    (so transformers still sees ZeRO-3); unregistering it is what actually turns zero.Init off.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
+
+
 def _unwrapped_optimizer(accelerator, optimizer):  # noqa: ANN001, ANN202
     """The object whose state_dict()/load_state_dict() hold the optimizer state on this rank."""
     if accelerator.state.deepspeed_plugin is not None:
@@ -189,6 +214,9 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
     from genhancer.module import GenHancerModel
 
     t_start = time.time()
+    # accelerate flips ACCELERATE_USE_DEEPSPEED on for the whole process; put it back afterwards so a later
+    # run in the same interpreter (tests, notebooks) with train.deepspeed=null really runs without it
+    prior_use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED")
     schedule = cfg.current_schedule
     run_dir = Path(cfg.train.run_dir)
     ckpt_root = run_dir / "checkpoints"
@@ -210,7 +238,8 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
 
         # the same seed on every rank while building, so fresh modules start identical everywhere
         torch.manual_seed(cfg.train.seed)
-        model = GenHancerModel.build(cfg)
+        with _without_zero3_init(accelerator):
+            model = GenHancerModel.build(cfg)
         spec = model.encoder_image_spec()
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -363,6 +392,10 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
         if stream is not None:
             stream.close()
         _teardown(accelerator)
+        if prior_use_deepspeed is None:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = prior_use_deepspeed
 
 
 def _input_dtype(accelerator, model: torch.nn.Module) -> torch.dtype:  # noqa: ANN001
@@ -429,7 +462,8 @@ def _teardown(accelerator) -> None:  # noqa: ANN001
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="YAML instance of the GenHancer config schema")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"YAML instance of the GenHancer config schema (default: {DEFAULT_CONFIG}, the toy world)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. stage=stage2")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)

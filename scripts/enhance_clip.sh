@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Enhance a CLIP-family vision encoder with GenHancer: stage 1 -> stage 2 -> export -> MMVP-VLM before/after.
+#
+#   bash scripts/enhance_clip.sh
+#       The toy world end to end on CPU (a few minutes): build the world and pretrain the toy CLIP when
+#       missing, stage 1, stage 2 (init_from stage 1), export, MMVP-VLM before/after table + chart,
+#       zero-shot check, reconstruction grid, loss curves. Outputs under runs/toy/.
+#   CONFIG=configs/genhancer/openai-clip-l14-336.yaml DATA=/data/cc3m/{00000..00331}.tar \
+#   VAE=/models/FLUX.1-dev NUM_GPUS=8 MMVP=/data/MMVP_VLM bash scripts/enhance_clip.sh
+#       The paper recipe through `accelerate launch` (configs/accelerate/single_node.yaml).
+#   NUM_NODES=2 NODE_RANK=0|1 MASTER_ADDR=<node 0> NUM_GPUS=8 ... bash scripts/enhance_clip.sh
+#       Two machines (configs/accelerate/two_nodes.yaml); run on both, RUN_ROOT on a shared file system.
+#
+# Environment variables only choose files, paths and the launch size; every hyperparameter lives in the YAML.
+#   CONFIG     run config (default configs/genhancer/toy.yaml)     RUN_ROOT  outputs (default runs/toy or
+#   DATA       data.path override (image folder or shards)                   runs/<config name>)
+#   VAE        latent.vae_path override (AutoencoderKL dir/hub id)  WORLD     toy world dir (runs/toyworld)
+#   MMVP       MMVP-VLM folder for the before/after table (toy: $WORLD/mmvp_vlm)
+#   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
+#   SAMPLES    images for the reconstruction grid (toy: $WORLD/val/images)
+#   NUM_GPUS   processes per node (0 = one plain process, the CPU default)
+#   NUM_NODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   multi-node launch
+# Rerunning is cheap: finished stages resume from their last checkpoint (train.resume=auto) and stop.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+
+CONFIG="${CONFIG:-configs/genhancer/toy.yaml}"
+NAME="$(basename "$CONFIG" .yaml)"
+if [ "$NAME" = toy ]; then TOY=1; else TOY=0; fi
+RUN_ROOT="${RUN_ROOT:-runs/$NAME}"
+WORLD="${WORLD:-runs/toyworld}"
+NUM_GPUS="${NUM_GPUS:-0}"
+NUM_NODES="${NUM_NODES:-1}"
+NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+MASTER_PORT="${MASTER_PORT:-29500}"
+start=$(date +%s)
+step() { echo "[enhance_clip $(( $(date +%s) - start ))s] $*"; }
+
+# ---------------------------------------------------------------------------------------- inputs
+COMMON=()
+if [ "$TOY" = 1 ]; then
+  if [ ! -f "$WORLD/world.json" ]; then
+    step "building the toy world -> $WORLD"
+    python -m genhancer.toyworld build --out "$WORLD"
+  fi
+  CLIP="$RUN_ROOT/clip"
+  if [ ! -f "$CLIP/config.json" ]; then
+    step "pretraining the toy CLIP -> $CLIP"
+    python -m genhancer.toyworld pretrain-clip --world "$WORLD" --out "$CLIP"
+  fi
+  COMMON+=("encoder.path=$CLIP" "data.path=${DATA:-$WORLD/train}")
+  MMVP="${MMVP:-$WORLD/mmvp_vlm}"
+  ZEROSHOT="${ZEROSHOT:-$WORLD/val/zeroshot_shape.json}"
+  SAMPLES="${SAMPLES:-$WORLD/val/images}"
+else
+  [ -n "${DATA:-}" ] && COMMON+=("data.path=$DATA")
+  [ -n "${VAE:-}" ] && COMMON+=("latent.vae_path=$VAE")
+  CLIP="$(python -c "from genhancer.config import load_genhancer_config as l; print(l('$CONFIG').encoder.path)")"
+fi
+
+# ---------------------------------------------------------------------------------------- launcher
+if [ "$NUM_GPUS" -gt 0 ]; then
+  ACC_CONFIG=configs/accelerate/single_node.yaml
+  [ "$NUM_NODES" -gt 1 ] && ACC_CONFIG=configs/accelerate/two_nodes.yaml
+  LAUNCH=(accelerate launch --config_file "$ACC_CONFIG" --num_processes $(( NUM_GPUS * NUM_NODES ))
+          --num_machines "$NUM_NODES" --machine_rank "$NODE_RANK" --main_process_ip "$MASTER_ADDR"
+          --main_process_port "$MASTER_PORT" -m genhancer.train)
+else
+  # one process; DeepSpeed still wants the launcher's variables (or it looks for MPI)
+  export MASTER_ADDR MASTER_PORT RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1
+  LAUNCH=(python -m genhancer.train)
+fi
+IS_MAIN=$([ "$NODE_RANK" = 0 ] && echo 1 || echo 0)
+
+# ---------------------------------------------------------------------------------------- stages
+step "stage 1 -> $RUN_ROOT/stage1"
+"${LAUNCH[@]}" --config "$CONFIG" "${COMMON[@]}" stage=stage1 train.run_dir="$RUN_ROOT/stage1"
+step "stage 2 -> $RUN_ROOT/stage2"
+"${LAUNCH[@]}" --config "$CONFIG" "${COMMON[@]}" stage=stage2 init_from="$RUN_ROOT/stage1/final" \
+  train.run_dir="$RUN_ROOT/stage2"
+[ "$IS_MAIN" = 1 ] || exit 0  # evaluation and plots: once, on the first node
+
+step "export -> $RUN_ROOT/encoder"
+python -m genhancer.export --run "$RUN_ROOT/stage2" --out "$RUN_ROOT/encoder"
+
+mkdir -p "$RUN_ROOT/eval"
+if [ -n "${MMVP:-}" ]; then
+  step "MMVP-VLM before/after ($MMVP)"
+  python -m eval.mmvp_vlm --model "$CLIP" --benchmark "$MMVP" --out "$RUN_ROOT/eval/mmvp_before.json"
+  python -m eval.mmvp_vlm --model "$RUN_ROOT/encoder" --benchmark "$MMVP" --out "$RUN_ROOT/eval/mmvp_after.json"
+  python -m eval.mmvp_vlm --compare "$RUN_ROOT/eval/mmvp_before.json" "$RUN_ROOT/eval/mmvp_after.json" \
+    --labels before after --plot "$RUN_ROOT/eval/mmvp_before_after.png"
+else
+  step "MMVP-VLM skipped (set MMVP=<MMVP-VLM folder>)"
+fi
+if [ -n "${ZEROSHOT:-}" ]; then
+  step "zero-shot no-regression check ($ZEROSHOT)"
+  python -m eval.zeroshot --model "$CLIP" --spec "$ZEROSHOT" --out "$RUN_ROOT/eval/zeroshot_before.json"
+  python -m eval.zeroshot --model "$RUN_ROOT/encoder" --spec "$ZEROSHOT" --out "$RUN_ROOT/eval/zeroshot_after.json"
+fi
+if [ -n "${SAMPLES:-}" ]; then
+  step "reconstruction grid -> $RUN_ROOT/reconstructions.png"
+  python -m genhancer.sample --stage-dir "$RUN_ROOT/stage2" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
+fi
+python -m genhancer.plots --runs "$RUN_ROOT/stage1" "$RUN_ROOT/stage2" --out "$RUN_ROOT/loss_curves.png"
+step "done: $RUN_ROOT (encoder/, eval/, reconstructions.png, loss_curves.png)"
