@@ -111,16 +111,18 @@ class RuntimeConfig:
 # section from its class when any key of it is given, so a factory's values would silently be lost.
 @dataclass
 class PretrainData(DataConfig):
-    path: str = "runs/toy/world/llava/pretrain.json"
-    image_root: str = "runs/toy/world"
+    path: str = "runs/toyworld/llava/pretrain.json"
+    image_root: str = "runs/toyworld"
     max_length: int = 128
+    limit: int | None = 3200
 
 
 @dataclass
 class FinetuneData(DataConfig):
-    path: str = "runs/toy/world/llava/finetune.json"
-    image_root: str = "runs/toy/world"
+    path: str = "runs/toyworld/llava/finetune.json"
+    image_root: str = "runs/toyworld"
     max_length: int = 192
+    limit: int | None = 4000
 
 
 @dataclass

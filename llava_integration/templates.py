@@ -12,6 +12,10 @@ Message content may be a string (LLaVA JSON: ``"<image>\\nWhat ...?"``) or a lis
 an image item renders as ``<image>\\n`` so both forms give the same text.
 
 Templates never emit BOS: the tokenizer adds it (Llama/Vicuna do, Qwen does not), exactly as at evaluation.
+
+[IMPORTANT] Each generation block starts exactly where the ``add_generation_prompt`` text ends (Vicuna's
+" " after "ASSISTANT:" belongs to the answer): the first supervised token is then the one the model must
+produce right after an evaluation prompt, even when the tokenizer splits the space off as its own piece.
 """
 
 from __future__ import annotations
@@ -97,8 +101,8 @@ _register(Template(
         + "{{ system + ' ' }}"
         "{%- for message in turns -%}"
         "{%- if message['role'] == 'user' -%}{{ 'USER: ' + render_content(message['content']) + ' ' }}"
-        "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT: ' }}"
-        "{% generation %}{{ render_content(message['content']) + '</s>' }}{% endgeneration %}"
+        "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT:' }}"
+        "{% generation %}{{ ' ' + render_content(message['content']) + '</s>' }}{% endgeneration %}"
         "{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"

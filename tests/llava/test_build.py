@@ -1,0 +1,92 @@
+"""Assembly: vision weights == the encoder dir's, processor agreement checks, provenance, reload + generate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genhancer.utils.errors import ModelDirError
+
+
+def test_vision_weights_equal_the_encoder_dir(assembled_dir, tiny_clip_dir):
+    from transformers import CLIPVisionModel, LlavaForConditionalGeneration
+
+    llava = LlavaForConditionalGeneration.from_pretrained(assembled_dir)
+    ref = CLIPVisionModel.from_pretrained(tiny_clip_dir).state_dict()
+    got = llava.model.vision_tower.state_dict()
+    assert set(ref) == set(got)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    cfg = llava.config
+    assert cfg.vision_feature_layer == -2 and cfg.vision_feature_select_strategy == "default"
+    assert cfg.image_seq_length == (32 // 8) ** 2  # CLS dropped
+    assert cfg.projector_hidden_act == "gelu"
+
+
+def test_llm_weights_kept_and_tokens_added(assembled_dir, toy_llm_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlavaForConditionalGeneration
+
+    llava = LlavaForConditionalGeneration.from_pretrained(assembled_dir)
+    lm = AutoModelForCausalLM.from_pretrained(toy_llm_dir)
+    base_tok = AutoTokenizer.from_pretrained(toy_llm_dir)
+    n = len(base_tok)
+    emb = llava.get_input_embeddings().weight
+    assert emb.shape[0] == n + 2  # <image> and <pad>
+    assert torch.equal(emb[:n], lm.get_input_embeddings().weight)
+    assert torch.equal(llava.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    assert llava.config.image_token_id == n or llava.config.image_token_id == n + 1
+
+
+def test_processor_and_provenance(assembled_dir, assembled_processor, tiny_clip_dir, toy_llm_dir):
+    from llava_integration.templates import TEMPLATES
+
+    assert assembled_processor.chat_template == TEMPLATES["vicuna_v1"].chat_template
+    assert assembled_processor.tokenizer.pad_token is not None
+    prov = json.loads((assembled_dir / "provenance.json").read_text())
+    assert prov["kind"] == "llava"
+    assert [p["path"] for p in prov["parents"]] == [str(tiny_clip_dir.resolve()), str(toy_llm_dir.resolve())]
+    assert not list(assembled_dir.glob("*.bin"))
+
+
+def test_reload_with_plain_transformers_and_generate(assembled_dir, llava_world):
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(assembled_dir)
+    proc = AutoProcessor.from_pretrained(assembled_dir)
+    prompt = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Color?"}]}],
+                                      add_generation_prompt=True)
+    img = Image.open(llava_world / "val" / "images" / "000000.png").convert("RGB")
+    inputs = proc(images=[img], text=[prompt], return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == model.config.image_seq_length
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_mismatched_processor_is_named(tmp_path, tiny_clip_dir):
+    import shutil
+
+    from llava_integration.build import inspect_encoder
+
+    bad = tmp_path / "bad_clip"
+    shutil.copytree(tiny_clip_dir, bad)
+    cfg_file = next(p for p in (bad / "processor_config.json", bad / "preprocessor_config.json") if p.is_file())
+    cfg = json.loads(cfg_file.read_text())
+    ip = cfg.get("image_processor", cfg)
+    ip["crop_size"] = {"height": 48, "width": 48}
+    ip["size"] = {"shortest_edge": 48}
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ModelDirError, match=r"outputs \(3, 48, 48\) but the encoder expects \(3, 32, 32\)"):
+        inspect_encoder(str(bad))
+
+
+def test_unknown_template_and_encoder_are_named(tmp_path, toy_llm_dir, tiny_clip_dir):
+    from genhancer.utils.errors import ConfigError
+    from llava_integration.build import assemble
+    from llava_integration.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="known conversation templates: llama3, plain, qwen2, vicuna_v1"):
+        assemble(ModelConfig(encoder=str(tiny_clip_dir), llm=str(toy_llm_dir), template="vicuna"))
+    with pytest.raises(ModelDirError, match="supported encoder model types"):
+        assemble(ModelConfig(encoder=str(toy_llm_dir), llm=str(toy_llm_dir)))
