@@ -114,7 +114,7 @@ class PretrainData(DataConfig):
     path: str = "runs/toyworld/llava/pretrain.json"
     image_root: str = "runs/toyworld"
     max_length: int = 128
-    limit: int | None = 3200
+    limit: int | None = 2560
 
 
 @dataclass
@@ -122,7 +122,7 @@ class FinetuneData(DataConfig):
     path: str = "runs/toyworld/llava/finetune.json"
     image_root: str = "runs/toyworld"
     max_length: int = 192
-    limit: int | None = 4000
+    limit: int | None = 3200
 
 
 @dataclass
