@@ -134,8 +134,6 @@ class GenHancerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        # a YAML 'schedule' section only lists the stages it changes; the rest keep the paper's defaults
-        self.schedule = {**_default_schedule(), **self.schedule}
         if self.stage not in self.schedule:
             raise ValueError(
                 f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' (known: {sorted(self.schedule)})"

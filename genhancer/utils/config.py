@@ -159,6 +159,32 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """The field's default as plain data (dicts for sections), or None when it has none."""
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return _plain(f.default_factory())  # type: ignore[misc]
+    if f.default is not dataclasses.MISSING:
+        return _plain(f.default)
+    return None
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def from_dict(schema: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``schema`` from ``data``; unknown keys and wrong types raise ConfigError."""
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
@@ -173,6 +199,10 @@ def from_dict(schema: type[T], data: Mapping[str, Any], where: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
+        default = _field_default(fields[name])
+        if isinstance(value, Mapping) and isinstance(default, dict):
+            # a section given partly keeps the *field's* defaults (its default_factory), not the class's
+            value = _deep_merge(default, value)
         kwargs[name] = _convert(hints[name], value, key)
     try:
         return schema(**kwargs)
@@ -197,17 +227,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Iter
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict (lists, not tuples) of a config dataclass."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return plain(dataclasses.asdict(cfg))
+    return _plain(cfg)
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> Path:

@@ -91,3 +91,15 @@ def test_tiny_clip_fixture_loads(tiny_clip_dir):
     batch = proc(text=["a red triangle"], return_tensors="pt", padding="max_length")
     assert batch["input_ids"].shape[1] == 77
     assert model.config.text_config.eos_token_id == proc.tokenizer.eos_token_id
+
+
+@dataclass
+class WithFactory:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, steps=7))
+    table: dict[str, Inner] = field(default_factory=lambda: {"a": Inner(steps=3), "b": Inner(steps=4)})
+
+
+def test_partial_section_keeps_field_defaults():
+    cfg = load_config(WithFactory, None, ["inner.mode=b", "table.b.lr=2.0"])
+    assert cfg.inner == Inner(lr=0.5, steps=7, mode="b")  # not the class default lr=1e-4, steps=10
+    assert cfg.table["a"] == Inner(steps=3) and cfg.table["b"] == Inner(lr=2.0, steps=4)
