@@ -128,8 +128,10 @@ def _display_name(path: str | None) -> str:
     if not path:
         return "?"
     p = Path(path)
-    generic = {"final", "export", "model", "hf", "latest", "llava", "encoder"}
-    return f"{p.parent.name}/{p.name}" if p.name in generic and p.parent.name else p.name
+    # runs/toy/llava-baseline/finetune/model -> "llava-baseline"; runs/toy/encoder -> "toy/encoder"
+    while p.name in {"final", "export", "model", "hf", "latest", "finetune", "pretrain"} and p.parent.name:
+        p = p.parent
+    return f"{p.parent.name}/{p.name}" if p.name in {"llava", "encoder"} and p.parent.name else p.name
 
 
 def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:

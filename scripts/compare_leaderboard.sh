@@ -1,41 +1,41 @@
 #!/usr/bin/env bash
-# Toy-world leaderboard: the toy LLaVAs of finetune_llava.sh (baseline vs enhanced encoder) on the lmms-eval
-# toy suite, the toy encoders' MMVP-VLM results, and the published references, in one table.
-#   bash scripts/compare_leaderboard.sh                 # defaults below; a run already evaluated is reused
-#   bash scripts/compare_leaderboard.sh --baseline NAME # extra flags go to `python -m eval.leaderboard`
-# Where things are (environment variables, all optional):
-#   RUN_ROOT=runs/toy    WORLD=$RUN_ROOT/world    LLAVA_ROOT=$RUN_ROOT/llava (one model dir per subfolder,
-#   or its final/ folder)    MMVP_VLM_ROOT=$RUN_ROOT/mmvp_vlm (RESULT.json files)    BASELINE=baseline
-#   LMMS_FLAGS="--batch-size 8" (extra flags of eval.lmms run, e.g. "--limit 20")
+# Leaderboard: our MLLMs on lmms-eval suites and our encoders on MMVP-VLM, beside published references.
+#   bash scripts/compare_leaderboard.sh
+#       The toy runs: the two toy LLaVAs of finetune_llava.sh (baseline vs enhanced encoder) on the lmms-eval
+#       toy suite, and the toy encoders' MMVP-VLM results from enhance_clip.sh. A run already evaluated is
+#       reused. Output: runs/toy/leaderboard/ (markdown printed, CSV, JSON, PNG).
+#   bash scripts/compare_leaderboard.sh --runs runs/eval/a runs/eval/b r.json [--baseline NAME] --out DIR
+#       Any lmms-eval run dirs (python -m eval.lmms run) and MMVP-VLM RESULT.json files.
+# Environment variables (toy mode; all optional) only choose paths:
+#   RUN_ROOT=runs/toy   WORLD=runs/toyworld   MODELS="baseline enhanced" (runs/toy/llava-<name>/finetune/model)
+#   BASELINE=baseline   LMMS_FLAGS="--limit 20" (extra flags of eval.lmms run)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
+if [ "$#" -gt 0 ]; then exec python -m eval.leaderboard "$@"; fi
+
 RUN_ROOT="${RUN_ROOT:-runs/toy}"
-WORLD="${WORLD:-$RUN_ROOT/world}"
-LLAVA_ROOT="${LLAVA_ROOT:-$RUN_ROOT/llava}"
-MMVP_VLM_ROOT="${MMVP_VLM_ROOT:-$RUN_ROOT/mmvp_vlm}"
+WORLD="${WORLD:-runs/toyworld}"
 BASELINE="${BASELINE:-baseline}"
+read -r -a MODELS <<< "${MODELS:-baseline enhanced}"
 read -r -a LMMS_EXTRA <<< "${LMMS_FLAGS:-}"
 
 runs=()
-shopt -s nullglob
-for dir in "$LLAVA_ROOT"/*/; do
-  name="$(basename "$dir")"
-  model="${dir%/}"
-  [ -f "$model/config.json" ] || model="$model/final"
-  [ -f "$model/config.json" ] || { echo "[leaderboard] skip $dir (no config.json, nor final/config.json)"; continue; }
+for name in "${MODELS[@]}"; do
+  model="$RUN_ROOT/llava-$name/finetune/model"
+  if [ ! -f "$model/config.json" ]; then
+    echo "error: no toy LLaVA at $model; run scripts/finetune_llava.sh first" >&2
+    exit 2
+  fi
   out="$RUN_ROOT/lmms/$name"
-  if [ ! -f "$out/results.json" ]; then
+  if [ ! -f "$out/results.json" ] || [ "$model/config.json" -nt "$out/results.json" ]; then
     echo "[leaderboard] lmms-eval toy suite: $model -> $out"
     python -m eval.lmms run --model "$model" --suite toy --world "$WORLD" --out "$out" "${LMMS_EXTRA[@]}"
   fi
   runs+=("$out")
 done
-for result in "$MMVP_VLM_ROOT"/*.json; do runs+=("$result"); done
-if [ "${#runs[@]}" -eq 0 ]; then
-  echo "error: no LLaVA directories under $LLAVA_ROOT and no MMVP-VLM results under $MMVP_VLM_ROOT;" \
-       "run scripts/enhance_clip.sh and scripts/finetune_llava.sh first (or set LLAVA_ROOT / MMVP_VLM_ROOT)" >&2
-  exit 2
-fi
-python -m eval.leaderboard --runs "${runs[@]}" --baseline "$BASELINE" --out "$RUN_ROOT/leaderboard" "$@"
+for result in "$RUN_ROOT/eval/mmvp_before.json" "$RUN_ROOT/eval/mmvp_after.json"; do
+  if [ -f "$result" ]; then runs+=("$result"); fi
+done
+python -m eval.leaderboard --runs "${runs[@]}" --baseline "$BASELINE" --out "$RUN_ROOT/leaderboard"

@@ -55,27 +55,27 @@ def test_deltas_marks_missing_cells_and_outputs(runs, tmp_path):
     out = tmp_path / "board"
     table = make_leaderboard(list(runs), out, baseline="baseline", references=[], columns="toy")
     rows = {r["name"]: r for r in table["rows"]}
-    assert set(rows) == {"baseline/final", "enhanced/final", "genhancer/export"}
-    enh = rows["enhanced/final"]["cells"]
+    assert set(rows) == {"baseline", "enhanced", "genhancer"}
+    enh = rows["enhanced"]["cells"]
     assert enh["toy_mmvp"]["value"] == pytest.approx(40.0)
     assert enh["toy_mmvp"]["delta"] == pytest.approx(15.0)
     assert enh["toy_mmvp"]["protocol_differs"] == {"subset": {"this": "first 8 per task (--limit)",
                                                               "compared": "full"}}
     assert enh["toy_pope_f1_random"] is None  # missing cell
     assert enh["toy_mmvp_ll"]["delta"] is None  # the baseline has no such cell
-    assert rows["baseline/final"]["is_baseline"] and rows["baseline/final"]["cells"]["toy_mmvp"]["delta"] is None
-    assert rows["genhancer/export"]["kind"] == "encoder" and rows["genhancer/export"]["cells"]["mmvp_vlm"]["value"] == 40.0
+    assert rows["baseline"]["is_baseline"] and rows["baseline"]["cells"]["toy_mmvp"]["delta"] is None
+    assert rows["genhancer"]["kind"] == "encoder" and rows["genhancer"]["cells"]["mmvp_vlm"]["value"] == 40.0
 
     md = (out / "leaderboard.md").read_text()
-    assert "| **baseline/final** (baseline) |" in md
+    assert "| **baseline** (baseline) |" in md
     assert "40.0 (+15.0)†" in md and "–" in md
-    assert "enhanced/final / toy_mmvp: subset: first 8 per task (--limit) vs full" in md
+    assert "enhanced / toy_mmvp: subset: first 8 per task (--limit) vs full" in md
     rows_csv = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
-    enh_csv = next(r for r in rows_csv if r["model"] == "enhanced/final")
+    enh_csv = next(r for r in rows_csv if r["model"] == "enhanced")
     assert float(enh_csv["toy_mmvp"]) == pytest.approx(40.0)
     assert float(enh_csv["delta:toy_mmvp"]) == pytest.approx(15.0)
     assert enh_csv["toy_pope_f1_random"] == "" and enh_csv["protocol_differs:toy_mmvp"] == "subset"
-    assert json.loads((out / "leaderboard.json").read_text())["baseline"] == "baseline/final"
+    assert json.loads((out / "leaderboard.json").read_text())["baseline"] == "baseline"
     assert (out / "leaderboard.png").stat().st_size > 1000
 
 
@@ -83,12 +83,12 @@ def test_against_published_baseline_marks_protocol_differences(runs, tmp_path):
     table = make_leaderboard(list(runs[:2]), tmp_path / "b", baseline="LLaVA-1.5-7B (CLIP-L/14-336)",
                              columns="real", chart=False)
     rows = {r["name"]: r for r in table["rows"]}
-    ours = rows["baseline/final"]["cells"]
+    ours = rows["baseline"]["cells"]
     assert ours["mmvp"]["value"] == pytest.approx(30.0) and ours["mmvp"]["delta"] == pytest.approx(30.0 - 24.7)
     assert set(ours["mmvp"]["protocol_differs"]) == {"answers"}  # lmms-eval's corrected MMVP answers
     assert ours["pope_f1_random"]["protocol_differs"] == {}  # F1 vs F1, generation vs generation
     assert ours["pope_f1_avg"]["value"] == pytest.approx(100 * (0.85 + 0.84 + 0.80) / 3)
-    nb = rows["enhanced/final"]["cells"]["naturalbench_acc"]["protocol_differs"]
+    nb = rows["enhanced"]["cells"]["naturalbench_acc"]["protocol_differs"]
     assert nb["mode"] == {"this": "likelihood", "compared": "generation"} and "subset" in nb
     assert rows["LLaVA-1.5-7B (model zoo)"]["cells"]["pope_f1_avg"]["value"] == 85.9
     assert "LLaVA-1.5-13B (GenHancer CLIP)" in rows
@@ -111,7 +111,7 @@ def test_bad_inputs_give_one_clear_message(runs, tmp_path, capsys):
     (newer / "results.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="format 'genhancer-lmms-results/9' is not supported"):
         make_leaderboard([newer], tmp_path / "o", references=[])
-    with pytest.raises(ConfigError, match="--baseline 'nosuch' matches no row; rows: baseline/final"):
+    with pytest.raises(ConfigError, match="--baseline 'nosuch' matches no row; rows: baseline"):
         make_leaderboard(list(runs), tmp_path / "o", baseline="nosuch", references=[])
     ref = tmp_path / "ref.yaml"
     ref.write_text("source: x\nrows:\n  - {name: m, scores: {mmvpp: 1.0}}\n")
