@@ -8,13 +8,18 @@
 #   CONFIG=configs/genhancer/openai-clip-l14-336.yaml DATA=/data/cc3m/{00000..00331}.tar \
 #   VAE=/models/FLUX.1-dev NUM_GPUS=8 MMVP=/data/MMVP_VLM bash scripts/enhance_clip.sh
 #       The paper recipe through `accelerate launch` (configs/accelerate/single_node.yaml).
+#   DENOISER=discrete bash scripts/enhance_clip.sh
+#       The same toy run with the discrete denoiser (configs/genhancer/toy-discrete.yaml): shares the toy
+#       world and toy CLIP, trains the toy VQ tokenizer once (runs/toy/vq), outputs under runs/toy-discrete/.
 #   NUM_NODES=2 NODE_RANK=0|1 MASTER_ADDR=<node 0> NUM_GPUS=8 ... bash scripts/enhance_clip.sh
 #       Two machines (configs/accelerate/two_nodes.yaml); run on both, RUN_ROOT on a shared file system.
 #
 # Environment variables only choose files, paths and the launch size; every hyperparameter lives in the YAML.
+#   DENOISER   continuous (default) | discrete: which toy config CONFIG defaults to
 #   CONFIG     run config (default configs/genhancer/toy.yaml)     RUN_ROOT  outputs (default runs/toy or
 #   DATA       data.path override (image folder or shards)                   runs/<config name>)
 #   VAE        latent.vae_path override (AutoencoderKL dir/hub id)  WORLD     toy world dir (runs/toyworld)
+#   TOY_CLIP   the toy CLIP a DENOISER=discrete run uses (default runs/toy/clip, the continuous run's)
 #   MMVP       MMVP-VLM folder for the before/after table (toy: $WORLD/mmvp_vlm)
 #   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
 #   SAMPLES    images for the reconstruction grid (toy: $WORLD/val/images)
@@ -26,9 +31,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 
-CONFIG="${CONFIG:-configs/genhancer/toy.yaml}"
+case "${DENOISER:-continuous}" in
+  continuous) TOY_CONFIG=configs/genhancer/toy.yaml ;;
+  discrete) TOY_CONFIG=configs/genhancer/toy-discrete.yaml ;;
+  *) echo "DENOISER must be continuous or discrete, got '${DENOISER}'" >&2; exit 2 ;;
+esac
+CONFIG="${CONFIG:-$TOY_CONFIG}"
 NAME="$(basename "$CONFIG" .yaml)"
-if [ "$NAME" = toy ]; then TOY=1; else TOY=0; fi
+if [ "$NAME" = toy ] || [ "$NAME" = toy-discrete ]; then TOY=1; else TOY=0; fi
 RUN_ROOT="${RUN_ROOT:-runs/$NAME}"
 WORLD="${WORLD:-runs/toyworld}"
 NUM_GPUS="${NUM_GPUS:-0}"
@@ -47,9 +57,14 @@ if [ "$TOY" = 1 ]; then
     python -m genhancer.toyworld build --out "$WORLD"
   fi
   CLIP="$RUN_ROOT/clip"
+  if [ "$NAME" = toy-discrete ]; then CLIP="${TOY_CLIP:-runs/toy/clip}"; fi  # the continuous toy run's CLIP
   if [ ! -f "$CLIP/config.json" ]; then
     step "pretraining the toy CLIP -> $CLIP"
     python -m genhancer.toyworld pretrain-clip --world "$WORLD" --out "$CLIP"
+  fi
+  if [ "$NAME" = toy-discrete ]; then
+    step "toy VQ tokenizer (the config's latent.vae_path; trained once)"
+    python -m genhancer.vq train --config "$CONFIG" "data.path=${DATA:-$WORLD/train}" --skip-existing
   fi
   COMMON+=("encoder.path=$CLIP" "data.path=${DATA:-$WORLD/train}")
   MMVP="${MMVP:-$WORLD/mmvp_vlm}"
