@@ -1,0 +1,524 @@
+"""``python -m genhancer.toyworld pretrain-clip --world DIR --out DIR``: the toy world's "OpenAI CLIP".
+
+A small ``transformers.CLIPModel`` (sized by :class:`~genhancer.toyworld.models.ToyClipShape`) is built from
+config with a byte-level BPE tokenizer trained on the toy *train* captions (+ the zero-shot template words;
+never the benchmark statements), trained contrastively on ``DIR/train``, and saved as a normal Hugging Face
+directory (safetensors, config, image processor, tokenizer) that loads with ``CLIPModel`` /
+``AutoProcessor`` / ``AutoTokenizer``. Beside the model, ``OUT`` holds ``provenance.json``, ``config.yaml``
+(resolved), ``metrics.jsonl`` (loss per log step) and ``training_summary.json`` (steps, wall time, images/s,
+final loss, held-out zero-shot shape accuracy, toy MMVP-VLM score per pattern).
+
+Reads only the world's files (the data contract of ``python -m genhancer.toyworld build``):
+  DIR/train/scenes.jsonl  lines {"image": "images/000000.png", "caption": "...", "scene": {...}}
+  DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...], "items": [{"image", "label"}]}
+  DIR/mmvp_vlm/Questions.csv + "MLLM_VLM Images/<type>/<qid>.jpg"  (official MMVP-VLM layout; optional)
+
+Caching: when OUT already holds a complete toy CLIP made from the same world with the same config hash, the
+command prints ``cached`` and returns 0; ``--force`` retrains. The output directory is written atomically.
+
+Hyperparameters live in :class:`PretrainClipConfig` (the defaults *are* the toy world's CLIP);
+``configs/toyworld/clip.yaml`` is its YAML instance (regenerate it with ``--print-config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+
+from genhancer.toyworld.models import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ToyClipShape,
+    clip_processor,
+    new_toy_clip,
+    save_clip_dir,
+    train_clip_tokenizer,
+)
+from genhancer.utils.cli import entry_point
+from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
+from genhancer.utils.errors import DataError, UserError
+from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json, write_jsonl
+from genhancer.utils.logging import get_logger, progress
+from genhancer.utils.provenance import read_provenance, write_provenance
+
+KIND = "toy-clip"
+SUMMARY_FILE = "training_summary.json"
+MMVP_IMAGES = "MLLM_VLM Images"
+# Files that make OUT a complete toy CLIP (anything missing means: not cached, retrain).
+_REQUIRED_OUT_FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
+                       "tokenizer_config.json", "provenance.json", SUMMARY_FILE)
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class TokenizerConfig:
+    """Byte-level BPE trained on the train captions + the zero-shot template filled with the class names."""
+
+    vocab_size: int = 512
+    max_length: int = 77  # as OpenAI CLIP: evaluators pad statements to the tokenizer's max length
+
+
+@dataclass
+class TrainConfig:
+    """Contrastive (symmetric InfoNCE) training; multi-positive targets for duplicate captions."""
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    schedule: Literal["cosine", "constant"] = "cosine"  # after linear warmup; cosine decays to 0
+    weight_decay: float = 0.1  # on matrices only (not biases, norms, embeddings' gains or logit_scale)
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    max_logit_scale: float = 100.0  # CLIP clamps exp(logit_scale) at 100
+    shift_px: int = 2  # augmentation: random translation by up to this many pixels (edge-replicated)
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("train.steps must be >= 1 and train.batch_size >= 2")
+        if self.warmup_steps < 0 or self.shift_px < 0 or self.log_every < 1:
+            raise ValueError("train.warmup_steps and train.shift_px must be >= 0, train.log_every >= 1")
+
+
+@dataclass
+class PretrainClipConfig:
+    """Everything that determines the toy CLIP (its hash is the cache key, with the world's fingerprint)."""
+
+    model: ToyClipShape = field(default_factory=ToyClipShape)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_batch_size: int = 512
+
+
+# ---------------------------------------------------------------------------------------------- world
+@dataclass
+class WorldFiles:
+    """Resolved paths of the world files this command reads."""
+
+    root: Path
+    train_scenes: Path
+    zeroshot: Path
+    mmvp: Path | None
+
+
+def world_files(world: str | Path) -> WorldFiles:
+    root = Path(world)
+    hint = f"build the world first: python -m genhancer.toyworld build --out {root}"
+    if not root.is_dir():
+        raise DataError(f"toy world directory not found: {root} ({hint})")
+    train = root / "train" / "scenes.jsonl"
+    zeroshot = root / "val" / "zeroshot_shape.json"
+    for p in (train, zeroshot):
+        if not p.is_file():
+            raise DataError(f"{root} is not a complete toy world: {p} is missing ({hint})")
+    mmvp = root / "mmvp_vlm"
+    return WorldFiles(root, train, zeroshot, mmvp if (mmvp / "Questions.csv").is_file() else None)
+
+
+def world_fingerprint(files: WorldFiles) -> str:
+    """Hash of the world's index files (captions, scenes, labels, questions): the world half of the cache key."""
+    h = hashlib.sha256()
+    paths = [files.train_scenes, files.zeroshot] + ([files.mmvp / "Questions.csv"] if files.mmvp else [])
+    for p in paths:
+        h.update(p.relative_to(files.root).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_images(paths: Sequence[Path], image_size: int, desc: str = "loading images") -> torch.Tensor:
+    """Decode ``paths`` into one uint8 tensor (N, 3, S, S); images of another size are resized (bicubic)."""
+    out = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    for i, p in enumerate(progress(paths, desc=desc, leave=False, disable=len(paths) < 2000)):
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BICUBIC)
+                out[i] = np.asarray(im)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {p}: {e} (rebuild the world or remove the record)") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+
+
+def read_train_split(files: WorldFiles) -> tuple[list[Path], list[str]]:
+    """Image paths and captions of DIR/train/scenes.jsonl; a bad record is a DataError naming its line."""
+    records = read_jsonl(files.train_scenes)
+    if not records:
+        raise DataError(f"{files.train_scenes}: no records (rebuild the world)")
+    paths, captions = [], []
+    for i, rec in enumerate(records, 1):
+        if not isinstance(rec.get("image"), str) or not isinstance(rec.get("caption"), str):
+            raise DataError(f"{files.train_scenes}, line {i}: needs string keys 'image' and 'caption'")
+        paths.append(files.train_scenes.parent / rec["image"])
+        captions.append(rec["caption"])
+    return paths, captions
+
+
+def read_zeroshot(files: WorldFiles) -> tuple[str, list[str], list[Path], list[int]]:
+    """Template, class names, image paths and label indices of DIR/val/zeroshot_shape.json."""
+    spec = read_json(files.zeroshot)
+    if not isinstance(spec, dict) or not all(k in spec for k in ("template", "classes", "items")):
+        raise DataError(f"{files.zeroshot}: needs keys 'template', 'classes' and 'items'")
+    template, classes = spec["template"], list(spec["classes"])
+    if "{}" not in template:
+        raise DataError(f"{files.zeroshot}: key 'template' must contain '{{}}' for the class name, got {template!r}")
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    for i, item in enumerate(spec["items"]):
+        if item.get("label") not in index:
+            raise DataError(f"{files.zeroshot}: items[{i}] has label {item.get('label')!r}, not one of {classes}")
+        paths.append(files.zeroshot.parent / item["image"])
+        labels.append(index[item["label"]])
+    return template, classes, paths, labels
+
+
+def read_mmvp(bench: Path) -> list[tuple[str, list[tuple[int, str]]]]:
+    """Pairs of the MMVP-VLM folder: [(type, [(qid, statement), (qid, statement)])] in file order."""
+    qfile = bench / "Questions.csv"
+    with qfile.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if r][1:]  # first row is the header
+    if len(rows) % 2:
+        raise DataError(f"{qfile}: {len(rows)} questions; consecutive rows must form pairs (an even count)")
+    pairs = []
+    for k in range(0, len(rows), 2):
+        a, b = rows[k], rows[k + 1]
+        if len(a) < 3 or len(b) < 3 or a[1] != b[1]:
+            raise DataError(f"{qfile}, rows {k + 2}-{k + 3}: a pair needs columns (id, type, statement) "
+                            "and the same type on both rows")
+        try:
+            pairs.append((a[1], [(int(a[0]), a[2]), (int(b[0]), b[2])]))
+        except ValueError:
+            raise DataError(f"{qfile}, rows {k + 2}-{k + 3}: question ids must be integers") from None
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------- model io
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float pixel_values (B, 3, S, S), exactly as the saved CLIPImageProcessor does."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image (B, 3, S, S) by its own random offset in [-max_shift, max_shift] (edge-replicated)."""
+    if max_shift <= 0:
+        return images
+    b, _, s, _ = images.shape
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")  # (B, 3, S+2m, S+2m)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
+    rows = (torch.arange(s)[None] + dy[:, None]).to(images.device)  # (B, S)
+    cols = (torch.arange(s)[None] + dx[:, None]).to(images.device)  # (B, S)
+    bidx = torch.arange(b, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def encode_images(model: Any, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """uint8 images (N, 3, S, S) -> L2-normalised image embeddings (N, D)."""
+    feats = []
+    for i in range(0, len(images), batch_size):
+        px = normalise(images[i : i + batch_size].to(device))
+        feats.append(F.normalize(model.get_image_features(pixel_values=px).pooler_output, dim=-1))
+    return torch.cat(feats)
+
+
+@torch.no_grad()
+def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device) -> torch.Tensor:
+    """Texts -> L2-normalised text embeddings (T, D); padded to the tokenizer max length, as evaluators do."""
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
+    out = model.get_text_features(input_ids=enc["input_ids"].to(device),
+                                  attention_mask=enc["attention_mask"].to(device)).pooler_output
+    return F.normalize(out, dim=-1)
+
+
+def zeroshot_accuracy(model: Any, tokenizer: Any, template: str, classes: Sequence[str], images: torch.Tensor,
+                      labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy of ``template.format(class)`` prompts on uint8 images (N, 3, S, S), labels (N,)."""
+    text = encode_texts(model, tokenizer, [template.format(c) for c in classes], device)  # (C, D)
+    image = encode_images(model, images, batch_size, device)  # (N, D)
+    pred = (image @ text.T).argmax(-1).cpu()  # (N,)
+    return float((pred == labels).float().mean())
+
+
+def mmvp_vlm_scores(model: Any, tokenizer: Any, bench: Path, image_size: int,
+                    device: torch.device) -> dict[str, float]:
+    """Toy MMVP-VLM with the official protocol: per pattern, % of pairs where both statements pick their image.
+
+    Text is ``"a photo of " + statement``; for a statement, softmax over the pair's two images of the
+    text->image logits; image 1 (odd question id) is the truth for the first statement. Returns
+    {pattern: score} in file order plus ``"average"`` (mean of the pattern scores).
+    """
+    pairs = read_mmvp(bench)
+    paths = [bench / MMVP_IMAGES / ptype / f"{qid}.jpg" for ptype, qs in pairs for qid, _ in qs]
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise DataError(f"MMVP-VLM image missing: {missing} (expected '{MMVP_IMAGES}/<type>/<qid>.jpg')")
+    image = encode_images(model, load_images(paths, image_size), 256, device)  # (2P, D)
+    text = encode_texts(model, tokenizer, ["a photo of " + st for _, qs in pairs for _, st in qs], device)
+    scale = model.logit_scale.exp()
+    correct: dict[str, list[bool]] = {}
+    for k, (ptype, _) in enumerate(pairs):
+        logits = scale * text[2 * k : 2 * k + 2] @ image[2 * k : 2 * k + 2].T  # (2 statements, 2 images)
+        probs = logits.softmax(dim=-1)
+        ok = bool(probs[0, 0] > 0.5) and bool(probs[1, 1] > 0.5)
+        correct.setdefault(ptype, []).append(ok)
+    scores = {p: 100.0 * sum(v) / len(v) for p, v in correct.items()}
+    scores["average"] = sum(scores.values()) / len(scores)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------- training
+def multi_positive_targets(caption_ids: torch.Tensor) -> torch.Tensor:
+    """Caption ids (B,) -> targets (B, B): row i spreads its mass evenly over the items whose caption equals i's.
+
+    [IMPORTANT] With duplicate captions in a batch, one-hot targets would push identical captions apart.
+    """
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()  # (B, B), symmetric
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def contrastive_loss(logits_per_image: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on logits (B images, B texts) with multi-positive targets; scalar."""
+    targets = multi_positive_targets(caption_ids)  # symmetric matrix, so it serves both directions
+    return 0.5 * (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets))
+
+
+def lr_lambda(cfg: TrainConfig) -> Any:
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress_ = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only; biases, LayerNorm gains, position embeddings, logit_scale: none."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_clip(model: Any, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               caption_ids: torch.Tensor, cfg: TrainConfig, device: torch.device
+               ) -> tuple[list[dict[str, float]], float]:
+    """Train ``model`` in place; returns (metrics rows, seconds spent in the loop).
+
+    images (N, 3, S, S) uint8; input_ids / attention_mask (U, L) of the U distinct captions; caption_ids (N,)
+    index into them. Batches are drawn from a seeded permutation per epoch.
+    """
+    n = len(images)
+    batch = min(cfg.batch_size, n)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    max_log_scale = math.log(cfg.max_logit_scale)
+    model.train()
+    order, pos = torch.randperm(n, generator=gen), 0
+    rows: list[dict[str, float]] = []
+    running, seen = 0.0, 0
+    start = time.perf_counter()
+    bar = progress(range(cfg.steps), desc="pretrain toy CLIP", unit="step")
+    for step in bar:
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + batch]
+        pos += batch
+        cid = caption_ids[idx]  # (B,)
+        px = normalise(random_shift(images[idx], cfg.shift_px, gen).to(device))  # (B, 3, S, S)
+        ids, mask = input_ids[cid], attention_mask[cid]  # (B, L)
+        width = int(mask.sum(1).max())  # trim padding shared by the whole batch
+        out = model(input_ids=ids[:, :width].to(device), attention_mask=mask[:, :width].to(device),
+                    pixel_values=px)
+        loss = contrastive_loss(out.logits_per_image, cid.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, max_log_scale)
+        running += float(loss.detach())
+        seen += 1
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            row = {"step": step + 1, "loss": running / seen, "lr": opt.param_groups[0]["lr"],
+                   "logit_scale": float(model.logit_scale.detach().exp()),
+                   "seconds": round(time.perf_counter() - start, 3)}
+            rows.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            running, seen = 0.0, 0
+    model.eval()
+    return rows, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
+    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else None."""
+    if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
+        return None
+    try:
+        prov = read_provenance(out) or {}
+        summary = read_json(out / SUMMARY_FILE)
+    except DataError:
+        return None
+    same = (prov.get("kind") == KIND and prov.get("config_hash") == cfg_hash
+            and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint)
+    return summary if same else None
+
+
+def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, device: str = "auto",
+             force: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """Train (or reuse) the toy CLIP of ``world`` into ``out``; returns the training summary."""
+    log = get_logger(__name__)
+    files = world_files(world)
+    out = Path(out)
+    fingerprint = world_fingerprint(files)
+    cfg_hash = config_hash(cfg)
+    if not force:
+        summary = cached_summary(out, cfg_hash, fingerprint)
+        if summary is not None:
+            return {**summary, "cached": True}
+    t0 = time.perf_counter()
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    torch.manual_seed(cfg.train.seed)
+
+    paths, captions = read_train_split(files)
+    template, classes, zs_paths, zs_labels = read_zeroshot(files)
+    # The tokenizer sees the train captions and the zero-shot prompts only, never benchmark statements.
+    tok_texts = captions + [template.format(c) for c in classes]
+    tokenizer = train_clip_tokenizer(tok_texts, cfg.tokenizer.vocab_size, cfg.tokenizer.max_length)
+    unique = sorted(set(captions))
+    cid_of = {c: i for i, c in enumerate(unique)}
+    enc = tokenizer(unique, padding="longest", truncation=True, return_tensors="pt")  # (U, L)
+    caption_ids = torch.tensor([cid_of[c] for c in captions])  # (N,)
+    log.info("world %s: %d train images, %d distinct captions, vocab %d", files.root, len(paths), len(unique),
+             len(tokenizer))
+    images = load_images(paths, cfg.model.image_size, "loading train images")  # (N, 3, S, S) uint8
+    model = new_toy_clip(tokenizer, cfg.model, seed=cfg.train.seed).to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("toy CLIP: %.2f M parameters, %d image tokens", n_params / 1e6,
+             (cfg.model.image_size // cfg.model.patch_size) ** 2)
+    prep_s = time.perf_counter() - t0
+
+    rows, train_s = train_clip(model, images, enc["input_ids"], enc["attention_mask"], caption_ids, cfg.train,
+                               dev)
+
+    zs_images = load_images(zs_paths, cfg.model.image_size, "loading val images")
+    acc = zeroshot_accuracy(model, tokenizer, template, classes, zs_images, torch.tensor(zs_labels),
+                            cfg.eval_batch_size, dev)
+    mmvp = mmvp_vlm_scores(model, tokenizer, files.mmvp, cfg.model.image_size, dev) if files.mmvp else None
+    if mmvp is None:
+        log.warning("no MMVP-VLM benchmark under %s/mmvp_vlm: skipping its score", files.root)
+    batch = min(cfg.train.batch_size, len(images))
+    summary = {
+        "steps": cfg.train.steps,
+        "batch_size": batch,
+        "train_images": len(images),
+        "parameters": n_params,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "prepare_seconds": round(prep_s, 2),
+        "train_seconds": round(train_s, 2),
+        "images_per_second": round(cfg.train.steps * batch / train_s, 1),
+        "final_loss": rows[-1]["loss"],
+        "zeroshot_shape_accuracy": acc,
+        "zeroshot_chance": 1.0 / len(classes),
+        "zeroshot_items": len(zs_labels),
+        "mmvp_vlm": mmvp,
+        "config_hash": cfg_hash,
+        "world_fingerprint": fingerprint,
+    }
+    with atomic_directory(out) as tmp:
+        save_clip_dir(model.cpu(), clip_processor(tokenizer, cfg.model.image_size), tmp)
+        dump_yaml(cfg, tmp / "config.yaml")
+        write_jsonl(tmp / "metrics.jsonl", rows)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        write_json(tmp / SUMMARY_FILE, summary)
+        write_provenance(tmp, KIND, config=cfg, parents=[files.root], command=command,
+                         extra={"world_fingerprint": fingerprint})
+    return {**summary, "cached": False}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [
+        f"steps {summary['steps']} (batch {summary['batch_size']}), wall {summary['wall_seconds']:.1f} s "
+        f"(train {summary['train_seconds']:.1f} s), {summary['images_per_second']:.0f} images/s, "
+        f"final loss {summary['final_loss']:.4f}",
+        f"zero-shot shape accuracy {summary['zeroshot_shape_accuracy']:.3f} "
+        f"(chance {summary['zeroshot_chance']:.3f}, {summary['zeroshot_items']} held-out images)",
+    ]
+    if summary.get("mmvp_vlm"):
+        lines.append("toy MMVP-VLM: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["mmvp_vlm"].items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m genhancer.toyworld pretrain-clip", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", help="toy world directory (python -m genhancer.toyworld build --out DIR)")
+    p.add_argument("--out", help="output directory: the toy CLIP (HF CLIPModel directory)")
+    p.add_argument("--config", help="YAML instance of PretrainClipConfig (default: built-in defaults = "
+                   "configs/toyworld/clip.yaml)")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=200")
+    p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching cached model")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, all cores). On a machine "
+                   "shared with other jobs use 1: oversubscribed threads can be 10x slower")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    return p
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    cfg = load_config(PretrainClipConfig, args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    if not args.world or not args.out:
+        raise UserError("pretrain-clip needs --world DIR and --out DIR (see --help)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = ["python", "-m", "genhancer.toyworld", "pretrain-clip",
+               *(list(sys.argv[1:]) if argv is None else list(argv))]
+    summary = pretrain(cfg, args.world, args.out, device=args.device, force=args.force, command=command)
+    if summary["cached"]:
+        print(f"cached: {args.out} already holds this toy CLIP (config hash {summary['config_hash']}); "
+              "use --force to retrain")
+        print(format_summary(summary))
+        return 0
+    print(format_summary(summary))
+    print(f"saved toy CLIP to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
