@@ -44,7 +44,7 @@ from genhancer.data import build_stream
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, to_dict
 from genhancer.utils.errors import ConfigError, UserError
-from genhancer.utils.fsio import write_json
+from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger, progress
 
 log = get_logger("genhancer.train")
@@ -257,8 +257,10 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
 
         # ----------------------------------------------------------------------------- resume
         step = 0
+        lineage = _lineage(cfg)
         resume_from = _resume_source(cfg, ckpt_root)
         if resume_from is not None:
+            _check_lineage(resume_from, lineage)
             opt_obj = _unwrapped_optimizer(accelerator, optimizer)
             ck = read_checkpoint(resume_from, rank=rank, world_size=world, optimizer_fallback=opt_obj.state_dict())
             with _gathered(trainable, stage3, modifier_rank=0):
@@ -295,7 +297,8 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
             opt_obj = _unwrapped_optimizer(accelerator, optimizer)
             path = ckpt_writer.write(
                 at,
-                meta={"stage": cfg.stage, "zero_stage": zero_stage(accelerator), "images_seen": images_seen_total},
+                meta={"stage": cfg.stage, "zero_stage": zero_stage(accelerator), "images_seen": images_seen_total,
+                      "lineage": lineage},
                 model_state=model_state,
                 scheduler_state=scheduler.state_dict(),
                 rank_state={"optimizer": opt_obj.state_dict(), "rng": rng_state(), "data": stream.state_dict()},
@@ -431,6 +434,31 @@ def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:
         raise ConfigError(f"train.resume: {choice!r} is not a checkpoint directory (expected meta.json inside); "
                           "use auto, never or a checkpoints/step-NNNNNN path")
     return path
+
+
+def _lineage(cfg: GenHancerConfig) -> dict[str, Any]:
+    """What a checkpoint was trained from: its stage and the stage-1 output it started from (if any)."""
+    from genhancer.module import resolve_stage_dir
+    from genhancer.utils.provenance import read_provenance
+
+    parent = None
+    if cfg.init_from:
+        d = resolve_stage_dir(cfg.init_from, what="init_from")
+        prov = read_provenance(d) or {}
+        parent = {"path": str(d.resolve()), "created": prov.get("created"), "config_hash": prov.get("config_hash")}
+    return {"stage": cfg.stage, "init_from": parent}
+
+
+def _check_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
+    """Refuse to resume from checkpoints of another stage, or trained on top of another stage-1 output
+    (e.g. stage 1 was retrained since): resuming them would silently mix two runs."""
+    saved = read_json(checkpoint / "meta.json").get("lineage")
+    if saved is None or saved == lineage:
+        return
+    raise ConfigError(
+        f"{checkpoint} was trained from {saved}, but this run starts from {lineage}; "
+        f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) to start afresh"
+    )
 
 
 def _trim_metrics(path: Path, step: int) -> None:
