@@ -177,7 +177,8 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                 k = 0
                 while top + k * period < bottom:
                     y0 = top + k * period
-                    ldraw.rectangle([left, y0, right, y0 + period / 2 - 1], fill=dark)
+                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one pixel tall
+                    ldraw.rectangle([left, y0, right, max(y0, y0 + period / 2 - 1)], fill=dark)
                     k += 1
             else:  # checkered
                 cell = CHECKER_CELL * r_px
@@ -186,7 +187,7 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                     for j in range(n):
                         if (i + j) % 2 == 0:
                             x0, y0 = left + i * cell, top + j * cell
-                            ldraw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=dark)
+                            ldraw.rectangle([x0, y0, max(x0, x0 + cell - 1), max(y0, y0 + cell - 1)], fill=dark)
         img.paste(layer, (0, 0), mask)
 
         # Marks: a black dot / ring, or a letter, in the middle of the object.
