@@ -110,8 +110,13 @@ def deepspeed_config(cfg: GenHancerConfig) -> dict[str, Any]:
 
 def build_accelerator(cfg: GenHancerConfig):  # noqa: ANN201 - accelerate.Accelerator
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DeepSpeedPlugin
 
+    # a state left in this interpreter by someone else (a Trainer in a notebook or test) would be reused
+    # as is, silently without our DeepSpeed plugin; start from a clean one
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     mixed = resolve_mixed_precision(cfg.train.mixed_precision)
     plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg)) if cfg.train.deepspeed else None
     # [IMPORTANT] cpu=True makes accelerate silently drop DeepSpeed, so it is only set for plain accelerate
@@ -122,6 +127,8 @@ def build_accelerator(cfg: GenHancerConfig):  # noqa: ANN201 - accelerate.Accele
         deepspeed_plugin=plugin,
         cpu=plugin is None and not torch.cuda.is_available(),
     )
+    if plugin is not None and accelerator.state.deepspeed_plugin is None:
+        raise RuntimeError("accelerate did not enable DeepSpeed although train.deepspeed is set")
     if plugin is not None:
         # DeepSpeed has joined the process group by now; accelerate's own count can lag behind it (CPU ranks)
         world = ProcessGroup().world_size

@@ -34,7 +34,7 @@ def read_questions(bench: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_layout(world):
-    assert sorted(p.name for p in world.iterdir()) == ["lmms", "mmvp_vlm", "provenance.json", "train", "val", "world.json"]
+    assert sorted(p.name for p in world.iterdir()) == ["llava", "lmms", "mmvp_vlm", "provenance.json", "train", "val", "world.json"]
     for split, n in (("train", 40), ("val", 25)):
         recs = read_jsonl(world / split / "scenes.jsonl")
         assert len(recs) == n
