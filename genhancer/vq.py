@@ -43,7 +43,7 @@ from torch import nn
 from genhancer.latents import LATENT_SPACES, LatentSpace
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError, DataError, ModelDirError
-from genhancer.utils.fsio import atomic_directory, write_json
+from genhancer.utils.fsio import atomic_directory, read_json, write_json
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import write_provenance
 from genhancer.utils.registry import Registry
@@ -190,13 +190,7 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) ->
 
 
 def _read_tokenizer_config(d: Path) -> dict[str, Any]:
-    p = d / CONFIG_FILE
-    if not p.is_file():
-        raise ModelDirError(f"{d} is not a VQ tokenizer directory (no {CONFIG_FILE})")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelDirError(f"{p}: not valid JSON ({e})") from None
+    return read_json(d / CONFIG_FILE, ModelDirError, missing=f"{d} is not a VQ tokenizer directory (no {CONFIG_FILE})")
 
 
 def _tokenizer_config(path: str, subfolder: str | None) -> dict[str, Any]:

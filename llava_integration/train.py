@@ -33,6 +33,7 @@ from typing import Any
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, load_config, to_dict
 from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.fsio import read_json
 from genhancer.utils.logging import get_logger
 from genhancer.utils.provenance import write_provenance
 from genhancer.utils.registry import Registry
@@ -134,13 +135,7 @@ _DS_UNFILLED_AUTO = ("allgather_bucket_size",)
 
 def deepspeed_config(path: str) -> dict[str, Any]:
     """Read a DeepSpeed JSON; "auto" values the Trainer does not fill are left to DeepSpeed's defaults."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"deepspeed config not found: {p}")
-    try:
-        ds = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON ({e})") from None
+    ds = read_json(path, ConfigError, missing=f"deepspeed config not found: {path}")
     zero = ds.get("zero_optimization", {})
     for key in _DS_UNFILLED_AUTO:
         if zero.get(key) == "auto":

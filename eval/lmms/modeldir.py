@@ -8,11 +8,11 @@ The chat template may live in ``chat_template.jinja``, ``chat_template.json``, `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from genhancer.utils.errors import ModelDirError
+from genhancer.utils.fsio import read_json
 from genhancer.utils.provenance import read_provenance
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -27,13 +27,7 @@ def check_llava_dir(path: str | Path) -> Path:
             f"model directory not found: {d} (give the LLaVA directory written by llava_integration, "
             "e.g. runs/toy/llava/<name>/final)"
         )
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise ModelDirError(f"{d} is not an HF model directory: it has no config.json")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelDirError(f"{cfg_path}: not valid JSON ({e})") from None
+    cfg = read_json(d / "config.json", ModelDirError, missing=f"{d} is not an HF model directory: it has no config.json")
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if model_type != "llava":
         hint = ""
@@ -42,7 +36,7 @@ def check_llava_dir(path: str | Path) -> Path:
         elif model_type in ("llama", "mistral", "qwen2"):
             hint = " -- this is a language model without a vision tower; build a LLaVA from it with llava_integration first"
         raise ModelDirError(
-            f"{d} is not a LLaVA directory: {cfg_path.name} has model_type {model_type!r}, expected 'llava'{hint}"
+            f"{d} is not a LLaVA directory: config.json has model_type {model_type!r}, expected 'llava'{hint}"
         )
     if not any((d / f).is_file() for f in PROCESSOR_FILES):
         raise ModelDirError(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.errors import DataError
+from genhancer.utils.errors import DataError, UserError
 
 
 @contextlib.contextmanager
@@ -51,14 +51,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, error: type[UserError] = DataError, missing: str | None = None) -> Any:
+    """Parse a JSON file; a missing file (message ``missing`` if given) or bad JSON raises ``error``."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"file not found: {p}")
+        raise error(missing or f"file not found: {p}")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+        raise error(f"{p}: not valid JSON ({e})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
