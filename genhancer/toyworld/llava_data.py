@@ -4,13 +4,16 @@ Written under ``WORLD/llava/`` (image paths relative to ``WORLD``, the image roo
 format of LCS-558K and llava_v1_5_mix665k, so ``llava_integration`` reads them like the real files:
 
 - ``pretrain.json``: one caption record per training image (LCS-558K style: "<image>\\n<describe>" -> caption)
-- ``finetune.json``: multi-turn question-answer records on the training images (mix665k style, LLaVA-1.5's
-  "Answer the question using a single word or phrase." suffix), plus a few text-only records
+- ``finetune.json``: multi-turn question-answer records on the training images in mix665k's two answer
+  styles: a single word ("Answer the question using a single word or phrase.") or, for closed-set
+  questions, an option letter ("Answer with the option's letter from the given choices directly.", options
+  listed "A. x" or "(A) x" as in MMVP / CV-Bench), plus a few text-only records
 - ``heldout.json``: one question per validation image, balanced over question types; each record also
   carries ``question_type`` (ignored by training, used by ``llava_integration.evaluate``)
 
 Question types (answers are single words that need the picture's fine detail): color, shape, count,
-position, orientation, presence (of a dot / ring / letter), text (which letter).
+position, orientation, presence (of a dot / ring / letter), object (is there a <shape>; POPE-style), text
+(which letter).
 
 ``python -m genhancer.toyworld.llava_data --world DIR`` rewrites the files of an existing world; the world
 builder calls :func:`write_llava_data` itself.
@@ -24,12 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from genhancer.toyworld.scene import vocabularies
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
 from genhancer.utils.fsio import read_jsonl, write_json
 
-QUESTION_TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "orientation", "presence", "text")
+QUESTION_TYPES: tuple[str, ...] = (
+    "color", "shape", "count", "position", "orientation", "presence", "object", "text",
+)
 ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
+LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 MARKS = ("dot", "ring", "letter")
 # LCS-558K-style caption instructions (the plain template drops them; kept for the record format).
@@ -80,6 +87,9 @@ def question(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str
         mark = present if present and rng.random() < 0.5 else rng.choice(MARKS)
         where = f"on the {shape}" if count == 1 else f"on the {noun}"
         return f"Is there a {mark} {where}?", "yes" if mark == present else "no"
+    if qtype == "object":
+        asked = shape if rng.random() < 0.5 else rng.choice([s for s in vocabularies()["shapes"] if s != shape])
+        return f"Is there a {asked} in the image?", "yes" if asked == shape else "no"
     if qtype == "text":
         if not scene.get("text"):
             return None
@@ -97,10 +107,38 @@ def applicable(scene: dict[str, Any], rng: random.Random) -> list[tuple[str, str
     return out
 
 
+def answer_set(qtype: str) -> list[str]:
+    """The closed set of answers of a question type ([] for yes/no types, which stay single-word)."""
+    v = vocabularies()
+    return {
+        "color": v["colors"], "shape": v["shapes"], "count": [NUMBER_WORDS[c] for c in v["counts"]],
+        "position": v["positions"], "orientation": v["orientations"], "text": v["letters"],
+    }.get(qtype, [])
+
+
+def as_choice(qtype: str, q: str, a: str, rng: random.Random) -> tuple[str, str] | None:
+    """``q``/``a`` as a multiple-choice question answered by its option letter (2-4 options, MMVP "A. x" or
+    CV-Bench "(A) x" listing), or None for yes/no types."""
+    pool = [x for x in answer_set(qtype) if x != a]
+    if not pool:
+        return None
+    options = [a, *rng.sample(pool, min(len(pool), rng.choice((1, 2, 3))))]
+    rng.shuffle(options)
+    letters = [chr(65 + i) for i in range(len(options))]
+    if rng.random() < 0.5:
+        listing = "\n".join(f"{ltr}. {o}" for ltr, o in zip(letters, options))
+        prompt = f"{q}\n{listing}"
+    else:
+        listing = "\n".join(f"({ltr}) {o}" for ltr, o in zip(letters, options))
+        prompt = f"{q}\nSelect from the following choices.\n{listing}"
+    return prompt + LETTER_SUFFIX, letters[options.index(a)]
+
+
 def _turns(pairs: Sequence[tuple[str, str]], image: bool) -> list[dict[str, str]]:
+    """pairs: (question with its answer-style suffix, answer)."""
     conv = []
     for i, (q, a) in enumerate(pairs):
-        value = ("<image>\n" if image and i == 0 else "") + q + ANSWER_SUFFIX
+        value = ("<image>\n" if image and i == 0 else "") + q
         conv += [{"from": "human", "value": value}, {"from": "gpt", "value": a}]
     return conv
 
@@ -119,16 +157,21 @@ def pretrain_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Ran
 
 
 def finetune_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random,
-                     turns: int = 3, text_only_every: int = 50) -> list[dict[str, Any]]:
+                     turns: int = 3, text_only_every: int = 50, choice_fraction: float = 0.3) -> list[dict[str, Any]]:
+    """``choice_fraction`` of the closed-set turns are asked as multiple choice (answered by letter)."""
     out = []
     for i, r in enumerate(rows):
         qas = applicable(r["scene"], rng)
         rng.shuffle(qas)
+        pairs = []
+        for t, q, a in qas[:turns]:
+            mc = as_choice(t, q, a, rng) if rng.random() < choice_fraction else None
+            pairs.append(mc or (q + ANSWER_SUFFIX, a))
         out.append({"id": f"{split}-qa-{i:06d}", "image": _image_path(split, r),
-                    "conversations": _turns([(q, a) for _, q, a in qas[:turns]], image=True)})
+                    "conversations": _turns(pairs, image=True)})
         if text_only_every and i % text_only_every == text_only_every - 1:
             q, a = rng.choice(TEXT_ONLY)
-            out.append({"id": f"{split}-text-{i:06d}", "conversations": _turns([(q, a)], image=False)})
+            out.append({"id": f"{split}-text-{i:06d}", "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=False)})
     return out
 
 
@@ -144,7 +187,7 @@ def heldout_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Rand
         t, q, a = min(options, key=lambda qa: (counts[qa[0]], QUESTION_TYPES.index(qa[0])))
         counts[t] += 1
         out.append({"id": f"{split}-heldout-{i:06d}", "image": _image_path(split, r), "question_type": t,
-                    "conversations": _turns([(q, a)], image=True)})
+                    "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=True)})
     return out
 
 
@@ -180,8 +223,9 @@ def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
     rows = _rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
     for r in rows:
-        for _, q, a in applicable(r["scene"], rng):
-            texts.append(f"{q} {a}")
+        for t, q, a in applicable(r["scene"], rng):
+            mc = as_choice(t, q, a, rng) if rng.random() < 0.3 else None
+            texts.append(f"{mc[0]} {mc[1]}" if mc else f"{q}{ANSWER_SUFFIX} {a}")
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
     return texts
 
