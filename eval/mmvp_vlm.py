@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -296,7 +297,8 @@ def plot_scores(results: Sequence[dict], labels: Sequence[str], out_png: str | P
         vals = [res["scores"].get(p, 0.0) for p in patterns[:-1]] + [res["average"]]
         xs = [x + (k - (len(results) - 1) / 2) * width for x in range(len(patterns))]
         ax.bar(xs, vals, width=width, label=label)
-    ax.set_xticks(range(len(patterns)), [p.replace(" and ", "\n& ") for p in patterns], fontsize=7)
+    labels = [textwrap.fill(p.replace(" and ", " & "), width=15, break_long_words=False) for p in patterns]  # no overlapping names
+    ax.set_xticks(range(len(patterns)), labels, fontsize=7)
     ax.set_ylabel("MMVP-VLM score (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
