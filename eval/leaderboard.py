@@ -391,24 +391,41 @@ def to_csv(table: dict[str, Any]) -> str:
 
 
 def plot(table: dict[str, Any], path: Path) -> Path:
+    """Small multiples: one panel per benchmark, a horizontal bar per model that has a value there
+    (ours in colour, the baseline darker, published references grey), so wide tables stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = [c for c in table["columns"] if c["id"] not in ("mme",)]  # MME is not a percentage
-    rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cols) * max(1, len(rows)) ** 0.5 + 3), 4.5))
-    width = 0.8 / max(1, len(rows))
-    for i, r in enumerate(rows):
-        vals = [r["cells"][c["id"]]["value"] if r["cells"][c["id"]] else math.nan for c in cols]
-        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(cols))]
-        ax.bar(xs, vals, width, label=r["name"] + (" (baseline)" if r["is_baseline"] else ""))
-    ax.set_xticks(range(len(cols)), [c["label"] for c in cols], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("score (%)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Leaderboard" + (f" (baseline: {table['baseline']})" if table["baseline"] else ""))
-    fig.tight_layout()
+    panels = []
+    for c in cols:
+        bars = [(r["name"], r["cells"][c["id"]]["value"], r) for r in table["rows"] if r["cells"].get(c["id"])]
+        if bars:
+            panels.append((c, bars))
+    ncols = min(4, max(1, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    tallest = max((len(b) for _, b in panels), default=1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.8 + nrows * max(1.6, 0.16 * tallest + 0.6)),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (c, bars) in zip(axes.flat, panels):
+        names = [n for n, _, _ in bars][::-1]
+        vals = [v for _, v, _ in bars][::-1]
+        colours = ["#1f4e79" if r["is_baseline"] else "#e67e22" if r["origin"] == "ours" else "#b0b0b0"
+                   for _, _, r in bars][::-1]
+        ax.barh(range(len(vals)), vals, color=colours)
+        ax.set_yticks(range(len(vals)), names, fontsize=6)
+        ax.set_title(c["label"], fontsize=8)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.set_xlim(0, 100 * 1.12)  # every column is a percentage: one scale for all panels
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.1f}", va="center", fontsize=5)
+    title = "Leaderboard: ours (orange), baseline (blue), published (grey)"
+    fig.suptitle(title + (f"; baseline {table['baseline']}" if table["baseline"] else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
