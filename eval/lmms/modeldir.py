@@ -25,7 +25,7 @@ def check_llava_dir(path: str | Path) -> Path:
     if not d.is_dir():
         raise ModelDirError(
             f"model directory not found: {d} (give the LLaVA directory written by llava_integration, "
-            "e.g. runs/toy/llava/<name>/final)"
+            "e.g. runs/toy/llava-baseline/finetune/model)"
         )
     cfg = read_json(d / "config.json", ModelDirError, missing=f"{d} is not an HF model directory: it has no config.json")
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
