@@ -107,44 +107,24 @@ class RuntimeConfig:
     use_cpu: bool = False  # force CPU even where CUDA is available
 
 
-# [IMPORTANT] Per-stage defaults are subclasses, not default_factory values: the config loader builds a
-# section from its class when any key of it is given, so a factory's values would silently be lost.
-@dataclass
-class PretrainData(DataConfig):
-    path: str = "runs/toyworld/llava/pretrain.json"
-    image_root: str = "runs/toyworld"
-    max_length: int = 128
-    limit: int | None = 2560
-
-
-@dataclass
-class FinetuneData(DataConfig):
-    path: str = "runs/toyworld/llava/finetune.json"
-    image_root: str = "runs/toyworld"
-    max_length: int = 192
-    limit: int | None = 3200
-
-
-@dataclass
-class PretrainStage(StageConfig):
+def _pretrain_stage() -> StageConfig:
     """LLaVA-1.5 stage 1 (toy values): projector only, captions, template plain, ZeRO-2."""
+    return StageConfig(
+        template="plain",
+        data=DataConfig(path="runs/toyworld/llava/pretrain.json", image_root="runs/toyworld", max_length=128,
+                        limit=2560),
+        deepspeed="configs/deepspeed/zero2.json", learning_rate=1e-3, per_device_batch_size=32,
+    )
 
-    template: str = "plain"
-    data: PretrainData = field(default_factory=PretrainData)
-    deepspeed: str | None = "configs/deepspeed/zero2.json"
-    learning_rate: float = 1e-3
-    per_device_batch_size: int = 32
 
-
-@dataclass
-class FinetuneStage(StageConfig):
+def _finetune_stage() -> StageConfig:
     """LLaVA-1.5 stage 2 (toy values): projector + LLM, question answering, template vicuna_v1, ZeRO-3."""
-
-    template: str = "vicuna_v1"
-    data: FinetuneData = field(default_factory=FinetuneData)
-    deepspeed: str | None = "configs/deepspeed/zero3.json"
-    learning_rate: float = 1e-3
-    per_device_batch_size: int = 16
+    return StageConfig(
+        template="vicuna_v1",
+        data=DataConfig(path="runs/toyworld/llava/finetune.json", image_root="runs/toyworld", max_length=192,
+                        limit=3200),
+        deepspeed="configs/deepspeed/zero3.json", learning_rate=1e-3, per_device_batch_size=16,
+    )
 
 
 @dataclass
@@ -155,8 +135,9 @@ class LlavaTrainConfig:
     run_dir: str = "runs/toy/llava"  # <run_dir>/<stage>/{config.yaml, metrics.jsonl, checkpoint-*, model/}
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainStage = field(default_factory=PretrainStage)
-    finetune: FinetuneStage = field(default_factory=FinetuneStage)
+    # a YAML section given in part keeps these per-stage defaults (the loader merges over the field default)
+    pretrain: StageConfig = field(default_factory=_pretrain_stage)
+    finetune: StageConfig = field(default_factory=_finetune_stage)
     train: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def stage_config(self) -> StageConfig:
