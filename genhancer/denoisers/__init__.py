@@ -44,6 +44,16 @@ class Denoiser(nn.Module):
                         latent: LatentSpace) -> Denoiser:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @staticmethod
+    def saved_directory(directory: str | Path) -> Path:
+        """``directory`` if it holds a saved denoiser (a config.json), else a ModelDirError."""
+        from genhancer.utils.errors import ModelDirError
+
+        d = Path(directory)
+        if not (d / "config.json").is_file():
+            raise ModelDirError(f"{d} is not a saved denoiser (no config.json)")
+        return d
+
     def save_pretrained(self, directory: str | Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

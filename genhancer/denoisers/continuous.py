@@ -20,7 +20,7 @@ import torch
 from genhancer import flow
 from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.latents import patchify, token_position_ids, unpatchify
-from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.errors import ConfigError
 
 _PAPER_WIDTH = MappingProxyType(dict(
     attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
@@ -113,10 +113,7 @@ class ContinuousDenoiser(Denoiser):
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> ContinuousDenoiser:
         from diffusers import FluxTransformer2DModel
 
-        directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise ModelDirError(f"{directory} is not a saved denoiser (no config.json)")
-        transformer = FluxTransformer2DModel.from_pretrained(directory, use_safetensors=True)
+        transformer = FluxTransformer2DModel.from_pretrained(cls.saved_directory(directory), use_safetensors=True)
         return cls(transformer, latent, cfg.flow, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:

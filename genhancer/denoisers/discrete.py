@@ -40,7 +40,7 @@ from torch import nn
 
 import genhancer.vq  # noqa: F401 - registers the ``vq`` latent space this family works in
 from genhancer.denoisers import DENOISERS, Denoiser
-from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.errors import ConfigError
 
 _PAPER_WIDTH = MappingProxyType(dict(width=1024, heads=16, mlp_ratio=4.0, pooled_dim=1024, context_dim=1024))
 PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType({
@@ -350,10 +350,7 @@ class DiscreteDenoiser(Denoiser):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> DiscreteDenoiser:
-        directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise ModelDirError(f"{directory} is not a saved denoiser (no config.json)")
-        network = MaskedTokenTransformer.from_pretrained(directory, use_safetensors=True)
+        network = MaskedTokenTransformer.from_pretrained(cls.saved_directory(directory), use_safetensors=True)
         return cls(network, latent, cfg.denoiser.overrides, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:
