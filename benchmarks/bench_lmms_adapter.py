@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             model = build_tiny_llava(Path(tmp) / "llava")
         world = args.world
         if world is None:
-            from genhancer.toyworld.lmms_data import write_lmms_data
+            from toyworld.lmms_data import write_lmms_data
 
             world = Path(tmp) / "world"
             write_lmms_data(world / "lmms", seed=0, image_size=64, mmvp_pairs_per_pattern=4,

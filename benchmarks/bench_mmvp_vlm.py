@@ -69,7 +69,7 @@ def make_synthetic_benchmark(root: Path, pairs_per_pattern: int = 15, image_size
 
 def make_toy_clip(root: Path) -> Path:
     """A randomly initialised toy-world-sized CLIP directory (64 px, the toy 'OpenAI CLIP' shape)."""
-    from genhancer.toyworld.models import (
+    from toyworld.models import (
         ToyClipShape,
         clip_processor,
         new_toy_clip,

@@ -54,13 +54,13 @@ COMMON=()
 if [ "$TOY" = 1 ]; then
   if [ ! -f "$WORLD/world.json" ]; then
     step "building the toy world -> $WORLD"
-    python -m genhancer.toyworld build --out "$WORLD"
+    python -m toyworld build --out "$WORLD"
   fi
   CLIP="$RUN_ROOT/clip"
   if [ "$NAME" = toy-discrete ]; then CLIP="${TOY_CLIP:-runs/toy/clip}"; fi  # the continuous toy run's CLIP
   if [ ! -f "$CLIP/config.json" ]; then
     step "pretraining the toy CLIP -> $CLIP"
-    python -m genhancer.toyworld pretrain-clip --world "$WORLD" --out "$CLIP"
+    python -m toyworld pretrain-clip --world "$WORLD" --out "$CLIP"
   fi
   if [ "$NAME" = toy-discrete ]; then
     step "toy VQ tokenizer (the config's latent.vae_path; trained once)"

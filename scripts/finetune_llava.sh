@@ -67,11 +67,11 @@ LLM="${LLM:-runs/toy/llm}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # two pipelines side by side on 2 cores: one thread each
 if [ ! -f "$WORLD/world.json" ]; then
   step "building the toy world -> $WORLD"
-  python -m genhancer.toyworld build --out "$WORLD"
+  python -m toyworld build --out "$WORLD"
 fi
 if [ ! -f "$WORLD/llava/heldout.json" ]; then
   step "writing the toy LLaVA data -> $WORLD/llava"
-  python -m genhancer.toyworld.llava_data --world "$WORLD"
+  python -m toyworld.llava_data --world "$WORLD"
 fi
 if [ ! -f "$BASELINE/config.json" ] || [ ! -f "$ENHANCED/config.json" ]; then
   step "no toy CLIP / enhanced encoder yet: running scripts/enhance_clip.sh"
@@ -79,7 +79,7 @@ if [ ! -f "$BASELINE/config.json" ] || [ ! -f "$ENHANCED/config.json" ]; then
 fi
 if [ ! -f "$LLM/config.json" ]; then
   step "building the toy LLM -> $LLM"
-  python -m genhancer.toyworld pretrain-llm --world "$WORLD" --out "$LLM"
+  python -m toyworld pretrain-llm --world "$WORLD" --out "$LLM"
 fi
 
 pipeline() {  # pipeline NAME ENCODER: fresh run dir, both stages, held-out evaluation (log in the run dir)

@@ -23,7 +23,7 @@ TOY_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A tiny CLIPModel directory (32 px, patch 8) with processor and tokenizer, built from config."""
-    from genhancer.toyworld.models import (
+    from toyworld.models import (
         ToyClipShape,
         clip_processor,
         new_toy_clip,

@@ -147,7 +147,7 @@ def toy_data_root(world_or_lmms: str | Path) -> Path:
             return cand.resolve()
     raise DataError(
         f"no toy lmms-eval data under {p} (expected {p}/lmms/manifest.json); build the toy world first: "
-        "python -m genhancer.toyworld build --out DIR"
+        "python -m toyworld build --out DIR"
     )
 
 

@@ -35,7 +35,7 @@ def broken_llava_dir(tiny_llava_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory) -> Path:
     """A directory holding only the toy world's lmms-eval data (``<world>/lmms/``), small counts."""
-    from genhancer.toyworld.lmms_data import write_lmms_data
+    from toyworld.lmms_data import write_lmms_data
 
     world = tmp_path_factory.mktemp("toy_world")
     write_lmms_data(world / "lmms", seed=0, image_size=32, supersample=1, mmvp_pairs_per_pattern=2,

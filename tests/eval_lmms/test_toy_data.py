@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from genhancer.toyworld.lmms_data import write_lmms_data
+from toyworld.lmms_data import write_lmms_data
 
 
 def test_layouts_and_balance(toy_world):
@@ -28,7 +28,7 @@ def test_layouts_and_balance(toy_world):
 
 
 def test_held_out_and_deterministic(tmp_path):
-    from genhancer.toyworld.scene import Scene
+    from toyworld.scene import Scene
 
     kw = dict(seed=3, image_size=32, supersample=1, mmvp_pairs_per_pattern=1, pope_images_per_split=3,
               cv_bench_per_task=2)

@@ -16,8 +16,8 @@ IMAGE_SIZE = 32  # = the tiny CLIP's input size (tests/conftest.py)
 
 def render_world(root: Path, n: int, seed: int, size: int = IMAGE_SIZE) -> Path:
     """``root/images/00000.png ...``: n random toy scenes."""
-    from genhancer.toyworld.render import render_scene
-    from genhancer.toyworld.scene import sample_scene
+    from toyworld.render import render_scene
+    from toyworld.scene import sample_scene
 
     rng = random.Random(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ def tiny_siglip_dir(tmp_path_factory):
     byte-level BPE tokenizer (the real SigLIP's sentencepiece model is not needed by anything under test)."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    from genhancer.toyworld.models import train_clip_tokenizer
+    from toyworld.models import train_clip_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_siglip")
     tok = train_clip_tokenizer(SIGLIP_TEXTS * 4, vocab_size=300, max_length=64)

@@ -22,7 +22,7 @@ def _load(name: str):
 
 @pytest.fixture(scope="session")
 def llava_world(tmp_path_factory):
-    from genhancer.toyworld.llava_data import write_llava_data
+    from toyworld.llava_data import write_llava_data
 
     root = _load("fakeworld").make_world(tmp_path_factory.mktemp("llava_world"))
     write_llava_data(root, seed=0, heldout_per_type=3)
@@ -31,8 +31,8 @@ def llava_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_llm_dir(tmp_path_factory, llava_world):
-    from genhancer.toyworld.llava_data import llm_texts
-    from genhancer.toyworld.llm import ToyLlmConfig, build_toy_llm
+    from toyworld.llava_data import llm_texts
+    from toyworld.llm import ToyLlmConfig, build_toy_llm
 
     cfg = ToyLlmConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
                        num_kv_heads=1, steps=0)

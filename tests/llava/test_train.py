@@ -81,7 +81,7 @@ def test_finetune_zero3_changes_projector_and_llm_never_vision(pretrained, llava
     _run(["-m", "llava_integration.evaluate", "--model", str(run / "finetune" / "model"), "--data",
           str(llava_world / "llava" / "heldout.json"), "--image-root", str(llava_world), "--out", str(out)])
     res = json.loads(out.read_text())
-    from genhancer.toyworld.llava_data import QUESTION_TYPES
+    from toyworld.llava_data import QUESTION_TYPES
 
     assert res["n"] > 0 and set(res["per_type"]) <= set(QUESTION_TYPES)
 

@@ -14,8 +14,8 @@ TINY_OVERRIDES = [
 
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory):
-    """A tiny world from ``genhancer.toyworld.build``: 96 train / 24 val images at 32 px, 2 pairs per pattern."""
-    from genhancer.toyworld.build import WorldConfig, build_world
+    """A tiny world from ``toyworld.build``: 96 train / 24 val images at 32 px, 2 pairs per pattern."""
+    from toyworld.build import WorldConfig, build_world
 
     root = tmp_path_factory.mktemp("toyclip_world") / "world"
     build_world(WorldConfig(image_size=32, n_train=96, n_val=24, pairs_per_pattern=2), root)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genhancer.toyworld import pretrain_clip as pc
 from genhancer.utils.config import load_config
+from toyworld import pretrain_clip as pc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_same_seed_same_weights(toy_world, tmp_path, tiny_overrides):
 def test_missing_world_is_one_clear_error(tmp_path, capsys):
     assert pc.main(["--world", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "nope" in err and "genhancer.toyworld build" in err
+    assert "nope" in err and "toyworld build" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genhancer.toyworld.models import train_clip_tokenizer
+from toyworld.models import train_clip_tokenizer
 
 TEXTS = ["a red arrow pointing left", "two blue circles on the right", "a green star", "an image of a square"] * 5
 

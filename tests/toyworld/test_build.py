@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genhancer.toyworld import build
-from genhancer.toyworld.__main__ import main as toyworld_main
-from genhancer.toyworld.render import render_scene
-from genhancer.toyworld.scene import PATTERNS, SHAPES, Scene, statement
 from genhancer.utils.fsio import read_json, read_jsonl
+from toyworld import build
+from toyworld.__main__ import main as toyworld_main
+from toyworld.render import render_scene
+from toyworld.scene import PATTERNS, SHAPES, Scene, statement
 
 K = 3  # pairs per pattern in these tests
 ARGS = ["--n-train", "40", "--n-val", "25", "--pairs-per-pattern", str(K), "--seed", "5"]

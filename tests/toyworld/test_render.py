@@ -8,8 +8,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from genhancer.toyworld.render import BACKGROUND_RGB, RGB, render_scene
-from genhancer.toyworld.scene import PATTERNS, Scene, make_pair, sample_scene
+from toyworld.render import BACKGROUND_RGB, RGB, render_scene
+from toyworld.scene import PATTERNS, Scene, make_pair, sample_scene
 
 WHITE = np.array(BACKGROUND_RGB["white"])
 

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from genhancer.toyworld.captions import CaptionProbs, caption_scene
-from genhancer.toyworld.scene import (
+from genhancer.utils.errors import DataError
+from toyworld.captions import CaptionProbs, caption_scene
+from toyworld.scene import (
     ORIENTED_SHAPES,
     PATTERNS,
     Scene,
@@ -16,7 +17,6 @@ from genhancer.toyworld.scene import (
     sample_scene,
     statement,
 )
-from genhancer.utils.errors import DataError
 
 MMVP_ORDER = [
     "Orientation and Direction",

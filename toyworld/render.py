@@ -15,7 +15,7 @@ import math
 
 from PIL import Image, ImageDraw
 
-from genhancer.toyworld.scene import Scene
+from toyworld.scene import Scene
 
 Point = tuple[float, float]
 

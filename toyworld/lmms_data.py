@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genhancer.toyworld.render import render_scene
-from genhancer.toyworld.scene import NUMBER_WORDS, PATTERNS, SHAPES, Scene, make_pair, plural, sample_scene
 from genhancer.utils.fsio import write_json
 from genhancer.utils.logging import progress
+from toyworld.render import render_scene
+from toyworld.scene import NUMBER_WORDS, PATTERNS, SHAPES, Scene, make_pair, plural, sample_scene
 
 MMVP_QUESTION = "Which statement is true of the picture?"
 POPE_SPLITS = ("random", "popular", "adversarial")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genhancer.toyworld.render import render_scene
-from genhancer.toyworld.scene import PATTERNS, Scene, make_pair
 from genhancer.utils.fsio import atomic_write_text, write_jsonl
 from genhancer.utils.logging import progress
+from toyworld.render import render_scene
+from toyworld.scene import PATTERNS, Scene, make_pair
 
 CSV_HEADER = ("Question ID", "Type", "Statement")
 IMAGE_DIR = "MLLM_VLM Images"

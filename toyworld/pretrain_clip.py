@@ -1,6 +1,6 @@
-"""``python -m genhancer.toyworld pretrain-clip --world DIR --out DIR``: the toy world's "OpenAI CLIP".
+"""``python -m toyworld pretrain-clip --world DIR --out DIR``: the toy world's "OpenAI CLIP".
 
-A small ``transformers.CLIPModel`` (sized by :class:`~genhancer.toyworld.models.ToyClipShape`) is built from
+A small ``transformers.CLIPModel`` (sized by :class:`~toyworld.models.ToyClipShape`) is built from
 config with a byte-level BPE tokenizer trained on the toy *train* captions (+ the zero-shot template words;
 never the benchmark statements), trained contrastively on ``DIR/train``, and saved as a normal Hugging Face
 directory (safetensors, config, image processor, tokenizer) that loads with ``CLIPModel`` /
@@ -8,7 +8,7 @@ directory (safetensors, config, image processor, tokenizer) that loads with ``CL
 (resolved), ``metrics.jsonl`` (loss per log step) and ``training_summary.json`` (steps, wall time, images/s,
 final loss, held-out zero-shot shape accuracy, toy MMVP-VLM score per pattern).
 
-Reads only the world's files (the data contract of ``python -m genhancer.toyworld build``):
+Reads only the world's files (the data contract of ``python -m toyworld build``):
   DIR/train/scenes.jsonl  lines {"image": "images/000000.png", "caption": "...", "scene": {...}}
   DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...], "items": [{"image", "label"}]}
   DIR/mmvp_vlm/Questions.csv + "MLLM_VLM Images/<type>/<qid>.jpg"  (official MMVP-VLM layout; optional)
@@ -40,7 +40,13 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from genhancer.toyworld.models import (
+from genhancer.utils.cli import entry_point
+from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
+from genhancer.utils.errors import DataError, UserError
+from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json, write_jsonl
+from genhancer.utils.logging import get_logger, progress
+from genhancer.utils.provenance import read_provenance, write_provenance
+from toyworld.models import (
     CLIP_MEAN,
     CLIP_STD,
     ToyClipShape,
@@ -49,12 +55,6 @@ from genhancer.toyworld.models import (
     save_clip_dir,
     train_clip_tokenizer,
 )
-from genhancer.utils.cli import entry_point
-from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
-from genhancer.utils.errors import DataError, UserError
-from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json, write_jsonl
-from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import read_provenance, write_provenance
 
 KIND = "toy-clip"
 SUMMARY_FILE = "training_summary.json"
@@ -120,7 +120,7 @@ class WorldFiles:
 
 def world_files(world: str | Path) -> WorldFiles:
     root = Path(world)
-    hint = f"build the world first: python -m genhancer.toyworld build --out {root}"
+    hint = f"build the world first: python -m toyworld build --out {root}"
     if not root.is_dir():
         raise DataError(f"toy world directory not found: {root} ({hint})")
     train = root / "train" / "scenes.jsonl"
@@ -480,9 +480,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m genhancer.toyworld pretrain-clip", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m toyworld pretrain-clip", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", help="toy world directory (python -m genhancer.toyworld build --out DIR)")
+    p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
     p.add_argument("--out", help="output directory: the toy CLIP (HF CLIPModel directory)")
     p.add_argument("--config", help="YAML instance of PretrainClipConfig (default: built-in defaults = "
                    "configs/toyworld/clip.yaml)")
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = ["python", "-m", "genhancer.toyworld", "pretrain-clip",
+    command = ["python", "-m", "toyworld", "pretrain-clip",
                *(list(sys.argv[1:]) if argv is None else list(argv))]
     summary = pretrain(cfg, args.world, args.out, device=args.device, force=args.force, command=command)
     if summary["cached"]:

@@ -15,7 +15,7 @@ Question types (answers are single words that need the picture's fine detail): c
 position, orientation, presence (of a dot / ring / letter), object (is there a <shape>; POPE-style), text
 (which letter).
 
-``python -m genhancer.toyworld.llava_data --world DIR`` rewrites the files of an existing world; the world
+``python -m toyworld.llava_data --world DIR`` rewrites the files of an existing world; the world
 builder calls :func:`write_llava_data` itself.
 """
 
@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genhancer.toyworld.scene import vocabularies
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
 from genhancer.utils.fsio import read_jsonl, write_json
+from toyworld.scene import vocabularies
 
 QUESTION_TYPES: tuple[str, ...] = (
     "color", "shape", "count", "position", "orientation", "presence", "object", "text",
@@ -232,7 +232,7 @@ def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m genhancer.toyworld.llava_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m toyworld.llava_data", description=__doc__.split("\n")[0])
     parser.add_argument("--world", required=True, type=Path, help="toy world directory (from `toyworld build`)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heldout-per-type", type=int, default=100)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from genhancer.toyworld.scene import NUMBER_WORDS, Scene, plural
+from toyworld.scene import NUMBER_WORDS, Scene, plural
 
 _TEMPLATES = (
     "{np}",

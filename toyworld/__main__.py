@@ -1,4 +1,4 @@
-"""``python -m genhancer.toyworld <command> ...``: the toy world's tools.
+"""``python -m toyworld <command> ...``: the toy world's tools.
 
 Commands (each is a module with its own ``main(argv) -> int``):
   build          write the world: train/val image folders + scene JSONL, the MMVP-VLM-style benchmark,
@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "build": "genhancer.toyworld.build",
-    "pretrain-clip": "genhancer.toyworld.pretrain_clip",
-    "pretrain-llm": "genhancer.toyworld.llm",
+    "build": "toyworld.build",
+    "pretrain-clip": "toyworld.pretrain_clip",
+    "pretrain-llm": "toyworld.llm",
 }
 
 

@@ -1,6 +1,6 @@
 """The toy LLM: a tiny Llama with a sentencepiece tokenizer, briefly pretrained on the toy world's text.
 
-``python -m genhancer.toyworld pretrain-llm --world DIR --out DIR [--config YAML] [KEY=VALUE ...]``
+``python -m toyworld pretrain-llm --world DIR --out DIR [--config YAML] [KEY=VALUE ...]``
 
 It stands in for Vicuna: a ``LlamaForCausalLM`` directory whose tokenizer is a sentencepiece BPE
 ``tokenizer.model`` (byte fallback, ``<unk> <s> </s>`` at ids 0/1/2, BOS added) -- the kind Vicuna and
@@ -32,7 +32,7 @@ from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import write_provenance
 
-log = get_logger("genhancer.toyworld.llm")
+log = get_logger("toyworld.llm")
 
 # Words every LLaVA conversation format uses, so the tokenizer has pieces for them.
 TEMPLATE_TEXT = (
@@ -156,9 +156,9 @@ def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, pare
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    from genhancer.toyworld.llava_data import llm_texts
+    from toyworld.llava_data import llm_texts
 
-    parser = argparse.ArgumentParser(prog="python -m genhancer.toyworld pretrain-llm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m toyworld pretrain-llm", description=__doc__.split("\n")[0])
     parser.add_argument("--world", required=True, type=Path, help="toy world directory (its train captions)")
     parser.add_argument("--out", required=True, type=Path, help="HF causal-LM directory to write")
     parser.add_argument("--config", type=Path, help="YAML with ToyLlmConfig keys")

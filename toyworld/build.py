@@ -1,4 +1,4 @@
-"""``python -m genhancer.toyworld build --out DIR``: write the toy world to a directory.
+"""``python -m toyworld build --out DIR``: write the toy world to a directory.
 
 Layout written (atomically: a crash never leaves a half-written DIR)::
 
@@ -26,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import genhancer
-from genhancer.toyworld.captions import CaptionProbs, caption_scene
-from genhancer.toyworld.llava_data import write_llava_data
-from genhancer.toyworld.lmms_data import write_lmms_data
-from genhancer.toyworld.mmvp_bench import sample_benchmark, write_benchmark
-from genhancer.toyworld.render import render_scene
-from genhancer.toyworld.scene import PATTERNS, SHAPES, Scene, sample_scene, vocabularies
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config, to_dict
 from genhancer.utils.errors import ConfigError, UserError
 from genhancer.utils.fsio import atomic_directory, write_json, write_jsonl
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import write_provenance
+from toyworld.captions import CaptionProbs, caption_scene
+from toyworld.llava_data import write_llava_data
+from toyworld.lmms_data import write_lmms_data
+from toyworld.mmvp_bench import sample_benchmark, write_benchmark
+from toyworld.render import render_scene
+from toyworld.scene import PATTERNS, SHAPES, Scene, sample_scene, vocabularies
 
 ZEROSHOT_TEMPLATE = "a photo of a {}."
 
@@ -119,7 +119,7 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
     """Write the whole toy world to ``out`` (see the module docstring); returns the world.json dict."""
     out = Path(out)
     _check_target(out, overwrite)
-    log = get_logger("genhancer.toyworld")
+    log = get_logger("toyworld")
     t0 = time.perf_counter()
     with atomic_directory(out) as root:
         # Benchmark first: its scenes are then kept out of val and train.
@@ -169,9 +169,9 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the toy world (``python -m genhancer.toyworld build --help``)."""
+    """Build the toy world (``python -m toyworld build --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m genhancer.toyworld build",
+        prog="python -m toyworld build",
         description="Write the toy world: train/val image folders with captions and scene JSONL, and the "
                     "MMVP-VLM-style benchmark.",
     )
