@@ -1,21 +1,34 @@
-"""``python -m eval.leaderboard``: our results beside the published numbers, in one table.
+"""``python -m eval.leaderboard``: our results beside the published numbers of the same protocol.
 
-    python -m eval.leaderboard --runs RUN_OR_RESULT... [--baseline NAME] [--references FILE...|none]
-        [--columns auto|toy|real|all] --out DIR
+    python -m eval.leaderboard --runs RUN_OR_RESULT... [--baseline NAME...] [--references FILE...|none]
+        [--columns auto|toy|real|all] --out DIR [--no-chart]
 
 Inputs (each ``--runs`` item is a file or a directory; a directory stands for its ``results.json``, or else
 for every ``*/results.json`` and ``*.json`` result inside it):
-- ``eval.lmms`` run summaries (``results.json``, format ``genhancer-lmms-results/1``): one row per LLaVA
-  model directory, its encoder and LLM read from the model's ``provenance.json``;
-- ``eval.mmvp_vlm`` RESULT.json files (``scores`` per pattern + ``average``): one row per encoder;
+- ``eval.lmms`` run summaries (``results.json``, format ``genhancer-lmms-results/1``): one MLLM row per
+  LLaVA model directory, its encoder and LLM read from the model's ``provenance.json``;
+- ``eval.mmvp_vlm`` RESULT.json files (``scores`` per pattern + ``average``): one encoder row each;
 - the published references in ``eval/references/*.yaml`` (source, protocol per column, rows).
 
-Rows are models, columns benchmarks (values in percent). With ``--baseline NAME`` every cell also shows its
-difference to the baseline row's cell of the same column. A cell whose protocol (mode: generation vs
-likelihood, metric: F1 vs accuracy, answers: original vs lmms-eval-corrected MMVP, a ``--limit`` subset)
+Two tables: **encoders** (MMVP-VLM average and per pattern) and **MLLMs** (one column per benchmark
+metric), each with our rows beside the published rows that measured the same columns. Values are
+percentages (MME: its own score). ``--baseline NAME`` picks a row (exact name, or a unique part of it) and
+every other cell of that table shows its difference to the baseline's cell; the encoder table, when no
+name matches one of its rows, takes the encoder of the MLLM baseline. A cell whose protocol (mode:
+generation vs likelihood, metric, answers: original vs lmms-eval-corrected MMVP, a ``--limit`` subset)
 differs from the cell it is compared to -- the baseline's, or else the column's first published value --
-is marked with a dagger, and the differences are listed under the table and in the JSON.
-Outputs in DIR: leaderboard.md (also printed), leaderboard.csv, leaderboard.json, leaderboard.png.
+is marked with a dagger, and the differences are listed under the table.
+
+Intervals: a results file may carry 95% intervals and they are drawn as whiskers and printed as [lo-hi]:
+- RESULT.json (percent, like its scores): ``"ci95": {"average": [lo, hi], "<pattern>": [lo, hi]}``, or
+  ``"average_ci95": [lo, hi]`` and ``"scores_ci95": {"<pattern>": [lo, hi]}``;
+- results.json (0-1, like its scores): ``scores[task]["<metric>_ci95"]: [lo, hi]``, or
+  ``"ci95": {task: {metric: [lo, hi]}}``, or ``scores[task]["<metric>_stderr"]`` (taken as +-1.96 stderr).
+An interval may also be written ``{"lo": .., "hi": ..}`` (or low/high, lower/upper).
+
+Outputs in DIR: leaderboard.md (also printed; every table at most MAX_MD_COLUMNS columns, wider ones
+split at benchmark boundaries), leaderboard.csv (one line per cell), leaderboard.json, leaderboard.png
+(one panel per column that holds data, grouped by benchmark).
 """
 
 from __future__ import annotations
@@ -23,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,65 +52,87 @@ LOG = get_logger("eval.leaderboard")
 REFERENCES_DIR = Path(__file__).resolve().parent / "references"
 LMMS_FORMAT = "genhancer-lmms-results/1"
 MARK = "†"
-COMPARED_KEYS = ("mode", "metric", "answers", "subset")
+COMPARED_KEYS = ("mode", "metric", "answers", "subset", "data")
+MAX_MD_COLUMNS = 12  # model + source + at most 10 value columns per markdown table
+META_COLUMNS = ("model", "source")
+TABLES = {"encoders": "Encoders: MMVP-VLM (pair accuracy, %)",
+          "mllms": "MLLMs: one column per benchmark metric (%; MME: score)"}
 MMVP_VLM_PATTERNS = (
     "Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
     "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
     "Viewpoint and Perspective",
 )
+STDERR_Z = 1.96  # a stderr becomes a normal-approximation 95% interval
 
 
 @dataclass(frozen=True)
 class Column:
     id: str
-    label: str
+    label: str  # markdown header (unique)
+    group: str  # the benchmark: panels of one group share a band of the chart
+    short: str  # panel title inside its group
     family: str  # "real" | "toy" | "encoder"
     task: str | None = None  # lmms task (canonical name) the value comes from
     metric: str | None = None
     required: bool = False  # a results file that has the task must have this metric
     protocol: dict[str, str] = field(default_factory=dict)  # what our lmms-eval run measures
+    percent: bool = True  # False: a score on its own scale (MME)
+
+    @property
+    def table(self) -> str:
+        return "encoders" if self.family == "encoder" else "mllms"
+
+
+def _real(cid, label, group, short, task=None, metric=None, required=False, metric_name="accuracy", **kw):
+    return Column(cid, label, group, short, "real", task, metric, required, {"metric": metric_name}, **kw)
+
+
+def _toy(cid, label, group, short, task, metric, required=False, metric_name="accuracy"):
+    return Column(cid, label, group, short, "toy", task, metric, required, {"metric": metric_name})
 
 
 _MMVP_LMMS = {"metric": "pair accuracy", "answers": "lmms-eval corrected (2 pairs swapped back)"}
+_VLM = {"mode": "image-text similarity"}
 COLUMNS: tuple[Column, ...] = (
-    Column("mmvp", "MMVP", "real", "mmvp", "mmvp_pair_accuracy", True, _MMVP_LMMS),
-    Column("naturalbench_acc", "NB Acc", "real", "naturalbench", "naturalbench_ACC", True, {"metric": "accuracy"}),
-    Column("naturalbench_gacc", "NB G-Acc", "real", "naturalbench", "naturalbench_G_ACC", False,
-           {"metric": "group accuracy"}),
-    Column("cvbench", "CV-Bench", "real", "cv_bench", "cv_bench_acc", True, {"metric": "accuracy"}),
-    Column("cvbench_2d_ade", "CVB 2D ADE", "real", "cv_bench", "cv_bench_ade20k_acc", False, {"metric": "accuracy"}),
-    Column("cvbench_2d_coco", "CVB 2D COCO", "real", "cv_bench", "cv_bench_coco_acc", False, {"metric": "accuracy"}),
-    Column("cvbench_3d", "CVB 3D", "real", "cv_bench", "cv_bench_3d_acc", False, {"metric": "accuracy"}),
-    Column("pope_f1_random", "POPE F1 rand", "real", "pope_random", "pope_f1_score", True, {"metric": "F1"}),
-    Column("pope_f1_popular", "POPE F1 pop", "real", "pope_pop", "pope_f1_score", True, {"metric": "F1"}),
-    Column("pope_f1_adversarial", "POPE F1 adv", "real", "pope_adv", "pope_f1_score", True, {"metric": "F1"}),
-    Column("pope_f1_avg", "POPE F1 avg", "real", None, None, False,
-           {"metric": "F1 (mean of random/popular/adversarial)"}),
-    Column("sqa_img", "SQA-IMG", "real", "scienceqa_img", "exact_match", True, {"metric": "accuracy"}),
-    Column("hallusionbench", "HallusionB", "real", "hallusion_bench_image", "aAcc", False, {"metric": "aAcc"}),
-    Column("gqa", "GQA", "real"),
-    Column("textvqa", "TextVQA", "real"),
-    Column("mme", "MME", "real"),
-    Column("mmbench", "MMBench", "real"),
-    Column("toy_mmvp", "toy-MMVP", "toy", "toy_mmvp", "mmvp_pair_accuracy", True, {"metric": "pair accuracy"}),
-    Column("toy_mmvp_ll", "toy-MMVP (LL)", "toy", "toy_mmvp_ll", "mmvp_pair_accuracy", True,
-           {"metric": "pair accuracy"}),
-    Column("toy_pope_f1_random", "toy-POPE F1 rand", "toy", "toy_pope_random", "pope_f1_score", True, {"metric": "F1"}),
-    Column("toy_pope_f1_popular", "toy-POPE F1 pop", "toy", "toy_pope_popular", "pope_f1_score", True,
-           {"metric": "F1"}),
-    Column("toy_pope_f1_adversarial", "toy-POPE F1 adv", "toy", "toy_pope_adversarial", "pope_f1_score", True,
-           {"metric": "F1"}),
-    Column("toy_cvbench", "toy-CVB", "toy", "toy_cv_bench", "cv_bench_acc", True, {"metric": "accuracy"}),
-    Column("toy_cvbench_count", "toy-CVB count", "toy", "toy_cv_bench", "cv_bench_count_acc", False,
-           {"metric": "accuracy"}),
-    Column("toy_cvbench_relation", "toy-CVB relation", "toy", "toy_cv_bench", "cv_bench_relation_acc", False,
-           {"metric": "accuracy"}),
-    Column("toy_cvbench_size", "toy-CVB size", "toy", "toy_cv_bench", "cv_bench_size_acc", False,
-           {"metric": "accuracy"}),
-    Column("mmvp_vlm", "MMVP-VLM", "encoder", protocol={"metric": "mean of 9 pattern pair accuracies",
-                                                         "mode": "image-text similarity"}),
-    *(Column(f"mmvp_vlm:{p}", f"VLM {p.split()[0]}", "encoder",
-             protocol={"metric": "pair accuracy", "mode": "image-text similarity"}) for p in MMVP_VLM_PATTERNS),
+    Column("mmvp", "MMVP", "MMVP", "pair accuracy", "real", "mmvp", "mmvp_pair_accuracy", True, _MMVP_LMMS),
+    _real("naturalbench_acc", "NB Acc", "NaturalBench", "Acc", "naturalbench", "naturalbench_ACC", True),
+    _real("naturalbench_gacc", "NB G-Acc", "NaturalBench", "G-Acc", "naturalbench", "naturalbench_G_ACC",
+          metric_name="group accuracy"),
+    _real("cvbench", "CV-Bench", "CV-Bench", "overall", "cv_bench", "cv_bench_acc", True),
+    _real("cvbench_2d_ade", "CVB 2D ADE", "CV-Bench", "2D ADE20K", "cv_bench", "cv_bench_ade20k_acc"),
+    _real("cvbench_2d_coco", "CVB 2D COCO", "CV-Bench", "2D COCO", "cv_bench", "cv_bench_coco_acc"),
+    _real("cvbench_3d", "CVB 3D", "CV-Bench", "3D", "cv_bench", "cv_bench_3d_acc"),
+    _real("pope_f1_random", "POPE F1 rand", "POPE", "F1 random", "pope_random", "pope_f1_score", True,
+          metric_name="F1"),
+    _real("pope_f1_popular", "POPE F1 pop", "POPE", "F1 popular", "pope_pop", "pope_f1_score", True,
+          metric_name="F1"),
+    _real("pope_f1_adversarial", "POPE F1 adv", "POPE", "F1 adversarial", "pope_adv", "pope_f1_score", True,
+          metric_name="F1"),
+    _real("pope_f1_avg", "POPE F1 avg", "POPE", "F1 mean of 3", metric_name="F1 (mean of random/popular/adversarial)"),
+    _real("sqa_img", "SQA-IMG", "ScienceQA-IMG", "accuracy", "scienceqa_img", "exact_match", True),
+    _real("hallusionbench", "HallusionB", "HallusionBench", "aAcc", "hallusion_bench_image", "aAcc", metric_name="aAcc"),
+    _real("gqa", "GQA", "GQA", "accuracy"),
+    _real("textvqa", "TextVQA", "TextVQA", "accuracy"),
+    _real("mmbench", "MMBench", "MMBench", "accuracy"),
+    _real("mme", "MME", "MME", "perception score", metric_name="perception score", percent=False),
+    _toy("toy_mmvp", "toy-MMVP", "toy-MMVP", "generation", "toy_mmvp", "mmvp_pair_accuracy", True, "pair accuracy"),
+    _toy("toy_mmvp_ll", "toy-MMVP (LL)", "toy-MMVP", "likelihood", "toy_mmvp_ll", "mmvp_pair_accuracy", True,
+         "pair accuracy"),
+    _toy("toy_pope_f1_random", "toy-POPE F1 rand", "toy-POPE", "F1 random", "toy_pope_random", "pope_f1_score",
+         True, "F1"),
+    _toy("toy_pope_f1_popular", "toy-POPE F1 pop", "toy-POPE", "F1 popular", "toy_pope_popular", "pope_f1_score",
+         True, "F1"),
+    _toy("toy_pope_f1_adversarial", "toy-POPE F1 adv", "toy-POPE", "F1 adversarial", "toy_pope_adversarial",
+         "pope_f1_score", True, "F1"),
+    _toy("toy_cvbench", "toy-CVB", "toy-CV-Bench", "overall", "toy_cv_bench", "cv_bench_acc", True),
+    _toy("toy_cvbench_count", "toy-CVB count", "toy-CV-Bench", "count", "toy_cv_bench", "cv_bench_count_acc"),
+    _toy("toy_cvbench_relation", "toy-CVB relation", "toy-CV-Bench", "relation", "toy_cv_bench",
+         "cv_bench_relation_acc"),
+    _toy("toy_cvbench_size", "toy-CVB size", "toy-CV-Bench", "size", "toy_cv_bench", "cv_bench_size_acc"),
+    Column("mmvp_vlm", "average", "MMVP-VLM", "average", "encoder",
+           protocol={"metric": "mean of 9 pattern pair accuracies", **_VLM}),
+    *(Column(f"mmvp_vlm:{p}", p.split()[0], "MMVP-VLM per pattern", p, "encoder",
+             protocol={"metric": "pair accuracy", **_VLM}) for p in MMVP_VLM_PATTERNS),
 )
 COLUMN_BY_ID = {c.id: c for c in COLUMNS}
 KNOWN_LMMS_TASKS = {c.task for c in COLUMNS if c.task}
@@ -109,6 +143,8 @@ class Cell:
     value: float
     protocol: dict[str, str]
     source: str
+    ci: tuple[float, float] | None = None  # 95% interval on the value's scale
+    ci_kind: str | None = None  # how the interval was given ("ci95" or "1.96 stderr")
 
 
 @dataclass
@@ -116,11 +152,72 @@ class Row:
     name: str
     kind: str  # llava | encoder
     origin: str  # "ours" or the reference's source
+    short: str = "ours"  # the source column of the tables
     encoder: str | None = None
     llm: str | None = None
     path: str | None = None
     note: str | None = None
+    data: str | None = None  # what our encoder row was measured on (benchmark folder, pairs)
     cells: dict[str, Cell] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- intervals
+def parse_interval(raw: Any, where: str) -> tuple[float, float]:
+    """``[lo, hi]`` or ``{"lo", "hi"}`` (also low/high, lower/upper) -> (lo, hi); anything else a DataError."""
+    pair: Any = raw
+    if isinstance(raw, dict):
+        keys = next((k for k in (("lo", "hi"), ("low", "high"), ("lower", "upper")) if all(x in raw for x in k)), None)
+        pair = [raw[keys[0]], raw[keys[1]]] if keys else None
+    ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+    if not ok or pair[0] > pair[1]:
+        raise DataError(f"{where}: an interval must be [lo, hi] with lo <= hi (or {{'lo': .., 'hi': ..}}), "
+                        f"got {raw!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def _checked_interval(raw: Any, value: float, where: str) -> tuple[float, float]:
+    lo, hi = parse_interval(raw, where)
+    slack = 1e-6 * max(1.0, abs(value))
+    if not lo - slack <= value <= hi + slack:  # most often a scale mix-up (0-1 vs percent)
+        raise DataError(f"{where}: interval [{lo:g}, {hi:g}] does not contain the value {value:g}; write it on "
+                        "the value's scale (0-1 for eval.lmms metrics, percent for MMVP-VLM)")
+    return lo, hi
+
+
+def _lmms_interval(summary: dict[str, Any], task: str, metric: str,
+                   where: str) -> tuple[tuple[float, float] | None, str | None]:
+    """A 0-1 interval for ``scores[task][metric]`` from the fields listed in the module docstring."""
+    metrics = summary["scores"][task]
+    value = float(metrics[metric])
+    top = summary.get("ci95")
+    if f"{metric}_ci95" in metrics:
+        return _checked_interval(metrics[f"{metric}_ci95"], value, f"{where}: scores.{task}.{metric}_ci95"), "ci95"
+    if isinstance(top, dict) and isinstance(top.get(task), dict) and metric in top[task]:
+        return _checked_interval(top[task][metric], value, f"{where}: ci95.{task}.{metric}"), "ci95"
+    stderr = metrics.get(f"{metric}_stderr")
+    if isinstance(stderr, (int, float)) and not isinstance(stderr, bool) and stderr == stderr and stderr > 0:
+        return (value - STDERR_Z * stderr, value + STDERR_Z * stderr), f"{STDERR_Z} stderr"
+    return None, None
+
+
+def _mmvp_vlm_intervals(result: dict[str, Any], where: Path) -> dict[str, tuple[float, float]]:
+    """Pattern (or "average") -> percent interval, from ``ci95`` or ``average_ci95`` + ``scores_ci95``."""
+    raw: dict[str, Any] = {}
+    if isinstance(result.get("ci95"), dict):
+        raw.update(result["ci95"])
+    if "average_ci95" in result:
+        raw["average"] = result["average_ci95"]
+    if isinstance(result.get("scores_ci95"), dict):
+        raw.update(result["scores_ci95"])
+    out = {}
+    for key, interval in raw.items():
+        value = result["average"] if key == "average" else result["scores"].get(key)
+        if value is None:
+            raise DataError(f"{where}: interval for {key!r}, which has no score (patterns: "
+                            f"{', '.join(result['scores'])})")
+        out[key] = _checked_interval(interval, float(value), f"{where}: ci95 of {key!r}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -134,12 +231,22 @@ def _display_name(path: str | None) -> str:
     return f"{p.parent.name}/{p.name}" if p.name in {"llava", "encoder"} and p.parent.name else p.name
 
 
+def _lmms_cell(summary: dict[str, Any], task: str, col: Column, where: Path) -> Cell:
+    limit = summary.get("limit")
+    proto = dict(col.protocol)
+    proto["mode"] = ((summary.get("protocol") or {}).get(task) or {}).get("mode", "generation")
+    proto["subset"] = f"first {limit} per task (--limit)" if limit else "full"
+    proto["harness"] = "lmms-eval"
+    ci, kind = _lmms_interval(summary, task, col.metric, str(where))
+    scaled = (100.0 * ci[0], 100.0 * ci[1]) if ci else None
+    return Cell(100.0 * float(summary["scores"][task][col.metric]), proto, str(where), scaled, kind)
+
+
 def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
     model = summary.get("model") or {}
     scores = summary.get("scores")
     if not isinstance(scores, dict):
         raise DataError(f"{where}: no 'scores' mapping in an eval.lmms results file")
-    limit = summary.get("limit")
     if model.get("path") and Path(model["path"]).is_dir():  # the model dir's provenance.json is the truth
         from eval.lmms.modeldir import describe_model_dir
 
@@ -147,7 +254,6 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
         model = {**model, **{k: v for k, v in fresh.items() if v is not None}}
     row = Row(name=_display_name(model.get("path")), kind="llava", origin="ours", encoder=model.get("encoder"),
               llm=model.get("llm"), path=model.get("path"))
-    protocols = summary.get("protocol") or {}
     for task, metrics in scores.items():
         if task not in KNOWN_LMMS_TASKS:
             LOG.warning("%s: task %r has no leaderboard column; left out", where, task)
@@ -160,11 +266,7 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
                         "was it written by another version of eval.lmms? Re-run `python -m eval.lmms run`."
                     )
                 continue
-            proto = dict(col.protocol)
-            proto["mode"] = (protocols.get(task) or {}).get("mode", "generation")
-            proto["subset"] = f"first {limit} per task (--limit)" if limit else "full"
-            proto["harness"] = "lmms-eval"
-            row.cells[col.id] = Cell(100.0 * float(metrics[col.metric]), proto, str(where))
+            row.cells[col.id] = _lmms_cell(summary, task, col, where)
     f1 = [row.cells[c].value for c in ("pope_f1_random", "pope_f1_popular", "pope_f1_adversarial") if c in row.cells]
     if len(f1) == 3:
         base = row.cells["pope_f1_random"].protocol
@@ -180,12 +282,18 @@ def _rows_from_mmvp_vlm(result: dict[str, Any], where: Path) -> Row:
         first = prov["parents"][0]
         row.note = f"from {first.get('path')}" if isinstance(first, dict) else None
     base = {"harness": "eval.mmvp_vlm", "subset": "full"}
+    if result.get("bench_dir") or result.get("num_pairs"):
+        row.data = base["data"] = f"{result.get('bench_dir') or '?'} ({result.get('num_pairs', '?')} pairs)"
     try:
-        row.cells["mmvp_vlm"] = Cell(float(result["average"]), {**base, **COLUMN_BY_ID["mmvp_vlm"].protocol}, str(where))
+        intervals = _mmvp_vlm_intervals(result, where)
+        avg = COLUMN_BY_ID["mmvp_vlm"]
+        row.cells[avg.id] = Cell(float(result["average"]), {**base, **avg.protocol}, str(where),
+                                 intervals.get("average"), "ci95" if "average" in intervals else None)
         for pattern, value in result["scores"].items():
-            cid = f"mmvp_vlm:{pattern}"
-            if cid in COLUMN_BY_ID:
-                row.cells[cid] = Cell(float(value), {**base, **COLUMN_BY_ID[cid].protocol}, str(where))
+            col = COLUMN_BY_ID.get(f"mmvp_vlm:{pattern}")
+            if col is not None:
+                row.cells[col.id] = Cell(float(value), {**base, **col.protocol}, str(where), intervals.get(pattern),
+                                         "ci95" if pattern in intervals else None)
     except (TypeError, ValueError) as e:
         raise DataError(f"{where}: MMVP-VLM scores must be numbers ({e})") from None
     return row
@@ -232,6 +340,25 @@ def collect_result_files(items: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _reference_row(r: Any, data: dict[str, Any], where: str) -> Row:
+    if not isinstance(r, dict) or "name" not in r or not isinstance(r.get("scores"), dict):
+        raise ConfigError(f"{where}: each row needs 'name' and a 'scores' mapping")
+    row = Row(name=str(r["name"]), kind=str(r.get("kind", "llava")), origin=str(data["source"]),
+              short=str(data.get("short", data["source"])), encoder=r.get("encoder"), llm=r.get("llm"),
+              note=r.get("note"))
+    file_proto = data.get("protocol") or {}
+    for col_id, value in r["scores"].items():
+        if col_id not in COLUMN_BY_ID:
+            raise ConfigError(f"{where}: unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: score {col_id}={value!r} is not a number")
+        proto = {"harness": str(data.get("harness", "paper")), "subset": "full",
+                 **{k: str(v) for k, v in (file_proto.get(col_id) or {}).items()},
+                 **{k: str(v) for k, v in ((r.get("protocol") or {}).get(col_id) or {}).items()}}
+        row.cells[col_id] = Cell(float(value), proto, f"{data['source']} ({where.split(',')[0]})")
+    return row
+
+
 def load_references(paths: Sequence[str | Path]) -> list[Row]:
     rows = []
     for path in paths:
@@ -239,30 +366,14 @@ def load_references(paths: Sequence[str | Path]) -> list[Row]:
         for key in ("source", "rows"):
             if key not in data:
                 raise ConfigError(f"{path}: reference file needs '{key}'")
-        file_proto = data.get("protocol") or {}
-        for col_id in file_proto:
+        for col_id in data.get("protocol") or {}:
             if col_id not in COLUMN_BY_ID:
                 raise ConfigError(f"{path}: protocol for unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}")
-        for i, r in enumerate(data["rows"]):
-            where = f"{path}, rows[{i}]"
-            if not isinstance(r, dict) or "name" not in r or not isinstance(r.get("scores"), dict):
-                raise ConfigError(f"{where}: each row needs 'name' and a 'scores' mapping")
-            row = Row(name=str(r["name"]), kind=str(r.get("kind", "llava")), origin=str(data["source"]),
-                      encoder=r.get("encoder"), llm=r.get("llm"), note=r.get("note"))
-            for col_id, value in r["scores"].items():
-                if col_id not in COLUMN_BY_ID:
-                    raise ConfigError(f"{where}: unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}")
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    raise ConfigError(f"{where}: score {col_id}={value!r} is not a number")
-                proto = {"harness": str(data.get("harness", "paper")), "subset": "full",
-                         **{k: str(v) for k, v in (file_proto.get(col_id) or {}).items()},
-                         **{k: str(v) for k, v in ((r.get("protocol") or {}).get(col_id) or {}).items()}}
-                row.cells[col_id] = Cell(float(value), proto, f"{data['source']} ({path})")
-            rows.append(row)
+        rows += [_reference_row(r, data, f"{path}, rows[{i}]") for i, r in enumerate(data["rows"])]
     return rows
 
 
-# ------------------------------------------------------------------------------------------- table
+# ------------------------------------------------------------------------------------------- tables
 def protocol_diff(a: dict[str, str], b: dict[str, str]) -> dict[str, tuple[str, str]]:
     return {k: (a[k], b[k]) for k in COMPARED_KEYS if k in a and k in b and a[k] != b[k]}
 
@@ -270,13 +381,14 @@ def protocol_diff(a: dict[str, str], b: dict[str, str]) -> dict[str, tuple[str, 
 def merge_rows(rows: list[Row]) -> list[Row]:
     """Our rows for the same model path (e.g. a toy run and a mirror run) become one row."""
     out: list[Row] = []
-    by_path: dict[str, Row] = {}
+    by_path: dict[tuple[str, str], Row] = {}
     for r in rows:
-        if r.origin == "ours" and r.path and r.path in by_path:
-            by_path[r.path].cells.update(r.cells)
+        key = (r.kind, r.path or "")
+        if r.origin == "ours" and r.path and key in by_path:
+            by_path[key].cells.update(r.cells)
             continue
         if r.origin == "ours" and r.path:
-            by_path[r.path] = r
+            by_path[key] = r
         out.append(r)
     names: dict[str, int] = {}
     for r in out:  # distinct names for distinct models
@@ -298,164 +410,343 @@ def choose_columns(rows: list[Row], which: str) -> list[Column]:
     return [c for c in COLUMNS if c.family in fams and c.id in have]
 
 
-def build_table(rows: list[Row], columns: list[Column], baseline: str | None) -> dict[str, Any]:
-    base_row = None
-    if baseline is not None:
-        exact = [r for r in rows if r.name == baseline]
-        partial = [r for r in rows if baseline.lower() in r.name.lower()]
-        matches = exact or partial
-        if len(matches) != 1:
-            names = ", ".join(r.name for r in rows)
-            how = "matches no row" if not matches else f"matches {len(matches)} rows"
-            raise ConfigError(f"--baseline {baseline!r} {how}; rows: {names}")
-        base_row = matches[0]
-    ids = {c.id for c in columns}
-    shown = [r for r in rows if any(cid in ids for cid in r.cells)]
-    if base_row is not None and base_row not in shown:
-        raise ConfigError(f"--baseline {base_row.name!r} has no value in the columns shown")
+def _match(name: str, rows: list[Row]) -> list[Row]:
+    exact = [r for r in rows if r.name == name]
+    return exact or [r for r in rows if name.lower() in r.name.lower()]
+
+
+def _same_dir(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def resolve_baselines(names: Sequence[str], shown: dict[str, list[Row]]) -> dict[str, tuple[Row, str]]:
+    """Table -> (baseline row, why). Each name must pick exactly one row of at least one table; the
+    encoder table falls back to the encoder of the MLLM baseline when that encoder has a row."""
+    chosen: dict[str, tuple[Row, str]] = {}
+    everyone = [r for rows in shown.values() for r in rows]
+    for name in names:
+        hits = {t: _match(name, rows) for t, rows in shown.items()}
+        many = {t: m for t, m in hits.items() if len(m) > 1}
+        if many:
+            t, m = next(iter(many.items()))
+            raise ConfigError(f"--baseline {name!r} matches {len(m)} rows of the {t} table "
+                              f"({', '.join(r.name for r in m)}); give more of the name")
+        found = {t: m[0] for t, m in hits.items() if m}
+        if not found:
+            raise ConfigError(f"--baseline {name!r} matches no row; rows: {', '.join(r.name for r in everyone)}")
+        for t, row in found.items():
+            if t in chosen:
+                raise ConfigError(f"--baseline: {chosen[t][0].name!r} and {row.name!r} are both rows of the {t} "
+                                  "table; give one baseline per table")
+            chosen[t] = (row, f"--baseline {name}")
+    mllm = chosen.get("mllms")
+    if "encoders" not in chosen and mllm is not None:
+        enc = [r for r in shown.get("encoders", []) if _same_dir(r.path, mllm[0].encoder)]
+        if len(enc) == 1:
+            chosen["encoders"] = (enc[0], f"the encoder of the MLLM baseline `{mllm[0].name}`")
+    return chosen
+
+
+def _cell_json(cell: Cell, base_row: Row | None, compare_to: Cell | None, is_base: bool) -> dict[str, Any]:
+    diff = protocol_diff(cell.protocol, compare_to.protocol) if compare_to is not None else {}
+    delta = None
+    if base_row is not None and compare_to is not None and not is_base:
+        delta = cell.value - compare_to.value
+    return {"value": cell.value, "delta": delta, "ci95": list(cell.ci) if cell.ci else None,
+            "ci_kind": cell.ci_kind, "protocol": cell.protocol,
+            "protocol_differs": {k: {"this": a, "compared": b} for k, (a, b) in diff.items()}, "source": cell.source}
+
+
+def _table_json(key: str, rows: list[Row], columns: list[Column], base: tuple[Row, str] | None) -> dict[str, Any]:
+    base_row = base[0] if base else None
     first_ref: dict[str, Cell] = {}
-    for r in shown:
+    for r in rows:
         for cid, cell in r.cells.items():
             if r.origin != "ours" and cid not in first_ref:
                 first_ref[cid] = cell
     out_rows = []
-    for r in shown:
-        cells = {}
+    for r in rows:
+        cells: dict[str, Any] = {}
         for col in columns:
             cell = r.cells.get(col.id)
-            if cell is None:
-                cells[col.id] = None
-                continue
             compare_to = base_row.cells.get(col.id) if base_row is not None else first_ref.get(col.id)
-            diff = protocol_diff(cell.protocol, compare_to.protocol) if compare_to is not None else {}
-            delta = None
-            if base_row is not None and col.id in base_row.cells and r is not base_row:
-                delta = cell.value - base_row.cells[col.id].value
-            cells[col.id] = {"value": cell.value, "delta": delta, "protocol": cell.protocol,
-                             "protocol_differs": {k: {"this": a, "compared": b} for k, (a, b) in diff.items()},
-                             "source": cell.source}
-        out_rows.append({"name": r.name, "kind": r.kind, "origin": r.origin, "encoder": r.encoder, "llm": r.llm,
-                         "path": r.path, "note": r.note, "is_baseline": r is base_row, "cells": cells})
-    return {"columns": [{"id": c.id, "label": c.label, "family": c.family} for c in columns],
-            "baseline": base_row.name if base_row else None, "rows": out_rows, "mark": MARK,
+            cells[col.id] = None if cell is None else _cell_json(cell, base_row, compare_to, r is base_row)
+        out_rows.append({"name": r.name, "kind": r.kind, "origin": r.origin, "short": r.short, "encoder": r.encoder,
+                         "llm": r.llm, "path": r.path, "note": r.note, "data": r.data, "is_baseline": r is base_row,
+                         "cells": cells})
+    return {"key": key, "title": TABLES[key],
+            "columns": [{"id": c.id, "label": c.label, "group": c.group, "short": c.short, "family": c.family,
+                         "percent": c.percent} for c in columns],
+            "baseline": base_row.name if base_row else None, "baseline_reason": base[1] if base else None,
+            "rows": out_rows}
+
+
+def build_tables(rows: list[Row], columns: list[Column], baselines: Sequence[str] = ()) -> dict[str, Any]:
+    """The encoder and MLLM tables (each: columns with data, rows with a value in them, baseline, cells)."""
+    by_table = {t: [c for c in columns if c.table == t] for t in TABLES}
+    shown = {t: [r for r in rows if any(c.id in r.cells for c in cols)] for t, cols in by_table.items()}
+    shown = {t: rs for t, rs in shown.items() if rs}
+    chosen = resolve_baselines(baselines, shown)
+    tables = {t: _table_json(t, shown[t], by_table[t], chosen.get(t)) for t in TABLES if t in shown}
+    return {"tables": tables, "baseline": {t: tb["baseline"] for t, tb in tables.items()}, "mark": MARK,
             "compared_protocol_keys": list(COMPARED_KEYS)}
 
 
-def _fmt(cell: dict[str, Any] | None) -> str:
+# ------------------------------------------------------------------------------------------- markdown
+def _fmt(cell: dict[str, Any] | None, percent: bool = True) -> str:
     if cell is None:
         return "–"
-    s = f"{cell['value']:.1f}"
+    digits = 1 if percent else 0
+    s = f"{cell['value']:.{digits}f}"
     if cell["delta"] is not None:
-        s += f" ({cell['delta']:+.1f})"
+        s += f" ({cell['delta']:+.{digits}f})"
+    if cell["ci95"]:
+        lo, hi = cell["ci95"]
+        s += f" [{lo:.{digits}f}–{hi:.{digits}f}]"
     if cell["protocol_differs"]:
         s += MARK
     return s
 
 
-def to_markdown(table: dict[str, Any]) -> str:
-    cols = table["columns"]
-    head = ["model", "kind", "encoder", "LLM", "source"] + [c["label"] for c in cols]
+def split_columns(columns: list[dict[str, Any]], width: int = MAX_MD_COLUMNS - len(META_COLUMNS)) -> list[list[dict]]:
+    """Chunks of at most ``width`` columns, cut between benchmark groups where possible."""
+    groups: list[list[dict]] = []
+    for c in columns:
+        if groups and groups[-1][0]["group"] == c["group"]:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    chunks: list[list[dict]] = [[]]
+    for g in groups:
+        if len(chunks[-1]) + len(g) > width and chunks[-1]:
+            chunks.append([])
+        while len(g) > width:  # one benchmark wider than a table: cut it
+            chunks[-1].extend(g[:width])
+            g = g[width:]
+            chunks.append([])
+        chunks[-1].extend(g)
+    return [c for c in chunks if c]
+
+
+def _md_table(table: dict[str, Any], cols: list[dict[str, Any]]) -> list[str]:
+    head = [*META_COLUMNS, *(c["label"] for c in cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
+        if not any(r["cells"][c["id"]] for c in cols):
+            continue
         name = f"**{r['name']}** (baseline)" if r["is_baseline"] else r["name"]
-        meta = [name, r["kind"], _display_name(r["encoder"]) if r["encoder"] else "–",
-                _display_name(r["llm"]) if r["llm"] else "–", "ours" if r["origin"] == "ours" else r["origin"]]
-        lines.append("| " + " | ".join(meta + [_fmt(r["cells"][c["id"]]) for c in cols]) + " |")
-    notes = []
+        lines.append("| " + " | ".join([name, r["short"], *(_fmt(r["cells"][c["id"]], c["percent"]) for c in cols)])
+                     + " |")
+    return lines
+
+
+def _md_legend(table: dict[str, Any]) -> list[str]:
+    out = []
+    if table["baseline"]:
+        why = "" if table["baseline_reason"].startswith("--baseline") else f" ({table['baseline_reason']})"
+        out.append(f"Deltas (in parentheses) are against **{table['baseline']}**{why}.")
+    if any(c and c["ci95"] for r in table["rows"] for c in r["cells"].values()):
+        out.append("[lo–hi]: the 95% interval our results file gives (drawn as whiskers in the chart).")
+    for r in (r for r in table["rows"] if r["origin"] == "ours"):
+        bits = [f"`{r['path']}`" if r["path"] else None,
+                f"encoder `{_display_name(r['encoder'])}`" if r["encoder"] and r["kind"] == "llava" else None,
+                f"LLM `{_display_name(r['llm'])}`" if r["llm"] else None,
+                f"data `{r['data']}`" if r["data"] else None, r["note"]]
+        out.append(f"- **{r['name']}** (ours): " + "; ".join(b for b in bits if b))
+    sources = dict.fromkeys((r["short"], r["origin"]) for r in table["rows"] if r["origin"] != "ours")
+    out += [f"- {short}: {origin}" if short != origin else f"- {origin}" for short, origin in sources]
+    out += [f"- {r['name']}: {r['note']}" for r in table["rows"] if r["origin"] != "ours" and r["note"]]
+    out += _md_protocol_notes(table)
+    return out
+
+
+def _md_protocol_notes(table: dict[str, Any]) -> list[str]:
+    """One line per (column, difference), naming every row it applies to."""
+    labels = {c["id"]: c["label"] for c in table["columns"]}
+    notes: dict[tuple[str, str], list[str]] = {}
     for r in table["rows"]:
         for cid, cell in r["cells"].items():
             if cell and cell["protocol_differs"]:
                 what = "; ".join(f"{k}: {v['this']} vs {v['compared']}" for k, v in cell["protocol_differs"].items())
-                notes.append(f"- {MARK} {r['name']} / {cid}: {what}")
-    text = "\n".join(lines)
-    if table["baseline"]:
-        text += f"\n\nDeltas (in parentheses) are against **{table['baseline']}**. Values are percentages."
-    if notes:
-        text += f"\n\n{MARK} protocol differs from the cell it is compared to:\n" + "\n".join(notes)
-    return text + "\n"
+                notes.setdefault((labels[cid], what), []).append(r["name"])
+    if not notes:
+        return []
+    return ["", f"{MARK} protocol differs from the cell it is compared to:",
+            *(f"- {MARK} {label} ({what}): {', '.join(names)}" for (label, what), names in notes.items())]
 
 
-def to_csv(table: dict[str, Any]) -> str:
+def to_markdown(board: dict[str, Any]) -> str:
+    parts = []
+    for table in board["tables"].values():
+        chunks = split_columns(table["columns"])
+        for i, cols in enumerate(chunks):
+            part = f" ({i + 1}/{len(chunks)}: {', '.join(dict.fromkeys(c['group'] for c in cols))})" \
+                if len(chunks) > 1 else ""
+            parts += [f"## {table['title']}{part}", "", *_md_table(table, cols), ""]
+        parts += [*_md_legend(table), ""]
+    if not parts:
+        parts = ["No results with a leaderboard column.", ""]
+    return "\n".join(parts)
+
+
+def to_csv(board: dict[str, Any]) -> str:
+    """One line per cell (tidy): table, model, source, column, value, delta, interval, protocol mismatch."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    cols = [c["id"] for c in table["columns"]]
-    w.writerow(["model", "kind", "origin", "encoder", "llm", "baseline", *cols,
-                *[f"delta:{c}" for c in cols], *[f"protocol_differs:{c}" for c in cols]])
-    for r in table["rows"]:
-        cells = [r["cells"][c] for c in cols]
-        w.writerow([r["name"], r["kind"], r["origin"], r["encoder"] or "", r["llm"] or "", int(r["is_baseline"]),
-                    *["" if c is None else f"{c['value']:.4f}" for c in cells],
-                    *["" if c is None or c["delta"] is None else f"{c['delta']:.4f}" for c in cells],
-                    *["" if c is None else ";".join(c["protocol_differs"]) for c in cells]])
+    w.writerow(["table", "model", "kind", "origin", "encoder", "llm", "is_baseline", "column", "label", "value",
+                "delta", "ci95_lo", "ci95_hi", "protocol_differs"])
+    for key, table in board["tables"].items():
+        labels = {c["id"]: c["label"] for c in table["columns"]}
+        for r in table["rows"]:
+            for cid, c in r["cells"].items():
+                if c is None:
+                    continue
+                lo, hi = c["ci95"] or ("", "")
+                w.writerow([key, r["name"], r["kind"], r["origin"], r["encoder"] or "", r["llm"] or "",
+                            int(r["is_baseline"]), cid, labels[cid], f"{c['value']:.4f}",
+                            "" if c["delta"] is None else f"{c['delta']:.4f}",
+                            lo if lo == "" else f"{lo:.4f}", hi if hi == "" else f"{hi:.4f}",
+                            ";".join(c["protocol_differs"])])
     return buf.getvalue()
 
 
-def plot(table: dict[str, Any], path: Path) -> Path:
-    """Small multiples: one panel per benchmark, a horizontal bar per model that has a value there
-    (ours in colour, the baseline darker, published references grey), so wide tables stay readable."""
+# ------------------------------------------------------------------------------------------- chart
+@dataclass
+class Panel:
+    column: dict[str, Any]
+    bars: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (row name, row, cell)
+
+
+@dataclass
+class Band:
+    title: str
+    panels: list[Panel]
+    rows: list[str]  # the y axis shared by the band's panels: rows with a value in any of them
+
+
+def chart_bands(board: dict[str, Any]) -> list[Band]:
+    """Only columns that hold a value become panels, grouped by benchmark into bands."""
+    bands: list[Band] = []
+    for table in board["tables"].values():
+        for col in table["columns"]:
+            bars = [(r["name"], r, r["cells"][col["id"]]) for r in table["rows"] if r["cells"].get(col["id"])]
+            if not bars:
+                continue
+            if not bands or bands[-1].title != col["group"]:
+                bands.append(Band(col["group"], [], []))
+            bands[-1].panels.append(Panel(col, bars))
+    for band in bands:
+        band.rows = list(dict.fromkeys(name for p in band.panels for name, _, _ in p.bars))
+    return bands
+
+
+PANELS_PER_LINE = 5
+COLOURS = {"baseline": "#1f4e79", "ours": "#e67e22", "published": "#a6a6a6"}
+
+
+def _colour(row: dict[str, Any]) -> str:
+    return COLOURS["baseline" if row["is_baseline"] else "ours" if row["origin"] == "ours" else "published"]
+
+
+def _draw_panel(ax: Any, panel: Panel, rows: list[str], show_names: bool) -> None:
+    col = panel.column
+    y_of = {name: len(rows) - 1 - i for i, name in enumerate(rows)}  # first row at the top
+    top = max(max(c["ci95"][1] if c["ci95"] else c["value"] for _, _, c in panel.bars), 1e-9)
+    xmax = 100.0 if col["percent"] else top
+    for name, row, cell in panel.bars:
+        y = y_of[name]
+        ax.barh(y, cell["value"], color=_colour(row), height=0.7)
+        right = cell["value"]
+        if cell["ci95"]:
+            lo, hi = cell["ci95"]
+            ax.errorbar(cell["value"], y, xerr=[[cell["value"] - lo], [hi - cell["value"]]], fmt="none",
+                        ecolor="black", elinewidth=1.2, capsize=3)
+            right = hi
+        label = f" {cell['value']:.1f}" if col["percent"] else f" {cell['value']:.0f}"
+        label += MARK if cell["protocol_differs"] else ""
+        ax.text(right + 0.01 * xmax, y, label, va="center", fontsize=9)
+    for name in rows:  # a row without a value in this panel says so instead of looking like a 0
+        if not any(n == name for n, _, _ in panel.bars):
+            ax.text(0.01 * xmax, y_of[name], "no value", va="center", fontsize=8, color="#888888", style="italic")
+    ax.set_xlim(0, xmax * 1.18)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_yticks(range(len(rows)), list(reversed(rows)) if show_names else [""] * len(rows), fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title(col["short"] if len(col["short"]) <= 28 else col["label"], fontsize=10)
+    ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _figure(board: dict[str, Any]) -> Any:
+    """The chart as a matplotlib Figure: one line of at most PANELS_PER_LINE panels per band (or part of a
+    band), heights proportional to the number of rows, ours orange, the baseline blue, published grey."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    cols = [c for c in table["columns"] if c["id"] not in ("mme",)]  # MME is not a percentage
-    panels = []
-    for c in cols:
-        bars = [(r["name"], r["cells"][c["id"]]["value"], r) for r in table["rows"] if r["cells"].get(c["id"])]
-        if bars:
-            panels.append((c, bars))
-    ncols = min(4, max(1, len(panels)))
-    nrows = max(1, math.ceil(len(panels) / ncols))
-    tallest = max((len(b) for _, b in panels), default=1)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.8 + nrows * max(1.6, 0.16 * tallest + 0.6)),
-                             squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    for ax, (c, bars) in zip(axes.flat, panels):
-        names = [n for n, _, _ in bars][::-1]
-        vals = [v for _, v, _ in bars][::-1]
-        colours = ["#1f4e79" if r["is_baseline"] else "#e67e22" if r["origin"] == "ours" else "#b0b0b0"
-                   for _, _, r in bars][::-1]
-        ax.barh(range(len(vals)), vals, color=colours)
-        ax.set_yticks(range(len(vals)), names, fontsize=6)
-        ax.set_title(c["label"], fontsize=8)
-        ax.tick_params(axis="x", labelsize=6)
-        ax.set_xlim(0, 100 * 1.12)  # every column is a percentage: one scale for all panels
-        for y, v in enumerate(vals):
-            ax.text(v, y, f" {v:.1f}", va="center", fontsize=5)
-    title = "Leaderboard: ours (orange), baseline (blue), published (grey)"
-    fig.suptitle(title + (f"; baseline {table['baseline']}" if table["baseline"] else ""), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    lines = [(b, b.panels[i:i + PANELS_PER_LINE], i == 0) for b in chart_bands(board)
+             for i in range(0, len(b.panels), PANELS_PER_LINE)]
+    if not lines:
+        fig = plt.figure(figsize=(6, 1.5))
+        fig.text(0.5, 0.5, "no results with a leaderboard column", ha="center", va="center")
+        return fig
+    heights = [0.75 + 0.3 * len(b.rows) for b, _, _ in lines]
+    fig = plt.figure(figsize=(13, sum(heights) + 0.6), layout="constrained")
+    subfigs = fig.subfigures(len(lines), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for sub, (band, panels, first) in zip(subfigs, lines):
+        axes = sub.subplots(1, len(panels), squeeze=False)[0]
+        for k, (ax, panel) in enumerate(zip(axes, panels)):
+            _draw_panel(ax, panel, band.rows, show_names=k == 0)
+        if first:
+            sub.suptitle(band.title, fontsize=12, fontweight="bold", x=0.01, ha="left")
+    base = "; ".join(f"{t}: {name}" for t, name in board["baseline"].items() if name)
+    handles = [Patch(color=COLOURS[k], label=k) for k in ("ours", "baseline", "published")]
+    fig.legend(handles=handles, loc="outside upper right", ncols=3, fontsize=9, frameon=False)
+    fig.suptitle("Leaderboard" + (f" (baseline {base})" if base else "") + f"; whiskers: 95% intervals; {MARK}: protocol differs",
+                 fontsize=12, x=0.01, ha="left")
+    return fig
+
+
+def plot(board: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(board)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def make_leaderboard(runs: Sequence[str | Path], out: str | Path, *, baseline: str | None = None,
+# ------------------------------------------------------------------------------------------- entry point
+def make_leaderboard(runs: Sequence[str | Path], out: str | Path, *, baseline: str | Sequence[str] | None = None,
                      references: Sequence[str | Path] | None = None, columns: str = "auto",
                      chart: bool = True) -> dict[str, Any]:
-    """Merge results and references into ``out/leaderboard.{md,csv,json,png}``; returns the table dict."""
+    """Merge results and references into ``out/leaderboard.{md,csv,json,png}``; returns the board dict
+    (``tables.encoders`` / ``tables.mllms``, each with columns, rows, cells; plus ``markdown``)."""
     ours = [load_result(p) for p in collect_result_files(runs)]
     refs = load_references(sorted(REFERENCES_DIR.glob("*.yaml")) if references is None else references)
     rows = merge_rows(ours + refs)
-    table = build_table(rows, choose_columns(rows, columns), baseline)
+    names = [baseline] if isinstance(baseline, str) else list(baseline or [])
+    board = build_tables(rows, choose_columns(rows, columns), names)
     out = Path(out)
-    md = to_markdown(table)
+    md = to_markdown(board)
     atomic_write_text(out / "leaderboard.md", md)
-    atomic_write_text(out / "leaderboard.csv", to_csv(table))
-    write_json(out / "leaderboard.json", table)
+    atomic_write_text(out / "leaderboard.csv", to_csv(board))
+    write_json(out / "leaderboard.json", board)
     if chart:
-        plot(table, out / "leaderboard.png")
-    table["markdown"] = md
-    return table
+        plot(board, out / "leaderboard.png")
+    board["markdown"] = md
+    return board
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.leaderboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="eval.lmms run dirs / results.json, MMVP-VLM RESULT.json")
-    parser.add_argument("--baseline", help="row name (or a unique part of it) to compute deltas against")
+    parser.add_argument("--baseline", nargs="+", default=[],
+                        help="row name(s) (or a unique part) to compute deltas against; at most one per table")
     parser.add_argument("--references", nargs="+", help="reference YAML files (default: eval/references/*.yaml; 'none')")
     parser.add_argument("--columns", default="auto", help="auto (columns our results have) | toy | real | all")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
@@ -464,9 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     refs = args.references
     if refs == ["none"]:
         refs = []
-    table = make_leaderboard(args.runs, args.out, baseline=args.baseline, references=refs, columns=args.columns,
+    board = make_leaderboard(args.runs, args.out, baseline=args.baseline, references=refs, columns=args.columns,
                              chart=not args.no_chart)
-    print(table["markdown"])
+    print(board["markdown"])
     print(f"leaderboard -> {args.out}/leaderboard.{{md,csv,json{'' if args.no_chart else ',png'}}}")
     return 0
 
