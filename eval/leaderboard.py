@@ -55,11 +55,19 @@ MARK = "†"
 COMPARED_KEYS = ("mode", "metric", "answers", "subset", "data")
 MAX_MD_COLUMNS = 12  # model + source + at most 10 value columns per markdown table
 META_COLUMNS = ("model", "source")
-TABLES = {"encoders": "Encoders: MMVP-VLM (pair accuracy, %)",
-          "mllms": "MLLMs: one column per benchmark metric (%; MME: score)"}
+TABLES = {
+    "encoders": "Encoders: MMVP-VLM (pair accuracy, %)",
+    "mllms": "MLLMs: one column per benchmark metric (%; MME: score)",
+}
 MMVP_VLM_PATTERNS = (
-    "Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
-    "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
+    "Orientation and Direction",
+    "Presence of Specific Features",
+    "State and Condition",
+    "Quantity and Count",
+    "Positional and Relational Context",
+    "Color and Appearance",
+    "Structural Characteristics",
+    "Texts",
     "Viewpoint and Perspective",
 )
 STDERR_Z = 1.96  # a stderr becomes a normal-approximation 95% interval
@@ -96,43 +104,150 @@ _VLM = {"mode": "image-text similarity"}
 COLUMNS: tuple[Column, ...] = (
     Column("mmvp", "MMVP", "MMVP", "pair accuracy", "real", "mmvp", "mmvp_pair_accuracy", True, _MMVP_LMMS),
     _real("naturalbench_acc", "NB Acc", "NaturalBench", "Acc", "naturalbench", "naturalbench_ACC", True),
-    _real("naturalbench_gacc", "NB G-Acc", "NaturalBench", "G-Acc", "naturalbench", "naturalbench_G_ACC",
-          metric_name="group accuracy"),
+    _real(
+        "naturalbench_gacc",
+        "NB G-Acc",
+        "NaturalBench",
+        "G-Acc",
+        "naturalbench",
+        "naturalbench_G_ACC",
+        metric_name="group accuracy",
+    ),
     _real("cvbench", "CV-Bench", "CV-Bench", "overall", "cv_bench", "cv_bench_acc", True),
     _real("cvbench_2d_ade", "CVB 2D ADE", "CV-Bench", "2D ADE20K", "cv_bench", "cv_bench_ade20k_acc"),
     _real("cvbench_2d_coco", "CVB 2D COCO", "CV-Bench", "2D COCO", "cv_bench", "cv_bench_coco_acc"),
     _real("cvbench_3d", "CVB 3D", "CV-Bench", "3D", "cv_bench", "cv_bench_3d_acc"),
-    _real("pope_f1_random", "POPE F1 rand", "POPE", "F1 random", "pope_random", "pope_f1_score", True,
-          metric_name="F1"),
-    _real("pope_f1_popular", "POPE F1 pop", "POPE", "F1 popular", "pope_pop", "pope_f1_score", True,
-          metric_name="F1"),
-    _real("pope_f1_adversarial", "POPE F1 adv", "POPE", "F1 adversarial", "pope_adv", "pope_f1_score", True,
-          metric_name="F1"),
-    _real("pope_f1_avg", "POPE F1 avg", "POPE", "F1 mean of 3", metric_name="F1 (mean of random/popular/adversarial)"),
+    _real(
+        "pope_f1_random",
+        "POPE F1 rand",
+        "POPE",
+        "F1 random",
+        "pope_random",
+        "pope_f1_score",
+        True,
+        metric_name="F1",
+    ),
+    _real(
+        "pope_f1_popular",
+        "POPE F1 pop",
+        "POPE",
+        "F1 popular",
+        "pope_pop",
+        "pope_f1_score",
+        True,
+        metric_name="F1",
+    ),
+    _real(
+        "pope_f1_adversarial",
+        "POPE F1 adv",
+        "POPE",
+        "F1 adversarial",
+        "pope_adv",
+        "pope_f1_score",
+        True,
+        metric_name="F1",
+    ),
+    _real(
+        "pope_f1_avg",
+        "POPE F1 avg",
+        "POPE",
+        "F1 mean of 3",
+        metric_name="F1 (mean of random/popular/adversarial)",
+    ),
     _real("sqa_img", "SQA-IMG", "ScienceQA-IMG", "accuracy", "scienceqa_img", "exact_match", True),
-    _real("hallusionbench", "HallusionB", "HallusionBench", "aAcc", "hallusion_bench_image", "aAcc", metric_name="aAcc"),
+    _real(
+        "hallusionbench",
+        "HallusionB",
+        "HallusionBench",
+        "aAcc",
+        "hallusion_bench_image",
+        "aAcc",
+        metric_name="aAcc",
+    ),
     _real("gqa", "GQA", "GQA", "accuracy"),
     _real("textvqa", "TextVQA", "TextVQA", "accuracy"),
     _real("mmbench", "MMBench", "MMBench", "accuracy"),
     _real("mme", "MME", "MME", "perception score", metric_name="perception score", percent=False),
-    _toy("toy_mmvp", "toy-MMVP", "toy-MMVP", "generation", "toy_mmvp", "mmvp_pair_accuracy", True, "pair accuracy"),
-    _toy("toy_mmvp_ll", "toy-MMVP (LL)", "toy-MMVP", "likelihood", "toy_mmvp_ll", "mmvp_pair_accuracy", True,
-         "pair accuracy"),
-    _toy("toy_pope_f1_random", "toy-POPE F1 rand", "toy-POPE", "F1 random", "toy_pope_random", "pope_f1_score",
-         True, "F1"),
-    _toy("toy_pope_f1_popular", "toy-POPE F1 pop", "toy-POPE", "F1 popular", "toy_pope_popular", "pope_f1_score",
-         True, "F1"),
-    _toy("toy_pope_f1_adversarial", "toy-POPE F1 adv", "toy-POPE", "F1 adversarial", "toy_pope_adversarial",
-         "pope_f1_score", True, "F1"),
+    _toy(
+        "toy_mmvp",
+        "toy-MMVP",
+        "toy-MMVP",
+        "generation",
+        "toy_mmvp",
+        "mmvp_pair_accuracy",
+        True,
+        "pair accuracy",
+    ),
+    _toy(
+        "toy_mmvp_ll",
+        "toy-MMVP (LL)",
+        "toy-MMVP",
+        "likelihood",
+        "toy_mmvp_ll",
+        "mmvp_pair_accuracy",
+        True,
+        "pair accuracy",
+    ),
+    _toy(
+        "toy_pope_f1_random",
+        "toy-POPE F1 rand",
+        "toy-POPE",
+        "F1 random",
+        "toy_pope_random",
+        "pope_f1_score",
+        True,
+        "F1",
+    ),
+    _toy(
+        "toy_pope_f1_popular",
+        "toy-POPE F1 pop",
+        "toy-POPE",
+        "F1 popular",
+        "toy_pope_popular",
+        "pope_f1_score",
+        True,
+        "F1",
+    ),
+    _toy(
+        "toy_pope_f1_adversarial",
+        "toy-POPE F1 adv",
+        "toy-POPE",
+        "F1 adversarial",
+        "toy_pope_adversarial",
+        "pope_f1_score",
+        True,
+        "F1",
+    ),
     _toy("toy_cvbench", "toy-CVB", "toy-CV-Bench", "overall", "toy_cv_bench", "cv_bench_acc", True),
     _toy("toy_cvbench_count", "toy-CVB count", "toy-CV-Bench", "count", "toy_cv_bench", "cv_bench_count_acc"),
-    _toy("toy_cvbench_relation", "toy-CVB relation", "toy-CV-Bench", "relation", "toy_cv_bench",
-         "cv_bench_relation_acc"),
+    _toy(
+        "toy_cvbench_relation",
+        "toy-CVB relation",
+        "toy-CV-Bench",
+        "relation",
+        "toy_cv_bench",
+        "cv_bench_relation_acc",
+    ),
     _toy("toy_cvbench_size", "toy-CVB size", "toy-CV-Bench", "size", "toy_cv_bench", "cv_bench_size_acc"),
-    Column("mmvp_vlm", "average", "MMVP-VLM", "average", "encoder",
-           protocol={"metric": "mean of 9 pattern pair accuracies", **_VLM}),
-    *(Column(f"mmvp_vlm:{p}", p.split()[0], "MMVP-VLM per pattern", p, "encoder",
-             protocol={"metric": "pair accuracy", **_VLM}) for p in MMVP_VLM_PATTERNS),
+    Column(
+        "mmvp_vlm",
+        "average",
+        "MMVP-VLM",
+        "average",
+        "encoder",
+        protocol={"metric": "mean of 9 pattern pair accuracies", **_VLM},
+    ),
+    *(
+        Column(
+            f"mmvp_vlm:{p}",
+            p.split()[0],
+            "MMVP-VLM per pattern",
+            p,
+            "encoder",
+            protocol={"metric": "pair accuracy", **_VLM},
+        )
+        for p in MMVP_VLM_PATTERNS
+    ),
 )
 COLUMN_BY_ID = {c.id: c for c in COLUMNS}
 KNOWN_LMMS_TASKS = {c.task for c in COLUMNS if c.task}
@@ -163,16 +278,22 @@ class Row:
 
 # ------------------------------------------------------------------------------------------- intervals
 def parse_interval(raw: Any, where: str) -> tuple[float, float]:
-    """``[lo, hi]`` or ``{"lo", "hi"}`` (also low/high, lower/upper) -> (lo, hi); anything else a DataError."""
+    """``[lo, hi]`` or ``{"lo", "hi"}`` (or low/high, lower/upper) -> (lo, hi); anything else: DataError."""
     pair: Any = raw
     if isinstance(raw, dict):
-        keys = next((k for k in (("lo", "hi"), ("low", "high"), ("lower", "upper")) if all(x in raw for x in k)), None)
+        keys = next(
+            (k for k in (("lo", "hi"), ("low", "high"), ("lower", "upper")) if all(x in raw for x in k)), None
+        )
         pair = [raw[keys[0]], raw[keys[1]]] if keys else None
-    ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+    ok = (
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+    )
     if not ok or pair[0] > pair[1]:
-        raise DataError(f"{where}: an interval must be [lo, hi] with lo <= hi (or {{'lo': .., 'hi': ..}}), "
-                        f"got {raw!r}")
+        raise DataError(
+            f"{where}: an interval must be [lo, hi] with lo <= hi (or {{'lo': .., 'hi': ..}}), got {raw!r}"
+        )
     return float(pair[0]), float(pair[1])
 
 
@@ -180,19 +301,24 @@ def _checked_interval(raw: Any, value: float, where: str) -> tuple[float, float]
     lo, hi = parse_interval(raw, where)
     slack = 1e-6 * max(1.0, abs(value))
     if not lo - slack <= value <= hi + slack:  # most often a scale mix-up (0-1 vs percent)
-        raise DataError(f"{where}: interval [{lo:g}, {hi:g}] does not contain the value {value:g}; write it on "
-                        "the value's scale (0-1 for eval.lmms metrics, percent for MMVP-VLM)")
+        raise DataError(
+            f"{where}: interval [{lo:g}, {hi:g}] does not contain the value {value:g}; write it on "
+            "the value's scale (0-1 for eval.lmms metrics, percent for MMVP-VLM)"
+        )
     return lo, hi
 
 
-def _lmms_interval(summary: dict[str, Any], task: str, metric: str,
-                   where: str) -> tuple[tuple[float, float] | None, str | None]:
+def _lmms_interval(
+    summary: dict[str, Any], task: str, metric: str, where: str
+) -> tuple[tuple[float, float] | None, str | None]:
     """A 0-1 interval for ``scores[task][metric]`` from the fields listed in the module docstring."""
     metrics = summary["scores"][task]
     value = float(metrics[metric])
     top = summary.get("ci95")
     if f"{metric}_ci95" in metrics:
-        return _checked_interval(metrics[f"{metric}_ci95"], value, f"{where}: scores.{task}.{metric}_ci95"), "ci95"
+        return _checked_interval(
+            metrics[f"{metric}_ci95"], value, f"{where}: scores.{task}.{metric}_ci95"
+        ), "ci95"
     if isinstance(top, dict) and isinstance(top.get(task), dict) and metric in top[task]:
         return _checked_interval(top[task][metric], value, f"{where}: ci95.{task}.{metric}"), "ci95"
     stderr = metrics.get(f"{metric}_stderr")
@@ -214,8 +340,9 @@ def _mmvp_vlm_intervals(result: dict[str, Any], where: Path) -> dict[str, tuple[
     for key, interval in raw.items():
         value = result["average"] if key == "average" else result["scores"].get(key)
         if value is None:
-            raise DataError(f"{where}: interval for {key!r}, which has no score (patterns: "
-                            f"{', '.join(result['scores'])})")
+            raise DataError(
+                f"{where}: interval for {key!r}, which has no score (patterns: {', '.join(result['scores'])})"
+            )
         out[key] = _checked_interval(interval, float(value), f"{where}: ci95 of {key!r}")
     return out
 
@@ -252,8 +379,14 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
 
         fresh = describe_model_dir(model["path"])
         model = {**model, **{k: v for k, v in fresh.items() if v is not None}}
-    row = Row(name=_display_name(model.get("path")), kind="llava", origin="ours", encoder=model.get("encoder"),
-              llm=model.get("llm"), path=model.get("path"))
+    row = Row(
+        name=_display_name(model.get("path")),
+        kind="llava",
+        origin="ours",
+        encoder=model.get("encoder"),
+        llm=model.get("llm"),
+        path=model.get("path"),
+    )
     for task, metrics in scores.items():
         if task not in KNOWN_LMMS_TASKS:
             LOG.warning("%s: task %r has no leaderboard column; left out", where, task)
@@ -262,21 +395,30 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
             if col.metric not in metrics:
                 if col.required:
                     raise DataError(
-                        f"{where}: task {task!r} has no metric {col.metric!r} (it has: {', '.join(metrics) or 'none'}); "
-                        "was it written by another version of eval.lmms? Re-run `python -m eval.lmms run`."
+                        f"{where}: task {task!r} has no metric {col.metric!r} "
+                        f"(it has: {', '.join(metrics) or 'none'}); was it written by another version of "
+                        "eval.lmms? Re-run `python -m eval.lmms run`."
                     )
                 continue
             row.cells[col.id] = _lmms_cell(summary, task, col, where)
-    f1 = [row.cells[c].value for c in ("pope_f1_random", "pope_f1_popular", "pope_f1_adversarial") if c in row.cells]
+    f1 = [
+        row.cells[c].value
+        for c in ("pope_f1_random", "pope_f1_popular", "pope_f1_adversarial")
+        if c in row.cells
+    ]
     if len(f1) == 3:
         base = row.cells["pope_f1_random"].protocol
-        row.cells["pope_f1_avg"] = Cell(sum(f1) / 3, {**base, **COLUMN_BY_ID["pope_f1_avg"].protocol}, str(where))
+        row.cells["pope_f1_avg"] = Cell(
+            sum(f1) / 3, {**base, **COLUMN_BY_ID["pope_f1_avg"].protocol}, str(where)
+        )
     return row
 
 
 def _rows_from_mmvp_vlm(result: dict[str, Any], where: Path) -> Row:
     model_dir = result.get("model_dir")
-    prov = result.get("provenance") or (read_provenance(model_dir) if model_dir and Path(model_dir).is_dir() else None)
+    prov = result.get("provenance") or (
+        read_provenance(model_dir) if model_dir and Path(model_dir).is_dir() else None
+    )
     row = Row(name=_display_name(model_dir), kind="encoder", origin="ours", encoder=model_dir, path=model_dir)
     if prov and prov.get("parents"):
         first = prov["parents"][0]
@@ -287,13 +429,23 @@ def _rows_from_mmvp_vlm(result: dict[str, Any], where: Path) -> Row:
     try:
         intervals = _mmvp_vlm_intervals(result, where)
         avg = COLUMN_BY_ID["mmvp_vlm"]
-        row.cells[avg.id] = Cell(float(result["average"]), {**base, **avg.protocol}, str(where),
-                                 intervals.get("average"), "ci95" if "average" in intervals else None)
+        row.cells[avg.id] = Cell(
+            float(result["average"]),
+            {**base, **avg.protocol},
+            str(where),
+            intervals.get("average"),
+            "ci95" if "average" in intervals else None,
+        )
         for pattern, value in result["scores"].items():
             col = COLUMN_BY_ID.get(f"mmvp_vlm:{pattern}")
             if col is not None:
-                row.cells[col.id] = Cell(float(value), {**base, **col.protocol}, str(where), intervals.get(pattern),
-                                         "ci95" if pattern in intervals else None)
+                row.cells[col.id] = Cell(
+                    float(value),
+                    {**base, **col.protocol},
+                    str(where),
+                    intervals.get(pattern),
+                    "ci95" if pattern in intervals else None,
+                )
     except (TypeError, ValueError) as e:
         raise DataError(f"{where}: MMVP-VLM scores must be numbers ({e})") from None
     return row
@@ -308,17 +460,23 @@ def load_result(path: Path) -> Row:
     if fmt == LMMS_FORMAT:
         return _rows_from_lmms(data, path)
     if isinstance(fmt, str) and fmt.startswith("genhancer-lmms-results/"):
-        raise DataError(f"{path}: results format {fmt!r} is not supported by this version (expects {LMMS_FORMAT}); "
-                        "re-run `python -m eval.lmms run`")
+        raise DataError(
+            f"{path}: results format {fmt!r} is not supported by this version (expects {LMMS_FORMAT}); "
+            "re-run `python -m eval.lmms run`"
+        )
     if data.get("benchmark") == "mmvp_vlm" or ("scores" in data and "average" in data):
         if not isinstance(data.get("scores"), dict) or "average" not in data:
             raise DataError(f"{path}: an MMVP-VLM result needs 'scores' (per pattern) and 'average'")
         return _rows_from_mmvp_vlm(data, path)
     if "lmms_eval_version" in data and "results" in data:
-        raise DataError(f"{path}: this is lmms-eval's raw results file; pass the run directory (or its "
-                        "results.json) written by `python -m eval.lmms run`, which records the model and protocol")
-    raise DataError(f"{path}: not a results file of eval.lmms (format {LMMS_FORMAT}) nor an eval.mmvp_vlm "
-                    f"RESULT.json (keys found: {', '.join(sorted(data)[:8]) or 'none'})")
+        raise DataError(
+            f"{path}: this is lmms-eval's raw results file; pass the run directory (or its "
+            "results.json) written by `python -m eval.lmms run`, which records the model and protocol"
+        )
+    raise DataError(
+        f"{path}: not a results file of eval.lmms (format {LMMS_FORMAT}) nor an eval.mmvp_vlm "
+        f"RESULT.json (keys found: {', '.join(sorted(data)[:8]) or 'none'})"
+    )
 
 
 def collect_result_files(items: Sequence[str | Path]) -> list[Path]:
@@ -343,18 +501,27 @@ def collect_result_files(items: Sequence[str | Path]) -> list[Path]:
 def _reference_row(r: Any, data: dict[str, Any], where: str) -> Row:
     if not isinstance(r, dict) or "name" not in r or not isinstance(r.get("scores"), dict):
         raise ConfigError(f"{where}: each row needs 'name' and a 'scores' mapping")
-    row = Row(name=str(r["name"]), kind=str(r.get("kind", "llava")), origin=str(data["source"]),
-              short=str(data.get("short", data["source"])), encoder=r.get("encoder"), llm=r.get("llm"),
-              note=r.get("note"))
+    row = Row(
+        name=str(r["name"]),
+        kind=str(r.get("kind", "llava")),
+        origin=str(data["source"]),
+        short=str(data.get("short", data["source"])),
+        encoder=r.get("encoder"),
+        llm=r.get("llm"),
+        note=r.get("note"),
+    )
     file_proto = data.get("protocol") or {}
     for col_id, value in r["scores"].items():
         if col_id not in COLUMN_BY_ID:
             raise ConfigError(f"{where}: unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: score {col_id}={value!r} is not a number")
-        proto = {"harness": str(data.get("harness", "paper")), "subset": "full",
-                 **{k: str(v) for k, v in (file_proto.get(col_id) or {}).items()},
-                 **{k: str(v) for k, v in ((r.get("protocol") or {}).get(col_id) or {}).items()}}
+        proto = {
+            "harness": str(data.get("harness", "paper")),
+            "subset": "full",
+            **{k: str(v) for k, v in (file_proto.get(col_id) or {}).items()},
+            **{k: str(v) for k, v in ((r.get("protocol") or {}).get(col_id) or {}).items()},
+        }
         row.cells[col_id] = Cell(float(value), proto, f"{data['source']} ({where.split(',')[0]})")
     return row
 
@@ -368,7 +535,9 @@ def load_references(paths: Sequence[str | Path]) -> list[Row]:
                 raise ConfigError(f"{path}: reference file needs '{key}'")
         for col_id in data.get("protocol") or {}:
             if col_id not in COLUMN_BY_ID:
-                raise ConfigError(f"{path}: protocol for unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}")
+                raise ConfigError(
+                    f"{path}: protocol for unknown column {col_id!r}; known: {', '.join(COLUMN_BY_ID)}"
+                )
         rows += [_reference_row(r, data, f"{path}, rows[{i}]") for i, r in enumerate(data["rows"])]
     return rows
 
@@ -429,15 +598,21 @@ def resolve_baselines(names: Sequence[str], shown: dict[str, list[Row]]) -> dict
         many = {t: m for t, m in hits.items() if len(m) > 1}
         if many:
             t, m = next(iter(many.items()))
-            raise ConfigError(f"--baseline {name!r} matches {len(m)} rows of the {t} table "
-                              f"({', '.join(r.name for r in m)}); give more of the name")
+            raise ConfigError(
+                f"--baseline {name!r} matches {len(m)} rows of the {t} table "
+                f"({', '.join(r.name for r in m)}); give more of the name"
+            )
         found = {t: m[0] for t, m in hits.items() if m}
         if not found:
-            raise ConfigError(f"--baseline {name!r} matches no row; rows: {', '.join(r.name for r in everyone)}")
+            raise ConfigError(
+                f"--baseline {name!r} matches no row; rows: {', '.join(r.name for r in everyone)}"
+            )
         for t, row in found.items():
             if t in chosen:
-                raise ConfigError(f"--baseline: {chosen[t][0].name!r} and {row.name!r} are both rows of the {t} "
-                                  "table; give one baseline per table")
+                raise ConfigError(
+                    f"--baseline: {chosen[t][0].name!r} and {row.name!r} are both rows of the {t} "
+                    "table; give one baseline per table"
+                )
             chosen[t] = (row, f"--baseline {name}")
     mllm = chosen.get("mllms")
     if "encoders" not in chosen and mllm is not None:
@@ -452,12 +627,20 @@ def _cell_json(cell: Cell, base_row: Row | None, compare_to: Cell | None, is_bas
     delta = None
     if base_row is not None and compare_to is not None and not is_base:
         delta = cell.value - compare_to.value
-    return {"value": cell.value, "delta": delta, "ci95": list(cell.ci) if cell.ci else None,
-            "ci_kind": cell.ci_kind, "protocol": cell.protocol,
-            "protocol_differs": {k: {"this": a, "compared": b} for k, (a, b) in diff.items()}, "source": cell.source}
+    return {
+        "value": cell.value,
+        "delta": delta,
+        "ci95": list(cell.ci) if cell.ci else None,
+        "ci_kind": cell.ci_kind,
+        "protocol": cell.protocol,
+        "protocol_differs": {k: {"this": a, "compared": b} for k, (a, b) in diff.items()},
+        "source": cell.source,
+    }
 
 
-def _table_json(key: str, rows: list[Row], columns: list[Column], base: tuple[Row, str] | None) -> dict[str, Any]:
+def _table_json(
+    key: str, rows: list[Row], columns: list[Column], base: tuple[Row, str] | None
+) -> dict[str, Any]:
     base_row = base[0] if base else None
     first_ref: dict[str, Cell] = {}
     for r in rows:
@@ -471,14 +654,39 @@ def _table_json(key: str, rows: list[Row], columns: list[Column], base: tuple[Ro
             cell = r.cells.get(col.id)
             compare_to = base_row.cells.get(col.id) if base_row is not None else first_ref.get(col.id)
             cells[col.id] = None if cell is None else _cell_json(cell, base_row, compare_to, r is base_row)
-        out_rows.append({"name": r.name, "kind": r.kind, "origin": r.origin, "short": r.short, "encoder": r.encoder,
-                         "llm": r.llm, "path": r.path, "note": r.note, "data": r.data, "is_baseline": r is base_row,
-                         "cells": cells})
-    return {"key": key, "title": TABLES[key],
-            "columns": [{"id": c.id, "label": c.label, "group": c.group, "short": c.short, "family": c.family,
-                         "percent": c.percent} for c in columns],
-            "baseline": base_row.name if base_row else None, "baseline_reason": base[1] if base else None,
-            "rows": out_rows}
+        out_rows.append(
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "origin": r.origin,
+                "short": r.short,
+                "encoder": r.encoder,
+                "llm": r.llm,
+                "path": r.path,
+                "note": r.note,
+                "data": r.data,
+                "is_baseline": r is base_row,
+                "cells": cells,
+            }
+        )
+    return {
+        "key": key,
+        "title": TABLES[key],
+        "columns": [
+            {
+                "id": c.id,
+                "label": c.label,
+                "group": c.group,
+                "short": c.short,
+                "family": c.family,
+                "percent": c.percent,
+            }
+            for c in columns
+        ],
+        "baseline": base_row.name if base_row else None,
+        "baseline_reason": base[1] if base else None,
+        "rows": out_rows,
+    }
 
 
 def build_tables(rows: list[Row], columns: list[Column], baselines: Sequence[str] = ()) -> dict[str, Any]:
@@ -488,8 +696,12 @@ def build_tables(rows: list[Row], columns: list[Column], baselines: Sequence[str
     shown = {t: rs for t, rs in shown.items() if rs}
     chosen = resolve_baselines(baselines, shown)
     tables = {t: _table_json(t, shown[t], by_table[t], chosen.get(t)) for t in TABLES if t in shown}
-    return {"tables": tables, "baseline": {t: tb["baseline"] for t, tb in tables.items()}, "mark": MARK,
-            "compared_protocol_keys": list(COMPARED_KEYS)}
+    return {
+        "tables": tables,
+        "baseline": {t: tb["baseline"] for t, tb in tables.items()},
+        "mark": MARK,
+        "compared_protocol_keys": list(COMPARED_KEYS),
+    }
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -508,7 +720,9 @@ def _fmt(cell: dict[str, Any] | None, percent: bool = True) -> str:
     return s
 
 
-def split_columns(columns: list[dict[str, Any]], width: int = MAX_MD_COLUMNS - len(META_COLUMNS)) -> list[list[dict]]:
+def split_columns(
+    columns: list[dict[str, Any]], width: int = MAX_MD_COLUMNS - len(META_COLUMNS)
+) -> list[list[dict]]:
     """Chunks of at most ``width`` columns, cut between benchmark groups where possible."""
     groups: list[list[dict]] = []
     for c in columns:
@@ -535,8 +749,11 @@ def _md_table(table: dict[str, Any], cols: list[dict[str, Any]]) -> list[str]:
         if not any(r["cells"][c["id"]] for c in cols):
             continue
         name = f"**{r['name']}** (baseline)" if r["is_baseline"] else r["name"]
-        lines.append("| " + " | ".join([name, r["short"], *(_fmt(r["cells"][c["id"]], c["percent"]) for c in cols)])
-                     + " |")
+        lines.append(
+            "| "
+            + " | ".join([name, r["short"], *(_fmt(r["cells"][c["id"]], c["percent"]) for c in cols)])
+            + " |"
+        )
     return lines
 
 
@@ -548,10 +765,13 @@ def _md_legend(table: dict[str, Any]) -> list[str]:
     if any(c and c["ci95"] for r in table["rows"] for c in r["cells"].values()):
         out.append("[lo–hi]: the 95% interval our results file gives (drawn as whiskers in the chart).")
     for r in (r for r in table["rows"] if r["origin"] == "ours"):
-        bits = [f"`{r['path']}`" if r["path"] else None,
-                f"encoder `{_display_name(r['encoder'])}`" if r["encoder"] and r["kind"] == "llava" else None,
-                f"LLM `{_display_name(r['llm'])}`" if r["llm"] else None,
-                f"data `{r['data']}`" if r["data"] else None, r["note"]]
+        bits = [
+            f"`{r['path']}`" if r["path"] else None,
+            f"encoder `{_display_name(r['encoder'])}`" if r["encoder"] and r["kind"] == "llava" else None,
+            f"LLM `{_display_name(r['llm'])}`" if r["llm"] else None,
+            f"data `{r['data']}`" if r["data"] else None,
+            r["note"],
+        ]
         out.append(f"- **{r['name']}** (ours): " + "; ".join(b for b in bits if b))
     sources = dict.fromkeys((r["short"], r["origin"]) for r in table["rows"] if r["origin"] != "ours")
     out += [f"- {short}: {origin}" if short != origin else f"- {origin}" for short, origin in sources]
@@ -567,12 +787,17 @@ def _md_protocol_notes(table: dict[str, Any]) -> list[str]:
     for r in table["rows"]:
         for cid, cell in r["cells"].items():
             if cell and cell["protocol_differs"]:
-                what = "; ".join(f"{k}: {v['this']} vs {v['compared']}" for k, v in cell["protocol_differs"].items())
+                what = "; ".join(
+                    f"{k}: {v['this']} vs {v['compared']}" for k, v in cell["protocol_differs"].items()
+                )
                 notes.setdefault((labels[cid], what), []).append(r["name"])
     if not notes:
         return []
-    return ["", f"{MARK} protocol differs from the cell it is compared to:",
-            *(f"- {MARK} {label} ({what}): {', '.join(names)}" for (label, what), names in notes.items())]
+    return [
+        "",
+        f"{MARK} protocol differs from the cell it is compared to:",
+        *(f"- {MARK} {label} ({what}): {', '.join(names)}" for (label, what), names in notes.items()),
+    ]
 
 
 def to_markdown(board: dict[str, Any]) -> str:
@@ -580,8 +805,11 @@ def to_markdown(board: dict[str, Any]) -> str:
     for table in board["tables"].values():
         chunks = split_columns(table["columns"])
         for i, cols in enumerate(chunks):
-            part = f" ({i + 1}/{len(chunks)}: {', '.join(dict.fromkeys(c['group'] for c in cols))})" \
-                if len(chunks) > 1 else ""
+            part = (
+                f" ({i + 1}/{len(chunks)}: {', '.join(dict.fromkeys(c['group'] for c in cols))})"
+                if len(chunks) > 1
+                else ""
+            )
             parts += [f"## {table['title']}{part}", "", *_md_table(table, cols), ""]
         parts += [*_md_legend(table), ""]
     if not parts:
@@ -593,8 +821,24 @@ def to_csv(board: dict[str, Any]) -> str:
     """One line per cell (tidy): table, model, source, column, value, delta, interval, protocol mismatch."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["table", "model", "kind", "origin", "encoder", "llm", "is_baseline", "column", "label", "value",
-                "delta", "ci95_lo", "ci95_hi", "protocol_differs"])
+    w.writerow(
+        [
+            "table",
+            "model",
+            "kind",
+            "origin",
+            "encoder",
+            "llm",
+            "is_baseline",
+            "column",
+            "label",
+            "value",
+            "delta",
+            "ci95_lo",
+            "ci95_hi",
+            "protocol_differs",
+        ]
+    )
     for key, table in board["tables"].items():
         labels = {c["id"]: c["label"] for c in table["columns"]}
         for r in table["rows"]:
@@ -602,11 +846,24 @@ def to_csv(board: dict[str, Any]) -> str:
                 if c is None:
                     continue
                 lo, hi = c["ci95"] or ("", "")
-                w.writerow([key, r["name"], r["kind"], r["origin"], r["encoder"] or "", r["llm"] or "",
-                            int(r["is_baseline"]), cid, labels[cid], f"{c['value']:.4f}",
-                            "" if c["delta"] is None else f"{c['delta']:.4f}",
-                            lo if lo == "" else f"{lo:.4f}", hi if hi == "" else f"{hi:.4f}",
-                            ";".join(c["protocol_differs"])])
+                w.writerow(
+                    [
+                        key,
+                        r["name"],
+                        r["kind"],
+                        r["origin"],
+                        r["encoder"] or "",
+                        r["llm"] or "",
+                        int(r["is_baseline"]),
+                        cid,
+                        labels[cid],
+                        f"{c['value']:.4f}",
+                        "" if c["delta"] is None else f"{c['delta']:.4f}",
+                        lo if lo == "" else f"{lo:.4f}",
+                        hi if hi == "" else f"{hi:.4f}",
+                        ";".join(c["protocol_differs"]),
+                    ]
+                )
     return buf.getvalue()
 
 
@@ -659,20 +916,30 @@ def _draw_panel(ax: Any, panel: Panel, rows: list[str], show_names: bool) -> Non
         right = cell["value"]
         if cell["ci95"]:
             lo, hi = cell["ci95"]
-            ax.errorbar(cell["value"], y, xerr=[[cell["value"] - lo], [hi - cell["value"]]], fmt="none",
-                        ecolor="black", elinewidth=1.2, capsize=3)
+            ax.errorbar(
+                cell["value"],
+                y,
+                xerr=[[cell["value"] - lo], [hi - cell["value"]]],
+                fmt="none",
+                ecolor="black",
+                elinewidth=1.2,
+                capsize=3,
+            )
             right = hi
         label = f" {cell['value']:.1f}" if col["percent"] else f" {cell['value']:.0f}"
         label += MARK if cell["protocol_differs"] else ""
         ax.text(right + 0.01 * xmax, y, label, va="center", fontsize=9)
     for name in rows:  # a row without a value in this panel says so instead of looking like a 0
         if not any(n == name for n, _, _ in panel.bars):
-            ax.text(0.01 * xmax, y_of[name], "no value", va="center", fontsize=8, color="#888888", style="italic")
+            ax.text(
+                0.01 * xmax, y_of[name], "no value", va="center", fontsize=8, color="#888888", style="italic"
+            )
     ax.set_xlim(0, xmax * 1.18)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_yticks(range(len(rows)), list(reversed(rows)) if show_names else [""] * len(rows), fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_title(col["short"] if len(col["short"]) <= 28 else col["label"], fontsize=10)
+    title = col["short"] if len(col["short"]) <= 36 else col["label"]
+    ax.set_title(title, fontsize=10 if len(title) <= 26 else 9)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
     ax.set_axisbelow(True)
 
@@ -686,8 +953,11 @@ def _figure(board: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    lines = [(b, b.panels[i:i + PANELS_PER_LINE], i == 0) for b in chart_bands(board)
-             for i in range(0, len(b.panels), PANELS_PER_LINE)]
+    lines = [
+        (b, b.panels[i : i + PANELS_PER_LINE], i == 0)
+        for b in chart_bands(board)
+        for i in range(0, len(b.panels), PANELS_PER_LINE)
+    ]
     if not lines:
         fig = plt.figure(figsize=(6, 1.5))
         fig.text(0.5, 0.5, "no results with a leaderboard column", ha="center", va="center")
@@ -696,16 +966,24 @@ def _figure(board: dict[str, Any]) -> Any:
     fig = plt.figure(figsize=(13, sum(heights) + 0.6), layout="constrained")
     subfigs = fig.subfigures(len(lines), 1, height_ratios=heights, squeeze=False)[:, 0]
     for sub, (band, panels, first) in zip(subfigs, lines):
-        axes = sub.subplots(1, len(panels), squeeze=False)[0]
-        for k, (ax, panel) in enumerate(zip(axes, panels)):
-            _draw_panel(ax, panel, band.rows, show_names=k == 0)
+        # a band wrapped over several lines keeps one panel width on all of them (no empty axes drawn)
+        grid = sub.add_gridspec(1, PANELS_PER_LINE if len(band.panels) > PANELS_PER_LINE else len(panels))
+        for k, panel in enumerate(panels):
+            _draw_panel(sub.add_subplot(grid[0, k]), panel, band.rows, show_names=k == 0)
         if first:
             sub.suptitle(band.title, fontsize=12, fontweight="bold", x=0.01, ha="left")
     base = "; ".join(f"{t}: {name}" for t, name in board["baseline"].items() if name)
-    handles = [Patch(color=COLOURS[k], label=k) for k in ("ours", "baseline", "published")]
+    present = {_colour(r) for t in board["tables"].values() for r in t["rows"]}
+    handles = [Patch(color=c, label=k) for k, c in COLOURS.items() if c in present]
     fig.legend(handles=handles, loc="outside upper right", ncols=3, fontsize=9, frameon=False)
-    fig.suptitle("Leaderboard" + (f" (baseline {base})" if base else "") + f"; whiskers: 95% intervals; {MARK}: protocol differs",
-                 fontsize=12, x=0.01, ha="left")
+    fig.suptitle(
+        "Leaderboard"
+        + (f" (baseline {base})" if base else "")
+        + f"; whiskers: 95% intervals; {MARK}: protocol differs",
+        fontsize=12,
+        x=0.01,
+        ha="left",
+    )
     return fig
 
 
@@ -720,9 +998,15 @@ def plot(board: dict[str, Any], path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def make_leaderboard(runs: Sequence[str | Path], out: str | Path, *, baseline: str | Sequence[str] | None = None,
-                     references: Sequence[str | Path] | None = None, columns: str = "auto",
-                     chart: bool = True) -> dict[str, Any]:
+def make_leaderboard(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    baseline: str | Sequence[str] | None = None,
+    references: Sequence[str | Path] | None = None,
+    columns: str = "auto",
+    chart: bool = True,
+) -> dict[str, Any]:
     """Merge results and references into ``out/leaderboard.{md,csv,json,png}``; returns the board dict
     (``tables.encoders`` / ``tables.mllms``, each with columns, rows, cells; plus ``markdown``)."""
     ours = [load_result(p) for p in collect_result_files(runs)]
@@ -744,19 +1028,35 @@ def make_leaderboard(runs: Sequence[str | Path], out: str | Path, *, baseline: s
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.leaderboard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="eval.lmms run dirs / results.json, MMVP-VLM RESULT.json")
-    parser.add_argument("--baseline", nargs="+", default=[],
-                        help="row name(s) (or a unique part) to compute deltas against; at most one per table")
-    parser.add_argument("--references", nargs="+", help="reference YAML files (default: eval/references/*.yaml; 'none')")
-    parser.add_argument("--columns", default="auto", help="auto (columns our results have) | toy | real | all")
+    parser.add_argument(
+        "--runs", nargs="+", required=True, help="eval.lmms run dirs / results.json, MMVP-VLM RESULT.json"
+    )
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        default=[],
+        help="row name(s) (or a unique part) to compute deltas against; at most one per table",
+    )
+    parser.add_argument(
+        "--references", nargs="+", help="reference YAML files (default: eval/references/*.yaml; 'none')"
+    )
+    parser.add_argument(
+        "--columns", default="auto", help="auto (columns our results have) | toy | real | all"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     args = parser.parse_args(argv)
     refs = args.references
     if refs == ["none"]:
         refs = []
-    board = make_leaderboard(args.runs, args.out, baseline=args.baseline, references=refs, columns=args.columns,
-                             chart=not args.no_chart)
+    board = make_leaderboard(
+        args.runs,
+        args.out,
+        baseline=args.baseline,
+        references=refs,
+        columns=args.columns,
+        chart=not args.no_chart,
+    )
     print(board["markdown"])
     print(f"leaderboard -> {args.out}/leaderboard.{{md,csv,json{'' if args.no_chart else ',png'}}}")
     return 0

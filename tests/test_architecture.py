@@ -112,7 +112,7 @@ def _write(root: Path, rel: str, text: str) -> None:
         ("eval/a.py", "from genhancer import encoders\n", "eval/a.py:1: eval imports genhancer.encoders"),
         (
             "genhancer/x/a.py",
-            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from llava_integration.build import b\n",
+            "import typing\nif typing.TYPE_CHECKING:\n    from llava_integration.build import b\n",
             "genhancer/x/a.py:3: genhancer imports llava_integration.build",
         ),
         (
