@@ -1,6 +1,7 @@
 """Export an enhanced encoder: base full model + trained LoRA, merged, as a plain HF directory.
 
     python -m genhancer.export --run runs/x/stage2 --out runs/x/encoder [--mmvp RESULT.json]
+    python -m genhancer.export --run runs/x/stage2 --print-config     # the run's resolved config, as YAML
 
 ``--run`` is a stage run directory holding ``final/`` (or the stage output directory itself) whose
 ``encoder_lora/`` holds the adapter. The base ``CLIPModel`` / ``SiglipModel`` is loaded from the config's
@@ -22,7 +23,7 @@ import torch
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.encoders import ENCODERS
 from genhancer.module import CONFIG_FILE, LORA_DIR, resolve_stage_dir
-from genhancer.utils.cli import entry_point
+from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.fsio import atomic_directory, read_json
 from genhancer.utils.logging import get_logger
@@ -128,10 +129,15 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="stage-2 run directory (containing final/) or the final/ dir")
-    parser.add_argument("--out", required=True, help="output HF directory")
+    parser.add_argument("--out", help="output HF directory (required unless --print-config)")
     parser.add_argument("--base", default=None, help="base model dir/hub id (default: the config's encoder.path)")
     parser.add_argument("--mmvp", default=None, help="an MMVP-VLM RESULT.json to quote in the model card")
+    add_print_config_argument(parser, "the run's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
+    if args.print_config:
+        print_config_and_exit(load_genhancer_config(resolve_stage_dir(args.run, what="--run") / CONFIG_FILE))
+    if not args.out:
+        parser.error("the following arguments are required: --out")
     out = export_encoder(args.run, args.out, base=args.base, mmvp_result=args.mmvp)
     print(out)
     return 0

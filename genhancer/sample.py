@@ -2,6 +2,7 @@
 
     python -m genhancer.sample --stage-dir runs/x/stage1/final --images some/dir --out grid.png [--n 8]
         [--steps 20] [--seed 0]
+    python -m genhancer.sample --stage-dir runs/x/stage1/final --print-config   # the model's config, as YAML
 
 Each image is resized (shorter side, bicubic) and centre-cropped to the encoder's input size, encoded to its
 global token, and the denoiser samples from noise (Euler, t = 1 -> 0) conditioned on that token alone.
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from genhancer.module import GenHancerModel, resolve_stage_dir
-from genhancer.utils.cli import entry_point
+from genhancer.config import load_genhancer_config
+from genhancer.module import CONFIG_FILE, GenHancerModel, resolve_stage_dir
+from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.errors import DataError
 from genhancer.utils.logging import get_logger
 
@@ -99,12 +101,18 @@ def sample_grid(stage_dir: str | Path, images: Sequence[str | Path], out: str | 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage-dir", required=True, help="a stage output directory (or a run dir with final/)")
-    parser.add_argument("--images", required=True, nargs="+", help="image files and/or directories")
-    parser.add_argument("--out", required=True, help="output PNG")
+    parser.add_argument("--images", nargs="+", help="image files and/or directories (unless --print-config)")
+    parser.add_argument("--out", help="output PNG (unless --print-config)")
     parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: flow.sample_steps)")
     parser.add_argument("--seed", type=int, default=0)
+    add_print_config_argument(parser, "the stage's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
+    if args.print_config:
+        stage_dir = resolve_stage_dir(args.stage_dir, what="--stage-dir")
+        print_config_and_exit(load_genhancer_config(stage_dir / CONFIG_FILE))
+    if not (args.images and args.out):
+        parser.error("the following arguments are required: --images, --out")
     print(sample_grid(args.stage_dir, args.images, args.out, n=args.n, steps=args.steps, seed=args.seed))
     return 0
 

@@ -2,6 +2,8 @@
 
 - ``load_config(Schema, "configs/x.yaml", ["train.lr=1e-4", "stage=stage2"])`` reads the YAML, applies the
   ``key.sub=value`` overrides (values parsed as YAML scalars/lists), and builds the dataclass tree.
+- A YAML may start from another: top-level ``base: other.yaml`` (relative to the file that says it, chains
+  allowed). The file is deep-merged over its base: mappings key by key, lists and scalars replace.
 - An unknown key is an error naming the key and listing the valid ones; a value of the wrong type names the
   key, the expected type and the value. ``__post_init__`` checks of a section are reported with its key.
 - ``to_dict`` / ``dump_yaml`` give the resolved config for the run directory; ``config_hash`` identifies it.
@@ -34,6 +36,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "load_yaml",
+    "load_yaml_with_bases",
     "to_dict",
 ]
 
@@ -50,6 +53,47 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+BASE_KEY = "base"
+
+
+def load_yaml_with_bases(path: str | Path) -> dict[str, Any]:
+    """``load_yaml`` plus ``base:`` inheritance: the file deep-merged over its base chain (base key removed).
+
+    A cycle is a ConfigError naming the chain; a missing base names the file that asked for it.
+    """
+    return _merge_chain(_read_base_chain(Path(path)))
+
+
+def _merge_chain(chain: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for _, layer in reversed(chain):  # furthest base first; each file overrides what it inherits
+        data = _deep_merge(data, layer)
+    return data
+
+
+def _read_base_chain(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """[(file, its mapping without 'base'), ...], the file first and its furthest base last."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    while True:
+        data = load_yaml(path)
+        base = data.pop(BASE_KEY, None)
+        chain.append((path, data))
+        if base is None:
+            return chain
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: '{BASE_KEY}' must be the path of another YAML file, got {base!r}")
+        base_path = path.parent / base
+        if base_path.resolve() in {p.resolve() for p, _ in chain}:
+            names = " -> ".join(str(p) for p in [*(p for p, _ in chain), base_path])
+            raise ConfigError(f"config files form a '{BASE_KEY}' cycle: {names}; remove one of these bases")
+        if not base_path.is_file():
+            raise ConfigError(
+                f"{path}: {BASE_KEY} file not found: {base_path} (a '{BASE_KEY}' path is relative to the "
+                "file that names it)"
+            )
+        path = base_path
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -215,14 +259,16 @@ def from_dict(schema: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
     """YAML file (optional) + ``key.sub=value`` overrides -> validated dataclass instance."""
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
+    chain = _read_base_chain(Path(path)) if path is not None else []
+    data = apply_overrides(_merge_chain(chain), overrides)
     try:
         return from_dict(schema, data)
     except ConfigError as e:
-        if path is not None:
-            raise ConfigError(f"{path}: {e}") from None
-        raise
+        if path is None:
+            raise
+        # the bad key may sit in any file of the chain: name them all
+        via = f" (with its bases {' -> '.join(str(p) for p, _ in chain[1:])})" if len(chain) > 1 else ""
+        raise ConfigError(f"{path}{via}: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
