@@ -89,7 +89,8 @@ def tiny_vqmodel_dir(tmp_path_factory) -> Path:
 def discrete_overrides(tiny_clip_dir, toy_vq_dir):
     """Config overrides for the discrete family (toy preset) on the tiny CLIP + toy tokenizer."""
     return [f"encoder.path={tiny_clip_dir}", "denoiser.type=discrete", "denoiser.preset=toy",
-            "latent.space=vq", f"latent.vae_path={toy_vq_dir}", "latent.patch_size=1", "flow.sample_steps=4"]
+            "latent.space=vq", f"latent.vae_path={toy_vq_dir}", "latent.vae_subfolder=null", "latent.patch_size=1",
+            "flow.sample_steps=4", "data.source=folder", "data.num_workers=0", "train.grad_accum=1"]
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_kmeans_recovers_well_separated_clusters():
 
 
 def test_vq_space_from_config(toy_vq_dir):
-    space = build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=str(toy_vq_dir)))
+    space = build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=str(toy_vq_dir), vae_subfolder=None))
     assert isinstance(space, VqSpace) and space.codebook_size == 128
     assert space.latent_shape(32) == (1, 8, 8)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -77,9 +77,9 @@ def test_vq_space_from_config(toy_vq_dir):
     assert ids.shape == (2, 8, 8) and space.decode(ids).shape == (2, 3, 32, 32)
     assert not any(p.requires_grad for p in space.parameters())
     with pytest.raises(ConfigError, match="patch_size must be 1"):
-        build_latent_space(LatentConfig(space="vq", patch_size=2, vae_path=str(toy_vq_dir)))
+        build_latent_space(LatentConfig(space="vq", patch_size=2, vae_path=str(toy_vq_dir), vae_subfolder=None))
     with pytest.raises(ConfigError, match="vae_path"):
-        build_latent_space(LatentConfig(space="vq", patch_size=1))
+        build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=None))
     with pytest.raises(ConfigError, match="divisible"):
         space.latent_shape(30)
 

@@ -16,8 +16,8 @@ def stage2_run(tmp_path_factory, tiny_clip_dir):
     from genhancer.config import load_genhancer_config
 
     root = tmp_path_factory.mktemp("runs")
-    base = [f"encoder.path={tiny_clip_dir}", "latent.patch_size=4", "flow.sample_steps=2",
-            "lora.targets=[all-linear]"]
+    base = [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
+            "flow.sample_steps=2", "lora.targets=[all-linear]"]
     torch.manual_seed(0)
     GenHancerModel.build(load_genhancer_config(None, base)).save_pretrained(root / "s1" / "final")
     model = GenHancerModel.build(load_genhancer_config(None, [*base, "stage=stage2", f"init_from={root / 's1' / 'final'}"]))
@@ -96,7 +96,9 @@ def test_export_siglip(tiny_siglip_dir, tmp_path):
     from genhancer.export import export_encoder
 
     cfg = load_genhancer_config(None, ["encoder.family=siglip", f"encoder.path={tiny_siglip_dir}",
-                                       "latent.patch_size=4", "stage=end-to-end"])
+                                       "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
+                                       "lora.targets=[q_proj, k_proj, v_proj, out_proj, fc1, fc2]",
+                                       "stage=end-to-end"])
     model = GenHancerModel.build(cfg)
     with torch.no_grad():
         for n, p in model.encoder.named_parameters():

@@ -22,7 +22,8 @@ def _trainable_parts(model: GenHancerModel) -> set[str]:
 def stage1_dir(tmp_path_factory, tiny_clip_dir):
     from genhancer.config import load_genhancer_config
 
-    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "latent.patch_size=4"])
+    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel",
+                                       "latent.patch_size=4"])
     torch.manual_seed(0)
     model = GenHancerModel.build(cfg)
     out = tmp_path_factory.mktemp("s1") / "final"

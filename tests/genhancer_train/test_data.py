@@ -153,7 +153,7 @@ def test_stream_position_resumes_exactly(tmp_path):
 
 def test_threaded_decoding_gives_the_same_batches(tmp_path):
     root = _make_folder(tmp_path, 9)
-    plain = stream(DataConfig(source="folder", path=str(root)), batch=4)
+    plain = stream(DataConfig(source="folder", path=str(root), num_workers=0), batch=4)
     threaded = stream(DataConfig(source="folder", path=str(root), num_workers=2), batch=4)
     a = [b for b, _ in zip(iter(plain), range(3))]
     b = [b for b, _ in zip(iter(threaded), range(3))]
