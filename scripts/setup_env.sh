@@ -5,7 +5,7 @@
 #   PYTHON=python3        the interpreter that creates it (3.10+)
 #   TORCH_SPEC=...        torch requirement on a machine without a GPU (default: the CPU build torch==2.13.0)
 # The order matters: torch goes in first and alone, so nothing later pulls a multi-GB CUDA build or a
-# torchvision that breaks beside the CPU build (ENV.md). lmms-eval goes in with --no-deps, its real needs
+# torchvision that breaks beside the CPU build (docs/install.md). lmms-eval goes in with --no-deps, its real needs
 # come from the `eval` extra.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
