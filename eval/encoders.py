@@ -1,8 +1,10 @@
 """Load any Hugging Face CLIP-family encoder directory and embed images / texts with it, batched.
 
-The family is chosen from ``config.json``'s ``model_type`` through the ``ENCODER_FAMILIES`` registry (never
-from the directory name), so the toy CLIP, ``openai/clip-vit-large-patch14-336``, a SigLIP checkpoint and a
-GenHancer export all load through the same ``from_pretrained`` path. Adding a family is one registry entry.
+The family is chosen from ``config.json``'s ``model_type`` through the shared family table
+(``genhancer.utils.families``; never from the directory name), so the toy CLIP,
+``openai/clip-vit-large-patch14-336``, a SigLIP checkpoint and a GenHancer export all load through the same
+``from_pretrained`` path. This module only implements the table's logit rules (``LOGITS``); texts are given
+to the model as the family's text-input rule says (SigLIP: input_ids only, no attention mask).
 
 Shapes: ``encode_images`` -> (N, D) and ``encode_texts`` -> (M, D), both L2-normalised;
 ``text_image_logits`` -> (M, N), exactly the model's own ``logits_per_text`` for those inputs.
@@ -11,13 +13,18 @@ Shapes: ``encode_images`` -> (N, D) and ``encode_texts`` -> (M, D), both L2-norm
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from genhancer.utils.errors import ConfigError, DataError, ModelDirError
+from genhancer.utils.families import (
+    SCALED_COSINE,
+    SCALED_COSINE_PLUS_BIAS,
+    FamilyFacts,
+    family_for_model_type,
+)
 from genhancer.utils.fsio import read_json
 from genhancer.utils.logging import progress
 from genhancer.utils.registry import Registry
@@ -32,44 +39,42 @@ FIX_HINT = ("an encoder directory must carry its processor and tokenizer; copy t
             "preprocessor/processor_config.json and the tokenizer files)")
 
 
-def _clip_logits(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+def _scaled_cosine(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
     """(M, D) x (N, D) normalised -> (M, N) = logit_scale.exp() * cosine, as ``CLIPModel.forward``."""
     logits = torch.matmul(text_emb, image_emb.t().to(text_emb.device))
     return logits * model.logit_scale.exp().to(text_emb.device)
 
 
-def _siglip_logits(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
-    """(M, D) x (N, D) normalised -> (M, N) = logit_scale.exp() * cosine + logit_bias, as ``SiglipModel``."""
-    logits = torch.matmul(text_emb, image_emb.t().to(text_emb.device))
-    return logits * model.logit_scale.exp().to(text_emb.device) + model.logit_bias.to(text_emb.device)
+def _scaled_cosine_plus_bias(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
+    """(M, D) x (N, D) normalised -> (M, N) = logit_scale.exp() * cosine + logit_bias, as ``SiglipModel``.
+
+    The learned bias is irrelevant to a softmax over a pair; it is kept so logits equal the model's own."""
+    return _scaled_cosine(model, text_emb, image_emb) + model.logit_bias.to(text_emb.device)
 
 
-@dataclass(frozen=True)
-class EncoderFamily:
-    """How to load and score one CLIP-family architecture.
-
-    ``model_class`` is the transformers class name (resolved lazily so importing this module stays cheap);
-    ``logits`` maps normalised text (M, D) and image (N, D) embeddings to the model's (M, N) logits_per_text.
-    """
-
-    name: str
-    model_class: str
-    logits: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+LogitsFn = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+# Logit rules named by the family table (genhancer.utils.families): normalised text (M, D) and image (N, D)
+# embeddings -> the model's (M, N) logits_per_text.
+LOGITS: Registry[LogitsFn] = Registry("logit rule")
+LOGITS.register(SCALED_COSINE, _scaled_cosine)
+LOGITS.register(SCALED_COSINE_PLUS_BIAS, _scaled_cosine_plus_bias)
 
 
-ENCODER_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
-ENCODER_FAMILIES.register("clip", EncoderFamily("clip", "CLIPModel", _clip_logits))
-# [IMPORTANT] SigLIP was trained on text padded to max_length (64) without an attention mask; its logits
-# carry a learned bias (irrelevant to a softmax over a pair, kept so logits equal the model's own).
-ENCODER_FAMILIES.register("siglip", EncoderFamily("siglip", "SiglipModel", _siglip_logits))
+def family_of(model: Any) -> FamilyFacts:
+    """The family table entry of a loaded full model, from its ``config.model_type``."""
+    return _full_model_family(str(model.config.model_type))
 
 
-def family_of(model: Any) -> EncoderFamily:
-    """The registry entry for a loaded model, from its ``config.model_type``."""
-    return ENCODER_FAMILIES[model.config.model_type]
+def _full_model_family(model_type: str) -> FamilyFacts:
+    """Scoring needs the text tower too: a bare vision tower's model_type is an error naming the full one."""
+    facts = family_for_model_type(model_type)
+    if model_type != facts.model_type:
+        raise ConfigError(f"model_type {model_type!r} is a bare {facts.vision_model_class}; scoring needs the "
+                          f"full image+text {facts.full_model_class} (model_type {facts.model_type!r})")
+    return facts
 
 
-def check_model_dir(model_dir: str | Path) -> EncoderFamily:
+def check_model_dir(model_dir: str | Path) -> FamilyFacts:
     """Check an encoder directory has config, weights, image processor and tokenizer; return its family.
 
     Raises ``ModelDirError`` naming the directory, every missing part, and how to fix it.
@@ -82,7 +87,7 @@ def check_model_dir(model_dir: str | Path) -> EncoderFamily:
         raise ModelDirError(f"{d}: no config.json, so this is not a Hugging Face model directory")
     model_type = read_json(cfg_path).get("model_type")
     try:
-        family = ENCODER_FAMILIES[str(model_type)]
+        family = _full_model_family(str(model_type))
     except ConfigError as e:
         raise ModelDirError(f"{cfg_path}: model_type {model_type!r} is not a supported encoder ({e})") from None
 
@@ -115,7 +120,7 @@ def load_encoder(
 ) -> tuple[Any, Any]:
     """Load ``(model, processor)`` from an HF CLIP/SigLIP directory, model in eval mode on ``device``.
 
-    ``trust_remote_code`` is never enabled: only architectures in ``ENCODER_FAMILIES`` load.
+    ``trust_remote_code`` is never enabled: only architectures of the family table load.
     """
     import transformers
 
@@ -127,26 +132,37 @@ def load_encoder(
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
         raise ModelDirError(f"{model_dir}: the processor has no image processor or tokenizer "
                             f"(got {type(processor).__name__}). Fix: {FIX_HINT}")
-    model_cls = getattr(transformers, family.model_class)
+    model_cls = getattr(transformers, family.full_model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         model = model_cls.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"{model_dir}: could not load the {family.model_class} weights ({e})") from None
+        raise ModelDirError(f"{model_dir}: could not load the {family.full_model_class} weights ({e})") from None
     return model.eval().to(device), processor
 
 
 def text_max_length(model: Any, processor: Any) -> int:
     """Padding length of the protocol: the tokenizer's max length (77 CLIP, 64 SigLIP), capped by the model's
-    position table (some SigLIP tokenizers leave ``model_max_length`` unset, i.e. ~1e30)."""
+    position table; some SigLIP tokenizers leave ``model_max_length`` unset (~1e30): then the family's."""
     positions = int(model.config.text_config.max_position_embeddings)
-    return min(int(processor.tokenizer.model_max_length), positions)
+    tok_max = int(processor.tokenizer.model_max_length)
+    if tok_max > _UNSET_MAX_LENGTH:
+        tok_max = family_of(model).tokenizer_max_length
+    return min(tok_max, positions)
+
+
+_UNSET_MAX_LENGTH = 1_000_000  # transformers' "no limit" sentinel is ~1e30
 
 
 def tokenize(model: Any, processor: Any, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Texts -> tokenizer outputs padded to ``text_max_length``: input_ids (M, L) [+ attention_mask (M, L)]."""
-    return dict(processor.tokenizer(list(texts), padding="max_length", truncation=True,
-                                    max_length=text_max_length(model, processor), return_tensors="pt"))
+    """Texts -> the family's text inputs padded to ``text_max_length``: input_ids (M, L) [+ attention_mask].
+
+    [IMPORTANT] Only the inputs of the family's text-input rule are kept: SigLIP's tokenizer also returns
+    an attention_mask, but SigLIP is used (and was trained) on max-length padding without one.
+    """
+    enc = processor.tokenizer(list(texts), padding="max_length", truncation=True,
+                              max_length=text_max_length(model, processor), return_tensors="pt")
+    return {k: v for k, v in enc.items() if k in family_of(model).text_inputs}
 
 
 def load_image(path: str | Path) -> Any:
@@ -207,4 +223,4 @@ def encode_texts(
 @torch.no_grad()
 def text_image_logits(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
     """Normalised text (M, D) and image (N, D) embeddings -> (M, N) logits_per_text of the model's family."""
-    return family_of(model).logits(model, text_emb.float(), image_emb.float())
+    return LOGITS[family_of(model).logits](model, text_emb.float(), image_emb.float())

@@ -63,6 +63,16 @@ def read_spec(spec_path: str | Path) -> dict[str, Any]:
     return {"template": template, "classes": classes, "items": items}
 
 
+def predict_classes(model: Any, processor: Any, template: str, classes: Sequence[str],
+                    images: Sequence[str | Path], batch_size: int = 32, show_progress: bool = True) -> list[int]:
+    """Class index per image (N,): argmax over the classes of its image->text logits, for a loaded model."""
+    text_emb = encode_texts(model, processor, [template.format(c) for c in classes], batch_size,
+                            show_progress)  # (C, D)
+    image_emb = encode_images(model, processor, images, batch_size, show_progress)  # (N, D)
+    logits = text_image_logits(model, text_emb, image_emb)  # (C, N)
+    return logits.argmax(dim=0).tolist()
+
+
 def evaluate_zeroshot(model_dir: str | Path, spec_path: str | Path, batch_size: int = 32,
                       device: str = "cpu", show_progress: bool = True) -> dict:
     """Zero-shot accuracy of an HF CLIP/SigLIP directory on SPEC.json.
@@ -76,11 +86,8 @@ def evaluate_zeroshot(model_dir: str | Path, spec_path: str | Path, batch_size: 
     model, processor = load_encoder(model_dir, device=device)
     start = time.perf_counter()
     classes, items = spec["classes"], spec["items"]
-    text_emb = encode_texts(model, processor, [spec["template"].format(c) for c in classes], batch_size,
-                            show_progress)  # (C, D)
-    image_emb = encode_images(model, processor, [it["image"] for it in items], batch_size, show_progress)  # (N, D)
-    logits = text_image_logits(model, text_emb, image_emb)  # (C, N)
-    pred = logits.argmax(dim=0).tolist()  # (N,) class index per image
+    pred = predict_classes(model, processor, spec["template"], classes, [it["image"] for it in items],
+                           batch_size, show_progress)
     seconds = time.perf_counter() - start
 
     per_class = {c: {"correct": 0, "n": 0} for c in classes}

@@ -1,9 +1,10 @@
 """CLIP-family vision encoders behind one interface: pixels -> (global token, patch tokens).
 
-``ENCODERS`` maps a family id to an ``EncoderFamily`` that knows the HF full-model class, the vision class,
-how to read the global token, the default LoRA targets and the tokenizer max length. ``encoder.path`` is any
-local directory or hub id of the *full* model (``CLIPModel`` / ``SiglipModel``); nothing dispatches on
-string prefixes of the path.
+``ENCODERS`` maps a family id (``encoder.family``) to an ``EncoderFamily``: the family's facts from the
+shared table (``genhancer.utils.families``: HF classes, CLS token, LoRA targets, tokenizer max length) plus
+the behaviour of its global-token rule (``GLOBAL_TOKEN_RULES``: how to split the full model and read the
+token). ``encoder.path`` is any local directory or hub id of the *full* model (``CLIPModel`` /
+``SiglipModel``); nothing dispatches on string prefixes of the path.
 
 Only the vision side is kept (``VisionEncoder.backbone``): a container whose submodule names are exactly
 the full model's (``vision_model`` [+ ``visual_projection``]), so a peft LoRA adapter trained here applies
@@ -21,10 +22,9 @@ import torch
 from torch import nn
 
 from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.families import ALL_LINEAR, FAMILIES, POOLER, PROJECTED_POOLER, FamilyFacts
 from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
-
-ALL_LINEAR = "all-linear"  # lora.targets entry: every nn.Linear of the vision side (the OpenAI/MetaCLIP recipe)
 
 
 @dataclass
@@ -44,21 +44,9 @@ class _VisionSide(nn.Module):
             self.add_module(name, module)
 
 
-class EncoderFamily:
-    """One registry entry. Subclasses say how to split the full model and read the tokens."""
-
-    name: str = ""
-    model_type: str = ""  # config.json "model_type" of the full model
-    full_model_class: str = ""  # transformers class name of the full (image + text) model
-    vision_model_class: str = ""
-    processor_class: str = "AutoProcessor"
-    default_lora_targets: tuple[str, ...] = ()
-    tokenizer_max_length: int = 77
-
-    def full_model_cls(self) -> type:
-        import transformers
-
-        return getattr(transformers, self.full_model_class)
+# ------------------------------------------------------------------------------------- global-token rules
+class GlobalTokenRule:
+    """How to cut the vision side out of a full model and read its global token from the tower's output."""
 
     def vision_side(self, full_model: nn.Module) -> _VisionSide:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -66,8 +54,94 @@ class EncoderFamily:
     def global_dim(self, vision_side: nn.Module) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def encode(self, vision_side: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:  # pragma: no cover
+    def global_token(self, vision_side: nn.Module, out: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        """``out``: the vision tower's output (pooler_output (B, hidden), ...) -> (B, D_global)."""
         raise NotImplementedError
+
+
+class ProjectedPooler(GlobalTokenRule):
+    """CLIP: the *projected* pooled CLS, visual_projection(pooler_output)."""
+
+    def vision_side(self, full_model: nn.Module) -> _VisionSide:
+        # transformers v5: CLIPModel.vision_model is a CLIPVisionModel whose children are embeddings,
+        # pre_layrnorm, encoder, post_layernorm (no inner .vision_model wrapper any more).
+        return _VisionSide(vision_model=full_model.vision_model, visual_projection=full_model.visual_projection)
+
+    def global_dim(self, vision_side: nn.Module) -> int:
+        return vision_side.visual_projection.out_features
+
+    def global_token(self, vision_side: nn.Module, out: Any) -> torch.Tensor:
+        # [IMPORTANT] CLIP's global token is the image embedding used for contrastive matching
+        # (768-d for L/14, 1024-d for MetaCLIP H/14), not the raw pooled CLS.
+        return vision_side.visual_projection(out.pooler_output)  # (B, projection_dim)
+
+
+class Pooler(GlobalTokenRule):
+    """SigLIP: the attention-pool (MAP head) output, pooler_output, with no further projection."""
+
+    def vision_side(self, full_model: nn.Module) -> _VisionSide:
+        if not getattr(full_model.config.vision_config, "vision_use_head", True):
+            raise ModelDirError("this SigLIP has no attention-pool head (vision_use_head=False): no global token")
+        return _VisionSide(vision_model=full_model.vision_model)
+
+    def global_dim(self, vision_side: nn.Module) -> int:
+        return vision_side.vision_model.config.hidden_size
+
+    def global_token(self, vision_side: nn.Module, out: Any) -> torch.Tensor:
+        # [IMPORTANT] SigLIP has no CLS token: pooler_output (1152-d for so400m) is what it matches to text.
+        return out.pooler_output  # (B, hidden)
+
+
+# Global-token rules named by the family table (genhancer.utils.families).
+GLOBAL_TOKEN_RULES: Registry[GlobalTokenRule] = Registry("global-token rule")
+GLOBAL_TOKEN_RULES.register(PROJECTED_POOLER, ProjectedPooler())
+GLOBAL_TOKEN_RULES.register(POOLER, Pooler())
+
+
+# -------------------------------------------------------------------------------------------- families
+class EncoderFamily:
+    """One ``ENCODERS`` entry: a family's facts (``facts``) and its global-token rule (``rule``)."""
+
+    def __init__(self, facts: FamilyFacts, rule: GlobalTokenRule) -> None:
+        self.facts = facts
+        self.rule = rule
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def model_type(self) -> str:  # config.json "model_type" of the full model
+        return self.facts.model_type
+
+    @property
+    def full_model_class(self) -> str:
+        return self.facts.full_model_class
+
+    @property
+    def default_lora_targets(self) -> tuple[str, ...]:
+        return self.facts.lora_targets
+
+    @property
+    def tokenizer_max_length(self) -> int:
+        return self.facts.tokenizer_max_length
+
+    def full_model_cls(self) -> type:
+        import transformers
+
+        return getattr(transformers, self.full_model_class)
+
+    def vision_side(self, full_model: nn.Module) -> _VisionSide:
+        return self.rule.vision_side(full_model)
+
+    def global_dim(self, vision_side: nn.Module) -> int:
+        return self.rule.global_dim(vision_side)
+
+    def encode(self, vision_side: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
+        out = vision_side.vision_model(pixel_values=pixel_values)
+        global_token = self.rule.global_token(vision_side, out)  # (B, D_global)
+        patch_tokens = out.last_hidden_state[:, self.facts.extra_tokens:]  # (B, N, hidden): CLS dropped
+        return EncoderOutput(global_token, patch_tokens)
 
     def load_full_model(self, path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
         """The full HF model from a local dir or hub id (safetensors only), after checking its type."""
@@ -92,63 +166,9 @@ class EncoderFamily:
             raise ModelDirError(f"cannot load {self.full_model_class} from {path!r}: {e}") from None
 
 
-class ClipFamily(EncoderFamily):
-    """OpenAI CLIP and MetaCLIP (``CLIPModel``)."""
-
-    name = "clip"
-    model_type = "clip"
-    full_model_class = "CLIPModel"
-    vision_model_class = "CLIPVisionModel"
-    default_lora_targets = (ALL_LINEAR,)
-    tokenizer_max_length = 77
-
-    def vision_side(self, full_model: nn.Module) -> _VisionSide:
-        # transformers v5: CLIPModel.vision_model is a CLIPVisionModel whose children are embeddings,
-        # pre_layrnorm, encoder, post_layernorm (no inner .vision_model wrapper any more).
-        return _VisionSide(vision_model=full_model.vision_model, visual_projection=full_model.visual_projection)
-
-    def global_dim(self, vision_side: nn.Module) -> int:
-        return vision_side.visual_projection.out_features
-
-    def encode(self, vision_side: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
-        out = vision_side.vision_model(pixel_values=pixel_values)
-        # [IMPORTANT] CLIP's global token is the *projected* pooled CLS: visual_projection(pooler_output),
-        # i.e. the image embedding used for contrastive matching (768-d for L/14, 1024-d for MetaCLIP H/14).
-        global_token = vision_side.visual_projection(out.pooler_output)  # (B, projection_dim)
-        patch_tokens = out.last_hidden_state[:, 1:]  # (B, N, hidden): CLS dropped
-        return EncoderOutput(global_token, patch_tokens)
-
-
-class SiglipFamily(EncoderFamily):
-    """SigLIP (``SiglipModel``)."""
-
-    name = "siglip"
-    model_type = "siglip"
-    full_model_class = "SiglipModel"
-    vision_model_class = "SiglipVisionModel"
-    default_lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-    tokenizer_max_length = 64
-
-    def vision_side(self, full_model: nn.Module) -> _VisionSide:
-        if not getattr(full_model.config.vision_config, "vision_use_head", True):
-            raise ModelDirError("this SigLIP has no attention-pool head (vision_use_head=False): no global token")
-        return _VisionSide(vision_model=full_model.vision_model)
-
-    def global_dim(self, vision_side: nn.Module) -> int:
-        return vision_side.vision_model.config.hidden_size
-
-    def encode(self, vision_side: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
-        out = vision_side.vision_model(pixel_values=pixel_values)
-        # [IMPORTANT] SigLIP has no CLS token: its global token is the attention-pool (MAP head) output,
-        # pooler_output (1152-d for so400m), with no further projection — it is what SigLIP matches to text.
-        global_token = out.pooler_output  # (B, hidden)
-        patch_tokens = out.last_hidden_state  # (B, N, hidden): every position is a patch
-        return EncoderOutput(global_token, patch_tokens)
-
-
 ENCODERS: Registry[EncoderFamily] = Registry("encoder family")
-ENCODERS.register("clip", ClipFamily())
-ENCODERS.register("siglip", SiglipFamily())
+for _id, _facts in FAMILIES.items():
+    ENCODERS.register(_id, EncoderFamily(_facts, GLOBAL_TOKEN_RULES[_facts.global_token]))
 
 
 def lora_target_regex(vision_side: nn.Module, targets: list[str] | tuple[str, ...]) -> str:

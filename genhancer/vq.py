@@ -1,4 +1,4 @@
-"""Token spaces for the discrete denoiser, and the toy world's patch tokenizer.
+"""Token spaces for the discrete denoiser: VQ tokenizer directories and the ``vq`` latent space.
 
 ``vq`` (a ``LATENT_SPACES`` entry) turns an image into a grid of codebook ids and back:
 
@@ -11,15 +11,7 @@ reads it is decided by the ``_class_name`` of its ``config.json`` (``TOKENIZERS`
   * ``VQModel`` — any diffusers VQ-GAN, e.g. aMUSEd's (``amused/amused-256``, subfolder ``vqvae``: 8192 codes,
     16x downsampling, so 224 px -> 14x14 tokens, 384 px -> 24x24).
   * ``PatchKMeansTokenizer`` — the toy world's tokenizer: a k-means codebook over p x p pixel patches
-    (each token *is* a patch; decode pastes the centroids). Trained in seconds on CPU by
-
-        python -m genhancer.vq train --images runs/toyworld/train --out runs/toy/vq
-        python -m genhancer.vq train --config configs/genhancer/toy-discrete.yaml --skip-existing
-        python -m genhancer.vq eval --tokenizer runs/toy/vq --images runs/toyworld/val
-
-    (the ``--config`` form reads ``data.path`` and writes to ``latent.vae_path``). Why k-means and not a tiny
-    trained VQModel: the toy pictures are flat colours, thick strokes and simple textures, which a 4x4-patch
-    codebook reconstructs well (see ``eval``), deterministically and in seconds, with no codebook collapse.
+    (each token *is* a patch; decode pastes the centroids), written by ``python -m toyworld train-vq``.
 
 A token space never trains (``LatentSpace.train`` keeps it in eval mode); ``latent.patch_size`` must be 1
 (one token = one code).
@@ -27,28 +19,17 @@ A token space never trains (``LatentSpace.train`` keeps it in eval mode); ``late
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
-import math
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from genhancer.latents import LATENT_SPACES, LatentSpace
-from genhancer.utils.cli import entry_point
-from genhancer.utils.errors import ConfigError, DataError, ModelDirError
-from genhancer.utils.fsio import atomic_directory, read_json, write_json
-from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import write_provenance
+from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.registry import Registry
-
-log = get_logger("genhancer.vq")
 
 CONFIG_FILE = "config.json"
 KMEANS_WEIGHTS = "model.safetensors"
@@ -245,7 +226,7 @@ class VqSpace(LatentSpace):
         if not latent_cfg.vae_path:
             raise ConfigError(
                 "latent.space=vq needs latent.vae_path: a VQ tokenizer directory (diffusers VQModel, e.g. "
-                "amused/amused-256 with latent.vae_subfolder=vqvae, or one written by `python -m genhancer.vq train`)"
+                "amused/amused-256 with latent.vae_subfolder=vqvae, or one written by `python -m toyworld train-vq`)"
             )
         if latent_cfg.patch_size != 1:
             raise ConfigError(f"latent.space=vq: one token is one code, so latent.patch_size must be 1 "
@@ -265,201 +246,3 @@ class VqSpace(LatentSpace):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """ids (B, h, w) -> (B, 3, H, W) float32 in about [-1, 1]."""
         return self.tokenizer.decode(z.long())
-
-
-# ---------------------------------------------------------------------------------------- k-means trainer
-def load_images(images: str, image_size: int | None, max_images: int | None, seed: int,
-                source: str = "folder") -> torch.Tensor:
-    """Images of a ``DATA_SOURCES`` source (folder, recursive; or webdataset shards) -> (N, 3, S, S) in
-    [-1, 1]: a seeded random subset of at most ``max_images``."""
-    from PIL import Image
-
-    from genhancer.config import DataConfig
-    from genhancer.data import build_source
-
-    src = build_source(DataConfig(source=source, path=images))
-    order = np.random.default_rng(seed).permutation(len(src))
-    if max_images:
-        order = order[:max_images]
-    out = []
-    for i in progress(order.tolist(), desc="read images", unit="img"):
-        try:
-            img = Image.open(io.BytesIO(src.read_bytes(i))).convert("RGB")
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds
-            log.warning("skipping unreadable image %s (%s)", src.refs[i].key, e)
-            continue
-        if image_size and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-    src.close()
-    if not out:
-        raise DataError(f"no readable images under {images!r}")
-    sizes = {tuple(t.shape) for t in out}
-    if len(sizes) > 1:
-        raise DataError(f"images under {images!r} have different sizes {sorted(sizes)[:3]}; pass --image-size")
-    return torch.stack(out).float() / 127.5 - 1.0
-
-
-def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: x (N, D) -> (k, D) centres, each drawn with probability ~ squared distance."""
-    n = x.shape[0]
-    x_sq = (x * x).sum(1)  # (N,)
-    idx = torch.randint(n, (1,), generator=generator)
-    chosen = [idx]
-    d2 = (x_sq - 2 * x @ x[idx[0]] + x_sq[idx]).clamp_min(0)  # (N,) squared distance to the nearest centre
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:  # fewer distinct points than k: repeat points (duplicates are re-seeded in Lloyd)
-            idx = torch.randint(n, (1,), generator=generator)
-        else:
-            idx = torch.multinomial(d2 / total, 1, generator=generator)
-        chosen.append(idx)
-        d2 = torch.minimum(d2, (x_sq - 2 * x @ x[idx[0]] + x_sq[idx]).clamp_min(0))
-    return x[torch.cat(chosen)].clone()
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[torch.Tensor, list[float]]:
-    """Lloyd's k-means on x (N, D) from k-means++ seeds. An emptied cluster is re-seeded at the worst-fit
-    point, so every code stays in use. Returns (codebook (k, D), mean squared error per iteration)."""
-    c = kmeans_plus_plus(x, k, generator)
-    history: list[float] = []
-    for _ in progress(range(iters), desc="k-means", unit="it"):
-        assign = nearest_code(x, c)  # (N,)
-        err = ((x - c[assign]) ** 2).sum(1)  # (N,)
-        history.append(float(err.mean()) / x.shape[1])
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).float()
-        used = counts > 0
-        c[used] = sums[used] / counts[used, None]
-        empty = (~used).nonzero().flatten()
-        if len(empty):
-            worst = err.topk(len(empty)).indices
-            c[empty] = x[worst]
-    return c, history
-
-
-def train_patch_kmeans(images: torch.Tensor, patch_size: int, codebook_size: int, iters: int,
-                       max_patches: int, seed: int) -> tuple[PatchKMeansTokenizer, dict[str, Any]]:
-    """images (N, 3, S, S) in [-1, 1] -> a fitted tokenizer and its training stats."""
-    g = torch.Generator().manual_seed(seed)
-    tok = PatchKMeansTokenizer(torch.zeros(1, 3 * patch_size * patch_size), patch_size)
-    x = tok.patches(images).reshape(-1, 3 * patch_size * patch_size)  # (N*h*w, D)
-    if x.shape[0] > max_patches:
-        x = x[torch.randperm(x.shape[0], generator=g)[:max_patches]]
-    if x.shape[0] < codebook_size:
-        raise DataError(f"{x.shape[0]} patches are too few for a codebook of {codebook_size}; add images "
-                        "or lower --codebook-size")
-    codebook, history = kmeans(x, codebook_size, iters, g)
-    return PatchKMeansTokenizer(codebook, patch_size), {"patches": int(x.shape[0]), "mse_history": history}
-
-
-def reconstruction_stats(tok: VQTokenizer, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """Round-trip images (N, 3, S, S) in [-1, 1]: MSE (in [-1, 1] units), PSNR (dB, on [0, 1]) and the
-    fraction of codes used."""
-    se, n, used = 0.0, 0, torch.zeros(tok.codebook_size, dtype=torch.bool)
-    for part in images.split(batch_size):
-        ids = tok.encode(part)
-        rec = tok.decode(ids).clamp(-1, 1)
-        se += float(((rec - part.float()) ** 2).sum())
-        n += part.numel()
-        used[ids.flatten().cpu().unique()] = True
-    mse = se / max(n, 1)
-    psnr = 10 * math.log10(4.0 / mse) if mse > 0 else float("inf")  # range [-1, 1] -> peak-to-peak 2
-    return {"mse": mse, "psnr_db": psnr, "codebook_usage": float(used.float().mean())}
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-def _train(args: argparse.Namespace) -> int:
-    if args.config:
-        from genhancer.config import load_genhancer_config
-
-        cfg = load_genhancer_config(args.config, args.overrides)
-        if cfg.latent.space != "vq" or not cfg.latent.vae_path:
-            raise ConfigError(f"{args.config}: latent.space must be vq with latent.vae_path set to the tokenizer "
-                              "directory to write")
-        images, out = args.images or cfg.data.path, args.out or cfg.latent.vae_path
-        source = args.source or cfg.data.source
-    else:
-        if not (args.images and args.out):
-            raise ConfigError("give --images DIR and --out DIR, or --config YAML")
-        images, out = args.images, args.out
-        source = args.source or "folder"
-    out_dir = Path(out)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if args.skip_existing:
-            load_tokenizer(str(out_dir))  # it must at least be a loadable tokenizer
-            log.info("%s already holds a tokenizer; nothing to do (--skip-existing)", out_dir)
-            return 0
-        if not args.overwrite:
-            raise ConfigError(f"--out {out_dir} is not empty; pass --overwrite to replace it")
-    t0 = time.time()
-    data = load_images(images, args.image_size, args.max_images, args.seed, source)
-    n_val = max(1, int(round(len(data) * args.val_fraction))) if len(data) > 1 else 0
-    train_x, val_x = data[n_val:], data[:n_val]
-    tok, stats = train_patch_kmeans(train_x, args.patch_size, args.codebook_size, args.iters,
-                                    args.max_patches, args.seed)
-    stats.update({"train": reconstruction_stats(tok, train_x[: args.stats_images]),
-                  "heldout": reconstruction_stats(tok, val_x) if n_val else None,
-                  "images": len(train_x), "heldout_images": n_val, "image_size": int(data.shape[-1]),
-                  "wall_s": time.time() - t0})
-    settings = {"patch_size": args.patch_size, "codebook_size": args.codebook_size, "iters": args.iters,
-                "max_patches": args.max_patches, "max_images": args.max_images, "seed": args.seed,
-                "image_size": int(data.shape[-1]), "images": str(images), "source": source}
-    with atomic_directory(out_dir) as tmp:
-        tok.save_pretrained(tmp, {"image_size": int(data.shape[-1])})
-        write_json(tmp / "stats.json", stats)
-        write_provenance(tmp, "vq-tokenizer", config=settings, parents=[images],
-                         extra={"heldout": stats["heldout"], "train": stats["train"]})
-    log.info("wrote %s in %.1f s: held-out %s", out_dir, stats["wall_s"], json.dumps(stats["heldout"]))
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.tokenizer, args.subfolder)
-    data = load_images(args.images, args.image_size, args.max_images, args.seed, args.source)
-    stats = reconstruction_stats(tok, data)
-    stats.update({"images": len(data), "codebook_size": tok.codebook_size, "downsample": tok.downsample})
-    print(json.dumps(stats, indent=2))
-    if args.out:
-        write_json(args.out, stats)
-    return 0
-
-
-@entry_point
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m genhancer.vq", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fit the toy patch k-means tokenizer on an image folder")
-    t.add_argument("--images", help="image folder (recursive) or webdataset shards")
-    t.add_argument("--source", default=None, help="folder (default) | webdataset; with --config: data.source")
-    t.add_argument("--out", help="tokenizer directory to write")
-    t.add_argument("--config", help="GenHancer YAML: images from data.path, output to latent.vae_path")
-    t.add_argument("overrides", nargs="*", help="key.sub=value overrides of --config")
-    t.add_argument("--patch-size", type=int, default=4, help="pixels per token side (default 4: 64 px -> 16x16)")
-    t.add_argument("--codebook-size", type=int, default=512)
-    t.add_argument("--iters", type=int, default=20, help="Lloyd iterations")
-    t.add_argument("--max-images", type=int, default=4000)
-    t.add_argument("--max-patches", type=int, default=200_000, help="patches sampled for k-means")
-    t.add_argument("--image-size", type=int, default=None, help="resize images to this side (default: as is)")
-    t.add_argument("--val-fraction", type=float, default=0.05, help="held-out images for the reported error")
-    t.add_argument("--stats-images", type=int, default=500, help="training images in the reported train error")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--skip-existing", action="store_true", help="do nothing if --out already holds a tokenizer")
-    t.add_argument("--overwrite", action="store_true")
-    e = sub.add_parser("eval", help="reconstruction error of a tokenizer on an image folder")
-    e.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
-    e.add_argument("--subfolder", default=None)
-    e.add_argument("--images", required=True)
-    e.add_argument("--source", default="folder", help="folder | webdataset")
-    e.add_argument("--image-size", type=int, default=None)
-    e.add_argument("--max-images", type=int, default=1000)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", default=None, help="also write the stats to this JSON file")
-    args = parser.parse_args(argv)
-    if args.command == "train" and args.overrides and not args.config:
-        parser.error("overrides need --config")
-    return _train(args) if args.command == "train" else _eval(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

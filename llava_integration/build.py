@@ -25,46 +25,19 @@ from typing import Any
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config
 from genhancer.utils.errors import ModelDirError
+from genhancer.utils.families import FamilyFacts, family_for_model_type, known_model_types
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger
 from genhancer.utils.provenance import write_provenance
-from genhancer.utils.registry import Registry
 from llava_integration.config import PROJECTORS, LlavaTrainConfig, ModelConfig
 from llava_integration.templates import IMAGE_TOKEN, get_template
 
 log = get_logger("llava_integration.build")
 
 
-@dataclass(frozen=True)
-class EncoderFamily:
-    """How to read one kind of vision encoder directory.
-
-    ``vision_model``: the transformers class of the bare vision tower (what LLaVA's ``vision_tower`` is).
-    ``extra_tokens``: tokens before the patch tokens (CLIP's CLS: 1; SigLIP: none).
-    ``mean`` / ``std``: the family's published normalisation, to flag a processor that differs.
-    """
-
-    name: str
-    vision_model: str
-    extra_tokens: int
-    default_strategy: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-ENCODER_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
-_CLIP = EncoderFamily("clip", "CLIPVisionModel", 1, "default",
-                      (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-# [IMPORTANT] SigLIP has no CLS token: its features are all patch tokens ("full"), normalised to [-1, 1].
-_SIGLIP = EncoderFamily("siglip", "SiglipVisionModel", 0, "full", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-for _model_type, _family in (("clip", _CLIP), ("clip_vision_model", _CLIP),
-                             ("siglip", _SIGLIP), ("siglip_vision_model", _SIGLIP)):
-    ENCODER_FAMILIES.register(_model_type, _family)
-
-
 @dataclass
 class EncoderInfo:
-    family: EncoderFamily
+    family: FamilyFacts  # vision class, CLS token, default feature strategy, published mean/std
     vision_config: Any
     image_processor: Any
     image_size: int
@@ -81,11 +54,14 @@ def resolve_attn_implementation(requested: str) -> str:
     return "flash_attention_2" if torch.cuda.is_available() and is_flash_attn_2_available() else "sdpa"
 
 
-def feature_strategy(cfg: ModelConfig, family: EncoderFamily) -> str:
-    return family.default_strategy if cfg.vision_feature_select_strategy == "auto" else cfg.vision_feature_select_strategy
+def feature_strategy(cfg: ModelConfig, family: FamilyFacts) -> str:
+    """``auto`` -> the family's default (drop CLIP's CLS: "default"; SigLIP has none: "full")."""
+    if cfg.vision_feature_select_strategy == "auto":
+        return family.llava_feature_strategy
+    return cfg.vision_feature_select_strategy
 
 
-def num_image_tokens(image_size: int, patch_size: int, family: EncoderFamily, strategy: str) -> int:
+def num_image_tokens(image_size: int, patch_size: int, family: FamilyFacts, strategy: str) -> int:
     """Tokens one image becomes in the LLM sequence (576 for CLIP-L/14 at 336 px with CLS dropped)."""
     n = (image_size // patch_size) ** 2 + family.extra_tokens
     return n - 1 if strategy == "default" else n
@@ -106,12 +82,10 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelDirError(f"encoder {path!r}: cannot read its config.json ({e})") from None
-    if config.model_type not in ENCODER_FAMILIES:
-        raise ModelDirError(
-            f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
-            f"{', '.join(sorted(ENCODER_FAMILIES))}"
-        )
-    family = ENCODER_FAMILIES[config.model_type]
+    if config.model_type not in known_model_types():
+        raise ModelDirError(f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
+                            f"{', '.join(known_model_types())}")
+    family = family_for_model_type(config.model_type)
     vision_config = getattr(config, "vision_config", None) or config
     try:
         processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -137,7 +111,7 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     elif mean is None or std is None or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         problems.append(f"the image processor's normalisation is invalid: image_mean={mean}, image_std={std}")
     else:
-        for name, got, ref in (("image_mean", mean, family.mean), ("image_std", std, family.std)):
+        for name, got, ref in (("image_mean", mean, family.image_mean), ("image_std", std, family.image_std)):
             if any(abs(float(a) - b) > 1e-3 for a, b in zip(got, ref)):
                 log.warning("encoder %s: %s %s differs from the %s family's %s", path, name,
                             [round(float(x), 4) for x in got], family.name, list(ref))
@@ -226,8 +200,8 @@ def assemble(cfg: ModelConfig, dtype: str = "auto", seed: int = 0) -> tuple[Any,
         vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select_strategy=strategy,
     )
-    vision_cls = getattr(transformers, info.family.vision_model)
-    log.info("loading vision tower %s from %s", info.family.vision_model, cfg.encoder)
+    vision_cls = getattr(transformers, info.family.vision_model_class)
+    log.info("loading vision tower %s from %s", info.family.vision_model_class, cfg.encoder)
     vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype)
     log.info("loading language model from %s", cfg.llm)
     lm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code)

@@ -1,10 +1,12 @@
 """``python -m toyworld <command> ...``: the toy world's tools.
 
-Commands (each is a module with its own ``main(argv) -> int``):
+Commands (each is a ``main(argv) -> int`` of a module):
   build          write the world: train/val image folders + scene JSONL, the MMVP-VLM-style benchmark,
                  and the derived datasets (LLaVA JSON, lmms-eval parquet)
   pretrain-clip  train the toy "OpenAI CLIP" contrastively on the toy captions -> HF CLIPModel directory
   pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
+  train-vq       fit the patch k-means VQ tokenizer (latent.space=vq) on an image folder
+  eval-vq        reconstruction error of a VQ tokenizer on an image folder
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = {
-    "build": "toyworld.build",
-    "pretrain-clip": "toyworld.pretrain_clip",
-    "pretrain-llm": "toyworld.llm",
+COMMANDS = {  # command -> (module, function)
+    "build": ("toyworld.build", "main"),
+    "pretrain-clip": ("toyworld.pretrain_clip", "main"),
+    "pretrain-llm": ("toyworld.llm", "main"),
+    "train-vq": ("toyworld.vq", "main"),
+    "eval-vq": ("toyworld.vq", "eval_main"),
 }
 
 
@@ -28,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nerror: unknown command {args[0]!r}; known commands: {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
         return 0 if args else 2
-    module = importlib.import_module(COMMANDS[args[0]])
-    return module.main(args[1:])
+    module, function = COMMANDS[args[0]]
+    return getattr(importlib.import_module(module), function)(args[1:])
 
 
 if __name__ == "__main__":

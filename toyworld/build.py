@@ -10,8 +10,9 @@ Layout written (atomically: a crash never leaves a half-written DIR)::
 
 Each split draws from its own random stream (``toyworld:<seed>:<split>``), and a scene of the benchmark
 (identical up to its small position jitter) never appears in val or train, nor a val scene in train.
-Options other than the flags are set with ``--config FILE.yaml`` and ``key=value`` overrides, e.g.
-``captions.color=0.5``. An existing DIR is an error unless ``--overwrite`` is given (and then only a
+Every setting is a :class:`WorldConfig` key (``configs/toyworld/world.yaml`` is its YAML instance), set with
+``--config FILE.yaml`` and ``key=value`` overrides, e.g. ``seed=7 n_train=500 captions.color=0.5``; flags
+name paths only. An existing DIR is an error unless ``--overwrite`` is given (and then only a
 previous toy world, i.e. a DIR with ``world.json``, or an empty folder is replaced).
 """
 
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import genhancer
 from genhancer.utils.cli import entry_point
@@ -175,25 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write the toy world: train/val image folders with captions and scene JSONL, and the "
                     "MMVP-VLM-style benchmark.",
     )
-    parser.add_argument("--out", required=True, type=Path, help="directory to write (must not exist or be empty)")
-    parser.add_argument("--seed", type=int, help="root seed (default 0)")
-    parser.add_argument("--n-train", type=int, help="training images (default 20000)")
-    parser.add_argument("--n-val", type=int, help="validation images (default 1000)")
-    parser.add_argument("--pairs-per-pattern", type=int, help="benchmark pairs per MMVP pattern (default 15)")
-    parser.add_argument("--image-size", type=int, help="image side in pixels (default 64)")
-    parser.add_argument("--config", type=Path, help="YAML file with WorldConfig keys")
+    parser.add_argument("--out", type=Path, help="directory to write (must not exist or be empty)")
+    parser.add_argument("--config", type=Path, help="YAML instance of WorldConfig (default: built-in defaults = "
+                        "configs/toyworld/world.yaml)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing toy world at --out")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. captions.color=0.5 supersample=1")
+                        help="config overrides, e.g. seed=7 n_train=500 pairs_per_pattern=100 captions.color=0.5")
     args = parser.parse_args(argv)
-
-    overrides = list(args.overrides)
-    for flag, key in (("seed", "seed"), ("n_train", "n_train"), ("n_val", "n_val"),
-                      ("pairs_per_pattern", "pairs_per_pattern"), ("image_size", "image_size")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_config(WorldConfig, args.config, overrides)
+    cfg = load_config(WorldConfig, args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    if args.out is None:
+        raise UserError("build needs --out DIR (see --help)")
     world = build_world(cfg, args.out, overwrite=args.overwrite)
     c = world["counts"]
     print(f"toy world -> {args.out}  (seed {cfg.seed}, {cfg.image_size}px, {world['build_seconds']} s)")

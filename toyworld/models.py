@@ -15,9 +15,11 @@ from pathlib import Path
 from tokenizers import Regex, normalizers, pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
+from genhancer.utils.families import FAMILIES
+
 # OpenAI CLIP normalisation: the toy CLIP stands in for it, so it uses the same statistics.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = FAMILIES["clip"].image_mean
+CLIP_STD = FAMILIES["clip"].image_std
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # Same split as CLIPTokenizer's own pre-tokenizer, so training and use see identical words.
 _SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""

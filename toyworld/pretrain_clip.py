@@ -23,7 +23,6 @@ Hyperparameters live in :class:`PretrainClipConfig` (the defaults *are* the toy 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import math
 import os
@@ -40,6 +39,8 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+from eval.mmvp_vlm import MMVPPair, pair_logits_batched, read_benchmark, score_pairs
+from eval.zeroshot import predict_classes, read_spec
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
 from genhancer.utils.errors import DataError, UserError
@@ -58,7 +59,6 @@ from toyworld.models import (
 
 KIND = "toy-clip"
 SUMMARY_FILE = "training_summary.json"
-MMVP_IMAGES = "MLLM_VLM Images"
 # Files that make OUT a complete toy CLIP (anything missing means: not cached, retrain).
 _REQUIRED_OUT_FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
                        "tokenizer_config.json", "provenance.json", SUMMARY_FILE)
@@ -171,44 +171,6 @@ def read_train_split(files: WorldFiles) -> tuple[list[Path], list[str]]:
     return paths, captions
 
 
-def read_zeroshot(files: WorldFiles) -> tuple[str, list[str], list[Path], list[int]]:
-    """Template, class names, image paths and label indices of DIR/val/zeroshot_shape.json."""
-    spec = read_json(files.zeroshot)
-    if not isinstance(spec, dict) or not all(k in spec for k in ("template", "classes", "items")):
-        raise DataError(f"{files.zeroshot}: needs keys 'template', 'classes' and 'items'")
-    template, classes = spec["template"], list(spec["classes"])
-    if "{}" not in template:
-        raise DataError(f"{files.zeroshot}: key 'template' must contain '{{}}' for the class name, got {template!r}")
-    index = {c: i for i, c in enumerate(classes)}
-    paths, labels = [], []
-    for i, item in enumerate(spec["items"]):
-        if item.get("label") not in index:
-            raise DataError(f"{files.zeroshot}: items[{i}] has label {item.get('label')!r}, not one of {classes}")
-        paths.append(files.zeroshot.parent / item["image"])
-        labels.append(index[item["label"]])
-    return template, classes, paths, labels
-
-
-def read_mmvp(bench: Path) -> list[tuple[str, list[tuple[int, str]]]]:
-    """Pairs of the MMVP-VLM folder: [(type, [(qid, statement), (qid, statement)])] in file order."""
-    qfile = bench / "Questions.csv"
-    with qfile.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r][1:]  # first row is the header
-    if len(rows) % 2:
-        raise DataError(f"{qfile}: {len(rows)} questions; consecutive rows must form pairs (an even count)")
-    pairs = []
-    for k in range(0, len(rows), 2):
-        a, b = rows[k], rows[k + 1]
-        if len(a) < 3 or len(b) < 3 or a[1] != b[1]:
-            raise DataError(f"{qfile}, rows {k + 2}-{k + 3}: a pair needs columns (id, type, statement) "
-                            "and the same type on both rows")
-        try:
-            pairs.append((a[1], [(int(a[0]), a[2]), (int(b[0]), b[2])]))
-        except ValueError:
-            raise DataError(f"{qfile}, rows {k + 2}-{k + 3}: question ids must be integers") from None
-    return pairs
-
-
 # ---------------------------------------------------------------------------------------------- model io
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float pixel_values (B, 3, S, S), exactly as the saved CLIPImageProcessor does."""
@@ -230,59 +192,19 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
-def encode_images(model: Any, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """uint8 images (N, 3, S, S) -> L2-normalised image embeddings (N, D)."""
-    feats = []
-    for i in range(0, len(images), batch_size):
-        px = normalise(images[i : i + batch_size].to(device))
-        feats.append(F.normalize(model.get_image_features(pixel_values=px).pooler_output, dim=-1))
-    return torch.cat(feats)
+def zeroshot_accuracy(model: Any, processor: Any, spec: dict[str, Any], batch_size: int) -> float:
+    """Top-1 accuracy (0-1) on a read zero-shot spec, scored by ``eval.zeroshot`` as for a saved directory."""
+    classes, items = spec["classes"], spec["items"]
+    pred = predict_classes(model, processor, spec["template"], classes, [it["image"] for it in items],
+                           batch_size, show_progress=False)  # (N,) class indices
+    return sum(classes[p] == it["label"] for p, it in zip(pred, items)) / len(items)
 
 
-@torch.no_grad()
-def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device) -> torch.Tensor:
-    """Texts -> L2-normalised text embeddings (T, D); padded to the tokenizer max length, as evaluators do."""
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
-    out = model.get_text_features(input_ids=enc["input_ids"].to(device),
-                                  attention_mask=enc["attention_mask"].to(device)).pooler_output
-    return F.normalize(out, dim=-1)
-
-
-def zeroshot_accuracy(model: Any, tokenizer: Any, template: str, classes: Sequence[str], images: torch.Tensor,
-                      labels: torch.Tensor, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of ``template.format(class)`` prompts on uint8 images (N, 3, S, S), labels (N,)."""
-    text = encode_texts(model, tokenizer, [template.format(c) for c in classes], device)  # (C, D)
-    image = encode_images(model, images, batch_size, device)  # (N, D)
-    pred = (image @ text.T).argmax(-1).cpu()  # (N,)
-    return float((pred == labels).float().mean())
-
-
-def mmvp_vlm_scores(model: Any, tokenizer: Any, bench: Path, image_size: int,
-                    device: torch.device) -> dict[str, float]:
-    """Toy MMVP-VLM with the official protocol: per pattern, % of pairs where both statements pick their image.
-
-    Text is ``"a photo of " + statement``; for a statement, softmax over the pair's two images of the
-    text->image logits; image 1 (odd question id) is the truth for the first statement. Returns
-    {pattern: score} in file order plus ``"average"`` (mean of the pattern scores).
-    """
-    pairs = read_mmvp(bench)
-    paths = [bench / MMVP_IMAGES / ptype / f"{qid}.jpg" for ptype, qs in pairs for qid, _ in qs]
-    missing = next((p for p in paths if not p.is_file()), None)
-    if missing is not None:
-        raise DataError(f"MMVP-VLM image missing: {missing} (expected '{MMVP_IMAGES}/<type>/<qid>.jpg')")
-    image = encode_images(model, load_images(paths, image_size), 256, device)  # (2P, D)
-    text = encode_texts(model, tokenizer, ["a photo of " + st for _, qs in pairs for _, st in qs], device)
-    scale = model.logit_scale.exp()
-    correct: dict[str, list[bool]] = {}
-    for k, (ptype, _) in enumerate(pairs):
-        logits = scale * text[2 * k : 2 * k + 2] @ image[2 * k : 2 * k + 2].T  # (2 statements, 2 images)
-        probs = logits.softmax(dim=-1)
-        ok = bool(probs[0, 0] > 0.5) and bool(probs[1, 1] > 0.5)
-        correct.setdefault(ptype, []).append(ok)
-    scores = {p: 100.0 * sum(v) / len(v) for p, v in correct.items()}
-    scores["average"] = sum(scores.values()) / len(scores)
-    return scores
+def mmvp_vlm_scores(model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int) -> dict[str, float]:
+    """Toy MMVP-VLM scored by ``eval.mmvp_vlm`` (the official protocol): {pattern: 0-100} + ``average``."""
+    logits = pair_logits_batched(model, processor, pairs, batch_size, show_progress=False)  # (P, 2, 2)
+    scored = score_pairs(logits, [p.qids for p in pairs], [p.pattern for p in pairs])
+    return {**scored["scores"], "average": scored["average"]}
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -409,9 +331,10 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
     torch.manual_seed(cfg.train.seed)
 
     paths, captions = read_train_split(files)
-    template, classes, zs_paths, zs_labels = read_zeroshot(files)
+    zeroshot = read_spec(files.zeroshot)
+    mmvp_pairs = read_benchmark(files.mmvp) if files.mmvp else None  # both checked before training
     # The tokenizer sees the train captions and the zero-shot prompts only, never benchmark statements.
-    tok_texts = captions + [template.format(c) for c in classes]
+    tok_texts = captions + [zeroshot["template"].format(c) for c in zeroshot["classes"]]
     tokenizer = train_clip_tokenizer(tok_texts, cfg.tokenizer.vocab_size, cfg.tokenizer.max_length)
     unique = sorted(set(captions))
     cid_of = {c: i for i, c in enumerate(unique)}
@@ -429,10 +352,9 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
     rows, train_s = train_clip(model, images, enc["input_ids"], enc["attention_mask"], caption_ids, cfg.train,
                                dev)
 
-    zs_images = load_images(zs_paths, cfg.model.image_size, "loading val images")
-    acc = zeroshot_accuracy(model, tokenizer, template, classes, zs_images, torch.tensor(zs_labels),
-                            cfg.eval_batch_size, dev)
-    mmvp = mmvp_vlm_scores(model, tokenizer, files.mmvp, cfg.model.image_size, dev) if files.mmvp else None
+    processor = clip_processor(tokenizer, cfg.model.image_size)
+    acc = zeroshot_accuracy(model, processor, zeroshot, cfg.eval_batch_size)
+    mmvp = mmvp_vlm_scores(model, processor, mmvp_pairs, cfg.eval_batch_size) if mmvp_pairs else None
     if mmvp is None:
         log.warning("no MMVP-VLM benchmark under %s/mmvp_vlm: skipping its score", files.root)
     batch = min(cfg.train.batch_size, len(images))
@@ -448,14 +370,14 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
         "images_per_second": round(cfg.train.steps * batch / train_s, 1),
         "final_loss": rows[-1]["loss"],
         "zeroshot_shape_accuracy": acc,
-        "zeroshot_chance": 1.0 / len(classes),
-        "zeroshot_items": len(zs_labels),
+        "zeroshot_chance": 1.0 / len(zeroshot["classes"]),
+        "zeroshot_items": len(zeroshot["items"]),
         "mmvp_vlm": mmvp,
         "config_hash": cfg_hash,
         "world_fingerprint": fingerprint,
     }
     with atomic_directory(out) as tmp:
-        save_clip_dir(model.cpu(), clip_processor(tokenizer, cfg.model.image_size), tmp)
+        save_clip_dir(model.cpu(), processor, tmp)
         dump_yaml(cfg, tmp / "config.yaml")
         write_jsonl(tmp / "metrics.jsonl", rows)
         summary["wall_seconds"] = round(time.perf_counter() - t0, 2)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from genhancer.utils.errors import ModelDirError
+from genhancer.utils.families import known_model_types
 from genhancer.utils.fsio import read_json
 from genhancer.utils.provenance import read_provenance
 
@@ -31,7 +32,7 @@ def check_llava_dir(path: str | Path) -> Path:
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if model_type != "llava":
         hint = ""
-        if model_type in ("clip", "siglip", "clip_vision_model", "siglip_vision_model"):
+        if model_type in known_model_types():
             hint = " -- this is a vision encoder; evaluate it with `python -m eval.mmvp_vlm`, or build a LLaVA from it with llava_integration first"
         elif model_type in ("llama", "mistral", "qwen2"):
             hint = " -- this is a language model without a vision tower; build a LLaVA from it with llava_integration first"

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from eval.encoders import (
     check_model_dir,
@@ -33,7 +34,17 @@ def test_unknown_model_type_lists_known_families(tiny_clip_dir, tmp_path):
     shutil.copytree(tiny_clip_dir, d)
     cfg = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
-    with pytest.raises(ModelDirError, match=r"config.json: model_type 'llama'.*known encoder familys?: clip, siglip"):
+    with pytest.raises(ModelDirError, match=r"config.json: model_type 'llama'.*known model types: clip, "
+                                            r"clip_vision_model, siglip, siglip_vision_model"):
+        check_model_dir(d)
+
+
+def test_a_bare_vision_tower_is_refused_naming_the_full_model(tiny_clip_dir, tmp_path):
+    d = tmp_path / "vision-only"
+    shutil.copytree(tiny_clip_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "clip_vision_model"}))
+    with pytest.raises(ModelDirError, match=r"bare CLIPVisionModel; scoring needs the full image\+text CLIPModel"):
         check_model_dir(d)
 
 
@@ -82,3 +93,48 @@ def test_batched_logits_equal_model_forward(which, max_len, request, bench_facto
     with torch.no_grad():
         ref = model(pixel_values=pixels, **enc).logits_per_text  # (2, 3)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("which, inputs", [("tiny_clip_dir", {"input_ids", "attention_mask"}),
+                                           ("tiny_siglip_dir", {"input_ids"})])
+def test_mmvp_and_zeroshot_give_the_text_tower_the_family_text_inputs(which, inputs, request, bench_factory,
+                                                                      monkeypatch):
+    """SigLIP is used on max-length padding without an attention mask; CLIP with its mask."""
+    import transformers
+
+    from eval.mmvp_vlm import evaluate_mmvp_vlm
+    from eval.zeroshot import evaluate_zeroshot
+
+    model_dir = request.getfixturevalue(which)
+    cls = getattr(transformers, check_model_dir(model_dir).full_model_class)
+    original, seen = cls.get_text_features, []
+
+    def spy(self, *args, **kwargs):
+        seen.append(set(kwargs))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "get_text_features", spy)
+    bench = bench_factory()
+    evaluate_mmvp_vlm(model_dir, bench, show_progress=False)
+    n_mmvp = len(seen)
+    items = [{"image": str(p.relative_to(bench)), "label": "dot"}
+             for p in sorted((bench / "MLLM_VLM Images").rglob("*.jpg"))[:2]]
+    (bench / "spec.json").write_text(json.dumps({"template": "a photo of a {}.", "classes": ["dot", "star"],
+                                                 "items": items}))
+    evaluate_zeroshot(model_dir, bench / "spec.json", show_progress=False)
+    assert n_mmvp >= 1 and len(seen) > n_mmvp
+    assert all(s == inputs for s in seen), seen
+
+
+def test_siglip_text_embedding_is_the_unmasked_one(tiny_siglip_dir):
+    model, processor = load_encoder(tiny_siglip_dir)
+    text = ["a photo of a square with a white dot on the left"]
+    enc = processor.tokenizer(text, padding="max_length", max_length=64, return_tensors="pt")
+    assert "attention_mask" in enc  # the tokenizer offers one; the family's text-input rule drops it
+    assert set(tokenize(model, processor, text)) == {"input_ids"}
+    ours = encode_texts(model, processor, text, show_progress=False)  # (1, D)
+    with torch.no_grad():
+        unmasked = F.normalize(model.get_text_features(input_ids=enc["input_ids"]).pooler_output, dim=-1)
+        masked = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
+    torch.testing.assert_close(ours, unmasked)
+    assert not torch.allclose(ours, masked, atol=1e-3)  # the mask would change what SigLIP says

@@ -52,22 +52,21 @@ def toy_heldout64(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def toy_vq64_dir(tmp_path_factory, toy_world64) -> Path:
     """The CLI's default tokenizer shape (4x4 patches: 64 px -> 16x16 tokens) with 256 codes."""
-    from genhancer.vq import main
+    from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("toy_vq64") / "vq"
-    assert main(["train", "--images", str(toy_world64), "--out", str(out), "--codebook-size", "256",
-                 "--iters", "10"]) == 0
+    assert main(["--images", str(toy_world64), "--out", str(out), "codebook_size=256", "iters=10"]) == 0
     return out
 
 
 @pytest.fixture(scope="session")
 def toy_vq_dir(tmp_path_factory, toy_world) -> Path:
-    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by ``python -m genhancer.vq``."""
-    from genhancer.vq import main
+    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by ``python -m toyworld train-vq``."""
+    from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("toy_vq") / "vq"
-    assert main(["train", "--images", str(toy_world), "--out", str(out), "--patch-size", "4",
-                 "--codebook-size", "128", "--iters", "5", "--val-fraction", "0.1"]) == 0
+    assert main(["--images", str(toy_world), "--out", str(out), "patch_size=4", "codebook_size=128", "iters=5",
+                 "val_fraction=0.1"]) == 0
     return out
 
 

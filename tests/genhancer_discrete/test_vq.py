@@ -1,4 +1,5 @@
-"""Token spaces: the toy patch k-means tokenizer (trained through the CLI) and diffusers VQModel directories."""
+"""Token spaces: the toy patch k-means tokenizer (trained through ``python -m toyworld train-vq``) and diffusers
+VQModel directories."""
 
 from __future__ import annotations
 
@@ -11,15 +12,8 @@ import torch
 from genhancer.config import LatentConfig
 from genhancer.latents import build_latent_space
 from genhancer.utils.errors import ConfigError, ModelDirError
-from genhancer.vq import (
-    DiffusersVQTokenizer,
-    PatchKMeansTokenizer,
-    VqSpace,
-    kmeans,
-    load_images,
-    load_tokenizer,
-    main,
-)
+from genhancer.vq import DiffusersVQTokenizer, PatchKMeansTokenizer, VqSpace, load_tokenizer
+from toyworld.vq import eval_main, load_images, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +30,7 @@ def test_toy_tokenizer_directory(toy_vq_dir):
 def test_toy_tokenizer_round_trips_held_out_toy_images(toy_vq64_dir, toy_heldout64):
     tok = load_tokenizer(str(toy_vq64_dir))
     assert isinstance(tok, PatchKMeansTokenizer) and tok.codebook_size == 256 and tok.downsample == 4
-    x = load_images(str(toy_heldout64), None, None, seed=0)  # (16, 3, 64, 64) in [-1, 1], unseen in training
+    x, _ = load_images(str(toy_heldout64), None, None, seed=0)  # (16, 3, 64, 64) in [-1, 1], unseen in training
     ids = tok.encode(x)
     assert ids.shape == (16, 16, 16) and ids.dtype == torch.long
     assert ids.min() >= 0 and ids.max() < 256
@@ -48,24 +42,15 @@ def test_toy_tokenizer_round_trips_held_out_toy_images(toy_vq64_dir, toy_heldout
     assert mse < 0.03 and mse < 0.2 * baseline, (mse, baseline)
     assert torch.equal(tok.encode(rec), ids)  # a decoded grid re-encodes to the same ids
     stats = json.loads((toy_vq64_dir / "stats.json").read_text())
-    assert stats["heldout"]["mse"] < 0.04 and stats["heldout_images"] == 5
+    assert stats["heldout"]["mse"] < 0.04 and stats["heldout_images"] == 5 and stats["skipped_images"] == 0
 
 
 def test_small_tokenizer_ids_in_range(toy_vq_dir, toy_world):
     tok = load_tokenizer(str(toy_vq_dir))
-    x = load_images(str(toy_world), None, 8, seed=0)
+    x, _ = load_images(str(toy_world), None, 8, seed=0)
     ids = tok.encode(x)
     assert ids.shape == (8, 8, 8) and ids.min() >= 0 and ids.max() < 128
     assert tok.decode(ids).shape == x.shape
-
-
-def test_kmeans_recovers_well_separated_clusters():
-    g = torch.Generator().manual_seed(0)
-    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
-    x = torch.cat([c + 0.1 * torch.randn(200, 2, generator=g) for c in centres])
-    codebook, history = kmeans(x, 3, 10, torch.Generator().manual_seed(1))
-    found = sorted(codebook.round().tolist())
-    assert found == sorted(centres.tolist()) and history[-1] < 0.02 and history[-1] <= history[0]
 
 
 def test_vq_space_from_config(toy_vq_dir):
@@ -122,17 +107,22 @@ def tiny_vae_like_dir(tmp_path):
 
 
 def test_cli_refuses_to_overwrite_and_skips_existing(toy_vq_dir, toy_world, capsys):
-    assert main(["train", "--images", str(toy_world), "--out", str(toy_vq_dir)]) == 2
+    assert main(["--images", str(toy_world), "--out", str(toy_vq_dir)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["train", "--images", str(toy_world), "--out", str(toy_vq_dir), "--skip-existing"]) == 0
+    assert main(["--images", str(toy_world), "--out", str(toy_vq_dir), "--skip-existing"]) == 0
 
 
-def test_cli_train_from_a_config_and_eval(tmp_path, toy_world, tiny_clip_dir, capsys):
+def test_cli_train_for_a_run_config_and_eval(tmp_path, toy_world, capsys):
+    """--run-config gives the output path (latent.vae_path); --images overrides its data.path."""
+    run_cfg = tmp_path / "run.yaml"
     out = tmp_path / "vq"
-    argv = ["train", "--config", str(REPO / "configs/genhancer/toy-discrete.yaml"), f"data.path={toy_world}",
-            f"latent.vae_path={out}", "--codebook-size", "16", "--iters", "2", "--max-images", "8"]
+    text = (REPO / "configs/genhancer/toy-discrete.yaml").read_text()
+    run_cfg.write_text(text.replace("vae_path: runs/toy/vq", f"vae_path: {out}"))
+    argv = ["--run-config", str(run_cfg), "--images", str(toy_world), "codebook_size=16", "iters=2",
+            "max_images=8"]
     assert main(argv) == 0
     assert load_tokenizer(str(out)).codebook_size == 16
-    assert main(["eval", "--tokenizer", str(out), "--images", str(toy_world), "--max-images", "4"]) == 0
+    capsys.readouterr()
+    assert eval_main(["--tokenizer", str(out), "--images", str(toy_world), "max_images=4"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["images"] == 4 and 0 < stats["mse"] < 1 and stats["downsample"] == 4

@@ -72,11 +72,12 @@ def _enc(tok, rec, max_length, n_img=16, over="truncate"):
 
 
 def test_576_image_token_budget():
-    from llava_integration.build import ENCODER_FAMILIES, num_image_tokens
+    from genhancer.utils.families import FAMILIES
+    from llava_integration.build import num_image_tokens
 
-    assert num_image_tokens(336, 14, ENCODER_FAMILIES["clip"], "default") == 576  # CLIP-L/14-336, CLS dropped
-    assert num_image_tokens(336, 14, ENCODER_FAMILIES["clip"], "full") == 577
-    assert num_image_tokens(384, 14, ENCODER_FAMILIES["siglip"], "full") == 729  # SigLIP: no CLS
+    assert num_image_tokens(336, 14, FAMILIES["clip"], "default") == 576  # CLIP-L/14-336, CLS dropped
+    assert num_image_tokens(336, 14, FAMILIES["clip"], "full") == 577
+    assert num_image_tokens(384, 14, FAMILIES["siglip"], "full") == 729  # SigLIP: no CLS
 
 
 def test_image_tokens_expand_inside_max_length_and_are_never_cut(assembled_processor):

@@ -17,7 +17,7 @@ from toyworld.render import render_scene
 from toyworld.scene import PATTERNS, SHAPES, Scene, statement
 
 K = 3  # pairs per pattern in these tests
-ARGS = ["--n-train", "40", "--n-val", "25", "--pairs-per-pattern", str(K), "--seed", "5"]
+ARGS = ["n_train=40", "n_val=25", f"pairs_per_pattern={K}", "seed=5"]
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +120,20 @@ def test_same_seed_same_world_other_seed_other_world(world, tmp_path):
                 "train/images/000007.png", "val/zeroshot_shape.json"):
         assert (again / rel).read_bytes() == (world / rel).read_bytes(), rel
     other = tmp_path / "other"
-    assert build.main(["--out", str(other), *ARGS[:-1], "6"]) == 0
+    assert build.main(["--out", str(other), *ARGS[:-1], "seed=6"]) == 0
     assert (other / "train/scenes.jsonl").read_bytes() != (world / "train/scenes.jsonl").read_bytes()
     assert (other / "mmvp_vlm/scenes.jsonl").read_bytes() != (world / "mmvp_vlm/scenes.jsonl").read_bytes()
 
 
 def test_existing_directory_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "w"
-    small = ["--n-train", "3", "--n-val", "2", "--pairs-per-pattern", "1"]
+    small = ["n_train=3", "n_val=2", "pairs_per_pattern=1"]
     assert build.main(["--out", str(out), *small]) == 0
     first = (out / "train/scenes.jsonl").read_bytes()
-    assert build.main(["--out", str(out), *small, "--seed", "1"]) == 2
+    assert build.main(["--out", str(out), *small, "seed=1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "train/scenes.jsonl").read_bytes() == first  # untouched
-    assert build.main(["--out", str(out), *small, "--seed", "1", "--overwrite"]) == 0
+    assert build.main(["--out", str(out), *small, "seed=1", "--overwrite"]) == 0
     assert json.loads((out / "world.json").read_text())["seed"] == 1
     # --overwrite never deletes a folder that is not a toy world
     other = tmp_path / "precious"
@@ -146,8 +146,8 @@ def test_existing_directory_needs_overwrite(tmp_path, capsys):
 
 def test_config_overrides_and_errors(tmp_path, capsys):
     out = tmp_path / "w"
-    rc = build.main(["--out", str(out), "--n-train", "20", "--n-val", "2", "--pairs-per-pattern", "1",
-                     "--image-size", "32", "captions.color=0.0", "captions.shape=1.0"])
+    rc = build.main(["--out", str(out), "n_train=20", "n_val=2", "pairs_per_pattern=1", "image_size=32",
+                     "captions.color=0.0", "captions.shape=1.0"])
     assert rc == 0
     recs = read_jsonl(out / "train" / "scenes.jsonl")
     assert all(r["scene"]["color"] not in r["caption"] for r in recs)
@@ -155,6 +155,19 @@ def test_config_overrides_and_errors(tmp_path, capsys):
     assert Image.open(out / "train" / recs[0]["image"]).size == (32, 32)
     assert build.main(["--out", str(tmp_path / "x"), "captions.colour=0.5"]) == 2
     assert "colour" in capsys.readouterr().err
-    assert build.main(["--out", str(tmp_path / "y"), "--pairs-per-pattern", "0"]) == 2
+    assert build.main(["--out", str(tmp_path / "y"), "pairs_per_pattern=0"]) == 2
     assert "pairs_per_pattern" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_hyperparameters_are_config_keys_not_flags(capsys):
+    """Flags name paths only; configs/toyworld/world.yaml is the schema's defaults (regenerate it with
+    ``python -m toyworld build --print-config``)."""
+    from genhancer.utils.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    assert load_config(build.WorldConfig, repo / "configs" / "toyworld" / "world.yaml") == build.WorldConfig()
+    assert build.main(["--print-config", "seed=9"]) == 0
+    assert "seed: 9" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        build.main(["--out", "x", "--seed", "9"])
