@@ -64,7 +64,7 @@ if [ "$TOY" = 1 ]; then
   fi
   if [ "$NAME" = toy-discrete ]; then
     step "toy VQ tokenizer (the config's latent.vae_path; trained once)"
-    python -m genhancer.vq train --config "$CONFIG" "data.path=${DATA:-$WORLD/train}" --skip-existing
+    python -m toyworld train-vq --run-config "$CONFIG" --images "${DATA:-$WORLD/train}" --skip-existing
   fi
   COMMON+=("encoder.path=$CLIP" "data.path=${DATA:-$WORLD/train}")
   MMVP="${MMVP:-$WORLD/mmvp_vlm}"
