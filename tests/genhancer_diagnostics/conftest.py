@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.eval_mmvp.conftest import write_bench
+from tests.genhancer_discrete.conftest import toy_vq_dir, toy_world  # noqa: F401 (fixtures, shared)
 
 TRAIN_STEPS = 40
 
@@ -49,3 +50,19 @@ def stage_runs(tmp_path_factory, tiny_clip_dir, pair_bench) -> dict[str, Path]:
         opt.step()
     model.save_pretrained(root / "trained" / "final", extra={"step": TRAIN_STEPS})
     return {"untrained": root / "untrained", "trained": root / "trained"}
+
+
+@pytest.fixture(scope="session")
+def discrete_run(tmp_path_factory, tiny_clip_dir, request) -> Path:
+    """An untrained stage-1 run of the discrete family (masked VQ-token prediction) on the toy tokenizer."""
+    from genhancer.config import load_genhancer_config
+    from genhancer.module import GenHancerModel
+
+    vq_dir = request.getfixturevalue("toy_vq_dir")  # the discrete tests' tokenizer fixture
+    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.type=discrete",
+                                       "denoiser.preset=toy", "latent.space=vq", f"latent.vae_path={vq_dir}",
+                                       "latent.patch_size=1", "flow.sample_steps=2"])
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("discrete_run")
+    GenHancerModel.build(cfg).save_pretrained(out / "final")
+    return out

@@ -90,3 +90,17 @@ def test_cli_table_json_plot_and_errors(stage_runs, pair_bench, tmp_path, capsys
     assert diagnostics.main(["cond-gap", "--stage-dir", str(stage_runs["trained"]), "--benchmark",
                              str(tmp_path)]) == 2
     assert "Questions.csv" in capsys.readouterr().err
+
+
+def test_discrete_family_shares_its_masks(discrete_run, pair_bench, tmp_path):
+    """The masked-token objective draws masks instead of noise: shared too, so identical twins give 0."""
+    rep = conditioning_gap(discrete_run, pair_bench, draws=2, n_boot=100, show_progress=False)
+    assert rep["denoiser"] == "discrete" and rep["latent"] == "vq"
+    assert all(r["own"] > 0 and r["twin"] > 0 for r in rep["pairs"])
+    assert any(r["gap"] != 0 for r in rep["pairs"])
+    twins = tmp_path / "twins"
+    shutil.copytree(pair_bench, twins)
+    for pair in read_benchmark(twins):
+        shutil.copyfile(pair.images[0], pair.images[1])
+    same = conditioning_gap(discrete_run, twins, draws=2, n_boot=100, show_progress=False)
+    assert all(r["gap"] == 0.0 for r in same["pairs"])
