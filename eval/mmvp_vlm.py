@@ -269,6 +269,10 @@ def _interval_cell(iv: Sequence[float] | None, width: int = 13) -> str:
     return f"{f'[{iv[0]:.1f}, {iv[1]:.1f}]':>{width}}" if iv else f"{'-':>{width}}"
 
 
+def _p_cell(p: float) -> str:
+    return f"{p:7.3f}" if p >= 0.001 else f"{'<0.001':>7}"
+
+
 def format_table(result: dict) -> str:
     """A per-pattern console table of one result (with the 95% intervals when the result has them)."""
     width = max([len("average"), *map(len, result["scores"])])
@@ -315,12 +319,12 @@ def compare_table(a: dict, b: dict, labels: tuple[str, str] = ("before", "after"
         text = f"{name:<{width}}  {cell(r['before'])}  {cell(r['after'])}  {delta}"
         if paired and "p_value" in r:
             text += (f"  {_interval_cell(r['delta_interval'], 15)}  "
-                     f"{str(r['wrong_to_right']) + '/' + str(r['right_to_wrong']):>9}  {r['p_value']:7.3f}")
+                     f"{str(r['wrong_to_right']) + '/' + str(r['right_to_wrong']):>9}  {_p_cell(r['p_value'])}")
         return text
 
     head = f"{'pattern':<{width}}  {labels[0]:>{w}}  {labels[1]:>{w}}  {'delta':>7}"
     if paired:
-        head += f"  {str(round(100 * cmp['level'])) + '% int. (delta)':>15}  {'+flip/-':>9}  {'p':>7}"
+        head += f"  {str(round(100 * cmp['level'])) + '% int. (delta)':>15}  {'flips +/-':>9}  {'p':>7}"
     rule = "-" * len(head)
     lines = [head, rule, *(row(p, cmp["patterns"][p]) for p in patterns), rule, row("average", cmp["average"])]
     return "\n".join(lines)

@@ -135,15 +135,16 @@ def format_table(report: dict[str, Any]) -> str:
     rows = {**report["patterns"], "overall": report["overall"]}
     width = max(map(len, rows))
     pct = f"{round(100 * report['level'])}% interval"
-    head = (f"{'pattern':<{width}}  {'pairs':>5}  {'own':>8}  {'twin':>8}  {'gap':>9}  {pct:>21}  {'rel.':>7}"
+    # gaps span orders of magnitude (an untrained denoiser: ~1e-6; a colour-aware one: ~0.1): 3 significant digits
+    head = (f"{'pattern':<{width}}  {'pairs':>5}  {'own':>8}  {'twin':>8}  {'gap':>10}  {pct:>23}  {'rel.':>8}"
             f"  {'>0':>5}")
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
         if name == "overall":
             lines.append("-" * len(head))
         lo, hi = r["gap_interval"]
-        lines.append(f"{name:<{width}}  {r['pairs']:>5}  {r['own']:>8.4f}  {r['twin']:>8.4f}  {r['gap']:>+9.5f}  "
-                     f"{f'[{lo:+.5f}, {hi:+.5f}]':>21}  {r['relative_gap']:>+7.2%}  {r['positive_fraction']:>5.2f}")
+        lines.append(f"{name:<{width}}  {r['pairs']:>5}  {r['own']:>8.4f}  {r['twin']:>8.4f}  {r['gap']:>+10.3g}  "
+                     f"{f'[{lo:+.3g}, {hi:+.3g}]':>23}  {r['relative_gap']:>+8.2%}  {r['positive_fraction']:>5.2f}")
     return "\n".join(lines)
 
 

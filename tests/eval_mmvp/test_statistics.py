@@ -124,7 +124,7 @@ def test_compare_cli_writes_paired_json_and_table(tmp_path, capsys):
     b.write_text(json.dumps(after))
     assert mmvp_vlm.main(["--compare", str(a), str(b), "--out", str(out), "--bootstrap", "500"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "p" in lines[0].split() and "+flip/-" in lines[0]
+    assert "p" in lines[0].split() and "flips +/-" in lines[0]
     texts = next(line for line in lines if line.startswith("Texts"))
     assert "+60.0" in texts and "6/0" in texts and "0.031" in texts
     color = next(line for line in lines if line.startswith("Color"))
