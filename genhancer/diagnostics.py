@@ -60,8 +60,9 @@ def _pair_seed(seed: int, index: int) -> int:
 
 
 @torch.no_grad()
-def pair_losses(model: GenHancerModel, pixel_values: torch.Tensor, targets: torch.Tensor, draws: int,
-                seeds: Sequence[int]) -> torch.Tensor:
+def pair_losses(
+    model: GenHancerModel, pixel_values: torch.Tensor, targets: torch.Tensor, draws: int, seeds: Sequence[int]
+) -> torch.Tensor:
     """Own- and twin-conditioned training loss of every pair of a batch.
 
     pixel_values / targets: (2P, 3, S, S), rows 2i and 2i + 1 the two images of pair i (encoder-normalised /
@@ -84,49 +85,81 @@ def pair_losses(model: GenHancerModel, pixel_values: torch.Tensor, targets: torc
     return out
 
 
-def conditioning_gap(stage_dir: str | Path, bench_dir: str | Path, draws: int = 8, seed: int = 0,
-                     max_pairs_per_pattern: int | None = None, batch_pairs: int = 16, device: str = "cpu",
-                     n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
-                     show_progress: bool = True) -> dict[str, Any]:
+def conditioning_gap(
+    stage_dir: str | Path,
+    bench_dir: str | Path,
+    draws: int = 8,
+    seed: int = 0,
+    max_pairs_per_pattern: int | None = None,
+    batch_pairs: int = 16,
+    device: str = "cpu",
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    level: float = DEFAULT_LEVEL,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """The cond-gap report (see the module docstring) of a stage directory on an MMVP-VLM folder."""
     if draws < 1 or batch_pairs < 1 or n_boot < 1:
-        raise ConfigError(f"draws, batch_pairs and bootstrap must be >= 1 (got {draws}, {batch_pairs}, {n_boot})")
+        raise ConfigError(
+            f"draws, batch_pairs and bootstrap must be >= 1 (got {draws}, {batch_pairs}, {n_boot})"
+        )
     pairs = select_pairs(read_benchmark(bench_dir), max_pairs_per_pattern)  # check the data before the model
     directory = resolve_stage_dir(stage_dir, what="--stage-dir")
     model = GenHancerModel.from_pretrained(directory).to(device)
     spec = model.encoder_image_spec()
     start = time.perf_counter()
     losses = []
-    for s in progress(range(0, len(pairs), batch_pairs), desc="cond-gap", unit="batch", disable=not show_progress):
-        chunk = pairs[s:s + batch_pairs]
+    for s in progress(
+        range(0, len(pairs), batch_pairs), desc="cond-gap", unit="batch", disable=not show_progress
+    ):
+        chunk = pairs[s : s + batch_pairs]
         pixel_values, targets = load_batch([img for pair in chunk for img in pair.images], spec)
         seeds = [_pair_seed(seed, s + i) for i in range(len(chunk))]
         losses.append(pair_losses(model, pixel_values.to(device), targets.to(device), draws, seeds))
     per_pair = torch.cat(losses).double().numpy()  # (P, 2)
     report = summarise(pairs, per_pair, n_boot, level, seed)
-    return {"diagnostic": "conditioning_gap", "stage_dir": str(directory), "benchmark": str(bench_dir),
-            "stage": model.cfg.stage, "denoiser": model.cfg.denoiser.type, "latent": model.cfg.latent.space,
-            "draws": draws, "seed": seed, "level": level, "n_boot": n_boot, **report,
-            "seconds": time.perf_counter() - start}
+    return {
+        "diagnostic": "conditioning_gap",
+        "stage_dir": str(directory),
+        "benchmark": str(bench_dir),
+        "stage": model.cfg.stage,
+        "denoiser": model.cfg.denoiser.type,
+        "latent": model.cfg.latent.space,
+        "draws": draws,
+        "seed": seed,
+        "level": level,
+        "n_boot": n_boot,
+        **report,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def summarise(pairs: Sequence[MMVPPair], per_pair: np.ndarray, n_boot: int, level: float, seed: int
-              ) -> dict[str, Any]:
+def summarise(
+    pairs: Sequence[MMVPPair], per_pair: np.ndarray, n_boot: int, level: float, seed: int
+) -> dict[str, Any]:
     """per_pair (P, 2) [own, twin] -> {"patterns": {pattern: stats}, "overall": stats, "pairs": [...]}."""
     gaps = per_pair[:, 1] - per_pair[:, 0]
     names = list(dict.fromkeys(p.pattern for p in pairs))
     groups = {name: np.array([i for i, p in enumerate(pairs) if p.pattern == name]) for name in names}
     patterns = {name: _stats(per_pair[idx], gaps[idx], n_boot, level, seed) for name, idx in groups.items()}
-    records = [{"qids": list(p.qids), "pattern": p.pattern, "own": float(o), "twin": float(t), "gap": float(t - o)}
-               for p, (o, t) in zip(pairs, per_pair)]
+    records = [
+        {"qids": list(p.qids), "pattern": p.pattern, "own": float(o), "twin": float(t), "gap": float(t - o)}
+        for p, (o, t) in zip(pairs, per_pair)
+    ]
     return {"patterns": patterns, "overall": _stats(per_pair, gaps, n_boot, level, seed), "pairs": records}
 
 
 def _stats(losses: np.ndarray, gaps: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, Any]:
     own, twin, gap = float(losses[:, 0].mean()), float(losses[:, 1].mean()), float(gaps.mean())
     lo, hi = percentile_interval(bootstrap_means(gaps, n_boot, seed), level)
-    return {"pairs": int(len(gaps)), "own": own, "twin": twin, "gap": gap, "gap_interval": [float(lo), float(hi)],
-            "relative_gap": gap / own if own else float("nan"), "positive_fraction": float((gaps > 0).mean())}
+    return {
+        "pairs": int(len(gaps)),
+        "own": own,
+        "twin": twin,
+        "gap": gap,
+        "gap_interval": [float(lo), float(hi)],
+        "relative_gap": gap / own if own else float("nan"),
+        "positive_fraction": float((gaps > 0).mean()),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -136,15 +169,19 @@ def format_table(report: dict[str, Any]) -> str:
     width = max(map(len, rows))
     pct = f"{round(100 * report['level'])}% interval"
     # gaps span orders of magnitude (an untrained denoiser: ~1e-6; a colour-aware one: ~0.1): 3 significant digits
-    head = (f"{'pattern':<{width}}  {'pairs':>5}  {'own':>8}  {'twin':>8}  {'gap':>10}  {pct:>23}  {'rel.':>8}"
-            f"  {'>0':>5}")
+    head = (
+        f"{'pattern':<{width}}  {'pairs':>5}  {'own':>8}  {'twin':>8}  {'gap':>10}  {pct:>23}  {'rel.':>8}"
+        f"  {'>0':>5}"
+    )
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
         if name == "overall":
             lines.append("-" * len(head))
         lo, hi = r["gap_interval"]
-        lines.append(f"{name:<{width}}  {r['pairs']:>5}  {r['own']:>8.4f}  {r['twin']:>8.4f}  {r['gap']:>+10.3g}  "
-                     f"{f'[{lo:+.3g}, {hi:+.3g}]':>23}  {r['relative_gap']:>+8.2%}  {r['positive_fraction']:>5.2f}")
+        lines.append(
+            f"{name:<{width}}  {r['pairs']:>5}  {r['own']:>8.4f}  {r['twin']:>8.4f}  {r['gap']:>+10.3g}  "
+            f"{f'[{lo:+.3g}, {hi:+.3g}]':>23}  {r['relative_gap']:>+8.2%}  {r['positive_fraction']:>5.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -156,18 +193,28 @@ def plot_gap(report: dict[str, Any], out_png: str | Path) -> Path:
 
     rows = {**report["patterns"], "overall": report["overall"]}
     gaps = [r["gap"] for r in rows.values()]
-    err = [[r["gap"] - r["gap_interval"][0] for r in rows.values()],
-           [r["gap_interval"][1] - r["gap"] for r in rows.values()]]
+    err = [
+        [r["gap"] - r["gap_interval"][0] for r in rows.values()],
+        [r["gap_interval"][1] - r["gap"] for r in rows.values()],
+    ]
     fig = Figure(figsize=(max(6.0, 1.0 * len(rows)), 4.0), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar(range(len(rows)), gaps, yerr=err, capsize=3,
-           color=["tab:gray" if k == "overall" else "tab:blue" for k in rows])
+    ax.bar(
+        range(len(rows)),
+        gaps,
+        yerr=err,
+        capsize=3,
+        color=["tab:gray" if k == "overall" else "tab:blue" for k in rows],
+    )
     ax.axhline(0.0, color="black", linewidth=0.8)
     names = [textwrap.fill(k.replace(" and ", " & "), width=15, break_long_words=False) for k in rows]
     ax.set_xticks(range(len(rows)), names, fontsize=7)
     ax.set_ylabel("loss(twin condition) - loss(own condition)")
-    ax.set_title(f"conditioning gap: {report['stage_dir']} ({report['draws']} draws per image, "
-                 f"{round(100 * report['level'])}% bootstrap over pairs)", fontsize=8)
+    ax.set_title(
+        f"conditioning gap: {report['stage_dir']} ({report['draws']} draws per image, "
+        f"{round(100 * report['level'])}% bootstrap over pairs)",
+        fontsize=8,
+    )
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -176,16 +223,22 @@ def plot_gap(report: dict[str, Any], out_png: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m genhancer.diagnostics", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m genhancer.diagnostics", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     gap = sub.add_parser("cond-gap", help="denoiser loss with the twin image's condition minus with its own")
     gap.add_argument("--stage-dir", required=True, help="a stage output directory (or a run dir with final/)")
-    gap.add_argument("--benchmark", required=True, help="MMVP-VLM folder (Questions.csv + 'MLLM_VLM Images/')")
+    gap.add_argument(
+        "--benchmark", required=True, help="MMVP-VLM folder (Questions.csv + 'MLLM_VLM Images/')"
+    )
     gap.add_argument("--out", help="GAP.json to write")
     gap.add_argument("--plot", help="PNG bar chart to write")
     gap.add_argument("--draws", type=int, default=8, help="noise/timestep draws per image (default 8)")
     gap.add_argument("--seed", type=int, default=0)
-    gap.add_argument("--max-pairs", type=int, default=None, help="first N pairs of each pattern (default all)")
+    gap.add_argument(
+        "--max-pairs", type=int, default=None, help="first N pairs of each pattern (default all)"
+    )
     gap.add_argument("--batch-pairs", type=int, default=16, help="pairs whose images are encoded together")
     gap.add_argument("--device", default="cpu")
     gap.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (10000)")
@@ -195,9 +248,16 @@ def _parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    report = conditioning_gap(args.stage_dir, args.benchmark, draws=args.draws, seed=args.seed,
-                              max_pairs_per_pattern=args.max_pairs, batch_pairs=args.batch_pairs,
-                              device=args.device, n_boot=args.bootstrap)
+    report = conditioning_gap(
+        args.stage_dir,
+        args.benchmark,
+        draws=args.draws,
+        seed=args.seed,
+        max_pairs_per_pattern=args.max_pairs,
+        batch_pairs=args.batch_pairs,
+        device=args.device,
+        n_boot=args.bootstrap,
+    )
     print(format_table(report))
     if args.out:
         write_json(args.out, report)

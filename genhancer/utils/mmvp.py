@@ -36,8 +36,10 @@ def _parse_row(row: list[str], line: int, path: Path) -> tuple[int, str, str]:
     while cells and not cells[-1].strip():  # trailing empty cells from spreadsheet exports
         cells.pop()
     if len(cells) != 3:
-        raise DataError(f"{path}, line {line}: expected 3 columns (question id, type, statement), got "
-                        f"{len(cells)}: {row!r}")
+        raise DataError(
+            f"{path}, line {line}: expected 3 columns (question id, type, statement), got "
+            f"{len(cells)}: {row!r}"
+        )
     qid_s, pattern, statement = (c.strip() for c in cells)
     try:
         qid = int(qid_s)
@@ -74,23 +76,31 @@ def read_benchmark(bench_dir: str | Path) -> list[MMVPPair]:
     rows = [(line, *_parse_row(r, line, path)) for line, r in raw]
     if len(rows) % 2:
         line, qid, _, _ = rows[-1]
-        raise DataError(f"{path}: odd number of question rows ({len(rows)}); consecutive rows form pairs, so "
-                        f"the last row (line {line}, qid {qid}) has no partner")
+        raise DataError(
+            f"{path}: odd number of question rows ({len(rows)}); consecutive rows form pairs, so "
+            f"the last row (line {line}, qid {qid}) has no partner"
+        )
 
     images_dir = bench / IMAGES_DIR
     pairs, missing = [], []
     for (l1, q1, t1, s1), (l2, q2, t2, s2) in zip(rows[0::2], rows[1::2]):
         if t1 != t2:
-            raise DataError(f"{path}, lines {l1}-{l2}: the pair of qids {q1} and {q2} has different types "
-                            f"({t1!r} vs {t2!r}); both rows of a pair must have the same type")
+            raise DataError(
+                f"{path}, lines {l1}-{l2}: the pair of qids {q1} and {q2} has different types "
+                f"({t1!r} vs {t2!r}); both rows of a pair must have the same type"
+            )
         if not (q1 % 2 == 1 and q2 == q1 + 1):
-            raise DataError(f"{path}, lines {l1}-{l2}: qids {q1}, {q2} do not form a pair; the protocol needs "
-                            f"consecutive rows with qids 2k-1, 2k (odd qid = image 1)")
+            raise DataError(
+                f"{path}, lines {l1}-{l2}: qids {q1}, {q2} do not form a pair; the protocol needs "
+                f"consecutive rows with qids 2k-1, 2k (odd qid = image 1)"
+            )
         imgs = (_image_path(images_dir, t1, q1), _image_path(images_dir, t1, q2))
         missing += [str(p) for p in imgs if not p.is_file()]
         pairs.append(MMVPPair((q1, q2), t1, (s1, s2), imgs, (l1, l2)))
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise DataError(f"{len(missing)} image(s) missing, e.g. {', '.join(missing[:3])}{more}; expected "
-                        f"'{IMAGES_DIR}/<type>/<qid>.jpg' under {bench}")
+        raise DataError(
+            f"{len(missing)} image(s) missing, e.g. {', '.join(missing[:3])}{more}; expected "
+            f"'{IMAGES_DIR}/<type>/<qid>.jpg' under {bench}"
+        )
     return pairs

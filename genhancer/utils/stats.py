@@ -49,15 +49,17 @@ def bootstrap_means(values: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: i
     return np.concatenate(out)
 
 
-def bootstrap_interval(values: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> tuple[float, float]:
     """Percentile interval of the mean of ``values`` (n,) over items."""
     lo, hi = percentile_interval(bootstrap_means(np.asarray(values).reshape(-1), n_boot, seed), level)
     return float(lo), float(hi)
 
 
-def stratified_bootstrap_means(groups: Sequence[np.ndarray], n_boot: int = DEFAULT_BOOTSTRAP,
-                               seed: int = 0) -> np.ndarray:
+def stratified_bootstrap_means(
+    groups: Sequence[np.ndarray], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> np.ndarray:
     """Resample items *within* each group (the group sizes stay fixed): -> (n_boot, G) group means.
 
     groups: G arrays (n_g,) of per-item values. Used where a score is a mean of per-group means (the

@@ -67,8 +67,12 @@ def _result(correct_by_pattern: dict[str, list[bool]], first_qid: int = 1) -> di
             pairs.append({"qids": [qid, qid + 1], "pattern": pattern, "correct": c})
             qid += 2
         scores[pattern] = 100.0 * sum(correct) / len(correct)
-    return {"scores": scores, "average": sum(scores.values()) / len(scores), "pairs": pairs,
-            "num_pairs": len(pairs)}
+    return {
+        "scores": scores,
+        "average": sum(scores.values()) / len(scores),
+        "pairs": pairs,
+        "num_pairs": len(pairs),
+    }
 
 
 def test_score_intervals_of_a_result():

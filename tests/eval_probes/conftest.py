@@ -27,10 +27,14 @@ def write_split(root: Path, n: int, seed: int) -> Path:
         img.paste((255, 255, 255), (2, 10, 14, 22) if side == "left" else (18, 10, 30, 22))
         name = f"images/{i:06d}.png"
         img.save(root / name)
-        scene = {"color": color, "side": side, "noise": rng.choice(["a", "b"]),
-                 "mark": None if i % 3 else "dot",  # null is a class of its own
-                 "kind": "square",  # one class only: skipped
-                 "offset": [0.0, 0.1]}  # not a scalar: never probed
+        scene = {
+            "color": color,
+            "side": side,
+            "noise": rng.choice(["a", "b"]),
+            "mark": None if i % 3 else "dot",  # null is a class of its own
+            "kind": "square",  # one class only: skipped
+            "offset": [0.0, 0.1],
+        }  # not a scalar: never probed
         records.append({"image": name, "caption": f"a {color} square", "scene": scene})
     (root / "scenes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root

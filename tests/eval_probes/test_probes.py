@@ -43,7 +43,9 @@ def test_unseen_val_class_counts_as_wrong():
 
 def test_bad_label_files_name_the_record(tmp_path, labelled_world):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"image": "x.png", "scene": {"c": 1}}) + "\n" + json.dumps({"scene": {"c": 2}}) + "\n")
+    bad.write_text(
+        json.dumps({"image": "x.png", "scene": {"c": 1}}) + "\n" + json.dumps({"scene": {"c": 2}}) + "\n"
+    )
     with pytest.raises(DataError, match=r"bad.jsonl, record 2: no 'image' key"):
         read_split(bad)
     with pytest.raises(DataError, match="record 1: no attribute object under 'attrs'"):
@@ -60,8 +62,14 @@ def test_solver_reaches_the_optimum_of_the_regularised_objective():
     g = torch.Generator().manual_seed(0)
     base = torch.randn(400, 3, generator=g, dtype=torch.float64)
     # strongly correlated columns: the ill-conditioned case the preconditioner is for
-    x = torch.cat([base, base @ torch.randn(3, 5, generator=g, dtype=torch.float64)
-                   + 0.01 * torch.randn(400, 5, generator=g, dtype=torch.float64)], dim=1)
+    x = torch.cat(
+        [
+            base,
+            base @ torch.randn(3, 5, generator=g, dtype=torch.float64)
+            + 0.01 * torch.randn(400, 5, generator=g, dtype=torch.float64),
+        ],
+        dim=1,
+    )
     y = (base @ torch.randn(3, 4, generator=g, dtype=torch.float64)).argmax(dim=1)
     l2 = 1e-2
     w, b = fit_logistic(x, y, 4, l2=l2, max_iter=500)
@@ -84,20 +92,37 @@ def test_features_are_the_models_own_tokens(tiny_clip_dir, tiny_siglip_dir, labe
     for model_dir, drop_cls in ((tiny_clip_dir, 1), (tiny_siglip_dir, 0)):
         model, processor = load_encoder(model_dir)
         feats = image_features(model, processor, paths, batch_size=2, show_progress=False)
-        pixels = processor.image_processor(images=[load_image(p) for p in paths], return_tensors="pt")["pixel_values"]
+        pixels = processor.image_processor(images=[load_image(p) for p in paths], return_tensors="pt")[
+            "pixel_values"
+        ]
         with torch.no_grad():
             out = model.vision_model(pixel_values=pixels)
             glob = model.visual_projection(out.pooler_output) if drop_cls else out.pooler_output
         torch.testing.assert_close(feats["global"], glob.double(), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(feats["mean_patch"], out.last_hidden_state[:, drop_cls:].mean(1).double(),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            feats["mean_patch"], out.last_hidden_state[:, drop_cls:].mean(1).double(), rtol=1e-5, atol=1e-5
+        )
 
 
 # ----------------------------------------------------------------------------------------------- end to end
 def test_cli_probes_every_attribute_and_writes_items(tiny_clip_dir, labelled_world, tmp_path, capsys):
     out, png = tmp_path / "p.json", tmp_path / "p.png"
-    rc = probes.main(["--model", str(tiny_clip_dir), "--train", str(labelled_world / "train"), "--val",
-                      str(labelled_world / "val"), "--out", str(out), "--plot", str(png), "--max-val", "50"])
+    rc = probes.main(
+        [
+            "--model",
+            str(tiny_clip_dir),
+            "--train",
+            str(labelled_world / "train"),
+            "--val",
+            str(labelled_world / "val"),
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--max-val",
+            "50",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["attributes"] == ["color", "side", "noise", "mark"]  # 'kind' has one class, 'offset' is a list
@@ -114,31 +139,44 @@ def test_cli_probes_every_attribute_and_writes_items(tiny_clip_dir, labelled_wor
     assert table.splitlines()[0].split() == ["attribute", "global", "mean_patch", "majority"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     # same inputs, same probes (no random draw anywhere)
-    again = run_probes(tiny_clip_dir, labelled_world / "train", labelled_world / "val", max_val=50,
-                       show_progress=False)
+    again = run_probes(
+        tiny_clip_dir, labelled_world / "train", labelled_world / "val", max_val=50, show_progress=False
+    )
     assert again["probes"] == res["probes"]
 
 
 def _probe_result(items: int, correct: dict[str, list[int]]) -> dict:
-    return {"items": [f"images/{i:06d}.png" for i in range(items)], "probes": {"global": {
-        a: {"accuracy": float(np.mean(c)), "correct": c} for a, c in correct.items()}}}
+    return {
+        "items": [f"images/{i:06d}.png" for i in range(items)],
+        "probes": {"global": {a: {"accuracy": float(np.mean(c)), "correct": c} for a, c in correct.items()}},
+    }
 
 
 def test_compare_gives_paired_intervals_and_a_fine_mean():
     n = 200
     before = _probe_result(n, {"color": [1] * n, "orientation": [0] * n, "side": [1, 0] * (n // 2)})
     # orientation: 40 items wrong -> right; side: unchanged; colour: 10 items right -> wrong
-    after = _probe_result(n, {"color": [0] * 10 + [1] * (n - 10), "orientation": [1] * 40 + [0] * (n - 40),
-                              "side": [1, 0] * (n // 2)})
+    after = _probe_result(
+        n,
+        {
+            "color": [0] * 10 + [1] * (n - 10),
+            "orientation": [1] * 40 + [0] * (n - 40),
+            "side": [1, 0] * (n // 2),
+        },
+    )
     cmp = compare_probes(before, after, coarse=["color", "shape"], n_boot=2000)
     rows = cmp["features"]["global"]["attributes"]
-    assert rows["orientation"]["delta"] == pytest.approx(0.2) and rows["color"]["delta"] == pytest.approx(-0.05)
+    assert rows["orientation"]["delta"] == pytest.approx(0.2) and rows["color"]["delta"] == pytest.approx(
+        -0.05
+    )
     lo, hi = rows["orientation"]["delta_interval"]
     assert 0.13 < lo < 0.2 < hi < 0.27  # binomial: 0.2 +- 1.96 * sqrt(0.2 * 0.8 / 200)
     assert rows["side"]["delta_interval"] == [0.0, 0.0]
     fine = cmp["features"]["global"]["fine_mean"]
     assert fine["attributes"] == ["orientation", "side"] and fine["delta"] == pytest.approx(0.1)
-    assert fine["delta_interval"][0] == pytest.approx(lo / 2) and fine["delta_interval"][1] == pytest.approx(hi / 2)
+    assert fine["delta_interval"][0] == pytest.approx(lo / 2) and fine["delta_interval"][1] == pytest.approx(
+        hi / 2
+    )
 
     shuffled = dict(after, items=list(reversed(after["items"])))
     with pytest.raises(DataError, match="different val items"):
@@ -151,8 +189,22 @@ def test_compare_cli(tmp_path, capsys):
     a, b, out, png = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json", tmp_path / "c.png"
     a.write_text(json.dumps(before))
     b.write_text(json.dumps(after))
-    rc = probes.main(["--compare", str(a), str(b), "--names", "orig", "enh", "--out", str(out), "--plot", str(png),
-                      "--bootstrap", "300"])
+    rc = probes.main(
+        [
+            "--compare",
+            str(a),
+            str(b),
+            "--names",
+            "orig",
+            "enh",
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--bootstrap",
+            "300",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["global", "orig", "enh", "delta"]

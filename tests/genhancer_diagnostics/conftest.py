@@ -24,8 +24,16 @@ def pair_bench(tmp_path_factory) -> Path:
 def _config(tiny_clip_dir: Path):
     from genhancer.config import load_genhancer_config
 
-    return load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel",
-                                        "latent.patch_size=4", "flow.sample_steps=2"])
+    return load_genhancer_config(
+        None,
+        [
+            f"encoder.path={tiny_clip_dir}",
+            "denoiser.preset=toy",
+            "latent.space=pixel",
+            "latent.patch_size=4",
+            "flow.sample_steps=2",
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +67,18 @@ def discrete_run(tmp_path_factory, tiny_clip_dir, request) -> Path:
     from genhancer.module import GenHancerModel
 
     vq_dir = request.getfixturevalue("toy_vq_dir")  # the discrete tests' tokenizer fixture
-    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.type=discrete",
-                                       "denoiser.preset=toy", "latent.space=vq", f"latent.vae_path={vq_dir}",
-                                       "latent.patch_size=1", "flow.sample_steps=2"])
+    cfg = load_genhancer_config(
+        None,
+        [
+            f"encoder.path={tiny_clip_dir}",
+            "denoiser.type=discrete",
+            "denoiser.preset=toy",
+            "latent.space=vq",
+            f"latent.vae_path={vq_dir}",
+            "latent.patch_size=1",
+            "flow.sample_steps=2",
+        ],
+    )
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("discrete_run")
     GenHancerModel.build(cfg).save_pretrained(out / "final")

@@ -37,8 +37,12 @@ def test_own_loss_is_the_training_objective(stage_runs, pair_bench):
     with torch.no_grad():
         own = model(pixel_values[rows], targets[rows], torch.Generator().manual_seed(7))["loss"]
         pooled, context = model.condition(pixel_values)
-        twin = model.denoiser.training_loss(targets[rows], pooled[[1, 1, 1, 0, 0, 0]], context[[1, 1, 1, 0, 0, 0]],
-                                            torch.Generator().manual_seed(7))["loss"]
+        twin = model.denoiser.training_loss(
+            targets[rows],
+            pooled[[1, 1, 1, 0, 0, 0]],
+            context[[1, 1, 1, 0, 0, 0]],
+            torch.Generator().manual_seed(7),
+        )["loss"]
     torch.testing.assert_close(got[0], torch.stack([own, twin]).float(), rtol=1e-5, atol=1e-6)
     assert got[0, 0] != got[0, 1]  # the two images really give different conditions
 
@@ -60,25 +64,49 @@ def test_a_trained_denoiser_uses_the_condition_an_untrained_one_does_not(stage_r
 
 
 def test_batching_does_not_change_the_draws(stage_runs, pair_bench):
-    a = conditioning_gap(stage_runs["trained"], pair_bench, draws=2, batch_pairs=3, n_boot=10, show_progress=False)
-    b = conditioning_gap(stage_runs["trained"], pair_bench, draws=2, batch_pairs=16, n_boot=10, show_progress=False)
+    a = conditioning_gap(
+        stage_runs["trained"], pair_bench, draws=2, batch_pairs=3, n_boot=10, show_progress=False
+    )
+    b = conditioning_gap(
+        stage_runs["trained"], pair_bench, draws=2, batch_pairs=16, n_boot=10, show_progress=False
+    )
     assert [r["qids"] for r in a["pairs"]] == [r["qids"] for r in b["pairs"]]
     for ra, rb in zip(a["pairs"], b["pairs"]):
-        assert ra["own"] == pytest.approx(rb["own"], rel=1e-5) and ra["twin"] == pytest.approx(rb["twin"], rel=1e-5)
+        assert ra["own"] == pytest.approx(rb["own"], rel=1e-5) and ra["twin"] == pytest.approx(
+            rb["twin"], rel=1e-5
+        )
     c = conditioning_gap(stage_runs["trained"], pair_bench, draws=2, seed=1, n_boot=10, show_progress=False)
     assert c["pairs"][0]["own"] != a["pairs"][0]["own"]  # another seed, other draws
 
 
 def test_cli_table_json_plot_and_errors(stage_runs, pair_bench, tmp_path, capsys):
     out, png = tmp_path / "gap.json", tmp_path / "gap.png"
-    rc = diagnostics.main(["cond-gap", "--stage-dir", str(stage_runs["trained"]), "--benchmark", str(pair_bench),
-                           "--out", str(out), "--plot", str(png), "--max-pairs", "2", "--draws", "2",
-                           "--bootstrap", "200"])
+    rc = diagnostics.main(
+        [
+            "cond-gap",
+            "--stage-dir",
+            str(stage_runs["trained"]),
+            "--benchmark",
+            str(pair_bench),
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--max-pairs",
+            "2",
+            "--draws",
+            "2",
+            "--bootstrap",
+            "200",
+        ]
+    )
     assert rc == 0
     rep = json.loads(out.read_text())
     assert rep["stage_dir"] == str(stage_runs["trained"] / "final") and rep["n_boot"] == 200
-    assert {k: v["pairs"] for k, v in rep["patterns"].items()} == {"Orientation and Direction": 2,
-                                                                   "Color and Appearance": 2}
+    assert {k: v["pairs"] for k, v in rep["patterns"].items()} == {
+        "Orientation and Direction": 2,
+        "Color and Appearance": 2,
+    }
     assert [r["qids"] for r in rep["pairs"]] == [[1, 2], [3, 4], [9, 10], [11, 12]]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["pattern", "pairs", "own", "twin", "gap"]
@@ -87,8 +115,12 @@ def test_cli_table_json_plot_and_errors(stage_runs, pair_bench, tmp_path, capsys
 
     assert diagnostics.main(["cond-gap", "--stage-dir", str(tmp_path), "--benchmark", str(pair_bench)]) == 2
     assert "not a GenHancer stage output directory" in capsys.readouterr().err
-    assert diagnostics.main(["cond-gap", "--stage-dir", str(stage_runs["trained"]), "--benchmark",
-                             str(tmp_path)]) == 2
+    assert (
+        diagnostics.main(
+            ["cond-gap", "--stage-dir", str(stage_runs["trained"]), "--benchmark", str(tmp_path)]
+        )
+        == 2
+    )
     assert "Questions.csv" in capsys.readouterr().err
 
 
