@@ -3,7 +3,7 @@
 Usage::
 
     python -m eval.mmvp_vlm --model MODEL_DIR --benchmark BENCH_DIR --out RESULT.json [--plot PNG]
-    python -m eval.mmvp_vlm --compare A.json B.json [--labels before after] [--plot PNG]
+    python -m eval.mmvp_vlm --compare A.json B.json [--labels before after] [--plot PNG] [--out CMP.json]
 
 Benchmark folder (official or toy): ``Questions.csv`` (header row; columns question id, type, statement,
 read by position) and ``MLLM_VLM Images/<type>/<qid>.jpg``; consecutive rows form a pair.
@@ -13,6 +13,10 @@ statement, softmax over the pair's two images of the text->image logits; predict
 truth is image 1 for an odd qid; a pair is correct only if both statements are; pattern = the type column;
 pattern score = correct pairs / pairs x 100; average = mean of the pattern scores.
 
+Uncertainty: the result carries percentile-bootstrap 95% intervals of every pattern score and of the average
+(pairs resampled within each pattern). ``--compare`` adds, when both results hold per-pair records of the same
+pairs, the paired-bootstrap interval of each change and the exact McNemar test on the pairs that flipped.
+
 Unlike the official script (two forward passes per pair), every image and statement is embedded once,
 batched, and the pair logits are gathered from the (texts x images) logit matrix; benchmarks/bench_mmvp_vlm.py
 shows the predictions are identical.
@@ -21,14 +25,13 @@ shows the predictions are identical.
 from __future__ import annotations
 
 import argparse
-import csv
 import textwrap
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from eval.encoders import (
@@ -45,90 +48,18 @@ from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError, DataError
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger
+from genhancer.utils.mmvp import IMAGES_DIR, QUESTIONS_FILE, MMVPPair, read_benchmark  # noqa: F401 (re-exported)
 from genhancer.utils.provenance import read_provenance
+from genhancer.utils.stats import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_LEVEL,
+    percentile_interval,
+    sign_test_p,
+    stratified_bootstrap_means,
+)
 
-QUESTIONS_FILE = "Questions.csv"
-IMAGES_DIR = "MLLM_VLM Images"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the official folder is .jpg; the others are tolerated
 TEXT_PREFIX = "a photo of "
 THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class MMVPPair:
-    """Two consecutive rows of Questions.csv: statement s belongs with image s (s = 0, 1) when qid s is odd."""
-
-    qids: tuple[int, int]
-    pattern: str
-    statements: tuple[str, str]
-    images: tuple[Path, Path]
-    lines: tuple[int, int]
-
-
-# ----------------------------------------------------------------------------------------------- reading
-def _parse_row(row: list[str], line: int, path: Path) -> tuple[int, str, str]:
-    cells = list(row)
-    while cells and not cells[-1].strip():  # trailing empty cells from spreadsheet exports
-        cells.pop()
-    if len(cells) != 3:
-        raise DataError(f"{path}, line {line}: expected 3 columns (question id, type, statement), got "
-                        f"{len(cells)}: {row!r}")
-    qid_s, pattern, statement = (c.strip() for c in cells)
-    try:
-        qid = int(qid_s)
-    except ValueError:
-        raise DataError(f"{path}, line {line}: question id {qid_s!r} is not an integer") from None
-    if not pattern or not statement:
-        raise DataError(f"{path}, line {line}: empty {'type' if not pattern else 'statement'}")
-    return qid, pattern, statement
-
-
-def _image_path(images_dir: Path, pattern: str, qid: int) -> Path:
-    for ext in IMAGE_EXTENSIONS:
-        p = images_dir / pattern / f"{qid}{ext}"
-        if p.is_file():
-            return p
-    return images_dir / pattern / f"{qid}.jpg"
-
-
-def read_benchmark(bench_dir: str | Path) -> list[MMVPPair]:
-    """Read and validate an MMVP-VLM folder; every problem is a ``DataError`` naming the file and line/qids."""
-    bench = Path(bench_dir)
-    path = bench / QUESTIONS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} not found: an MMVP-VLM folder holds {QUESTIONS_FILE} and '{IMAGES_DIR}/'")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        raw = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
-    # The official file has a header ("Question ID, Type, Statement" in some spelling): a first row whose
-    # first cell is not an integer is a header.
-    if raw and not raw[0][1][0].strip().lstrip("-").isdigit():
-        raw = raw[1:]
-    if not raw:
-        raise DataError(f"{path}: no question rows")
-    rows = [(line, *_parse_row(r, line, path)) for line, r in raw]
-    if len(rows) % 2:
-        line, qid, _, _ = rows[-1]
-        raise DataError(f"{path}: odd number of question rows ({len(rows)}); consecutive rows form pairs, so "
-                        f"the last row (line {line}, qid {qid}) has no partner")
-
-    images_dir = bench / IMAGES_DIR
-    pairs, missing = [], []
-    for (l1, q1, t1, s1), (l2, q2, t2, s2) in zip(rows[0::2], rows[1::2]):
-        if t1 != t2:
-            raise DataError(f"{path}, lines {l1}-{l2}: the pair of qids {q1} and {q2} has different types "
-                            f"({t1!r} vs {t2!r}); both rows of a pair must have the same type")
-        if not (q1 % 2 == 1 and q2 == q1 + 1):
-            raise DataError(f"{path}, lines {l1}-{l2}: qids {q1}, {q2} do not form a pair; the protocol needs "
-                            f"consecutive rows with qids 2k-1, 2k (odd qid = image 1)")
-        imgs = (_image_path(images_dir, t1, q1), _image_path(images_dir, t1, q2))
-        missing += [str(p) for p in imgs if not p.is_file()]
-        pairs.append(MMVPPair((q1, q2), t1, (s1, s2), imgs, (l1, l2)))
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise DataError(f"{len(missing)} image(s) missing, e.g. {', '.join(missing[:3])}{more}; expected "
-                        f"'{IMAGES_DIR}/<type>/<qid>.jpg' under {bench}")
-    return pairs
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -210,14 +141,101 @@ def pair_logits_per_pair(model: Any, processor: Any, pairs: Sequence[MMVPPair],
     return torch.stack(out).cpu()  # (P, 2, 2)
 
 
+# ----------------------------------------------------------------------------------------------- statistics
+def _correct_by_pattern(result: dict) -> dict[str, dict[tuple[int, ...], bool]] | None:
+    """{pattern: {qids: correct}} from a result's per-pair records (None when it has none)."""
+    records = result.get("pairs")
+    if not isinstance(records, list) or not records:
+        return None
+    out: dict[str, dict[tuple[int, ...], bool]] = {}
+    for rec in records:
+        out.setdefault(rec["pattern"], {})[tuple(rec["qids"])] = bool(rec["correct"])
+    return out
+
+
+def score_intervals(result: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
+                    seed: int = 0) -> dict | None:
+    """Percentile-bootstrap intervals of every pattern score and of the average (0-100).
+
+    Pairs are resampled *within* each pattern (the pattern sizes stay fixed), one resample for all patterns
+    at once, so the average's interval is that of the mean of the resampled pattern scores. None when the
+    result has no per-pair records.
+    """
+    by_pattern = _correct_by_pattern(result)
+    if by_pattern is None:
+        return None
+    patterns = list(by_pattern)
+    groups = [np.array(list(by_pattern[p].values()), dtype=np.float64) for p in patterns]
+    means = 100.0 * stratified_bootstrap_means(groups, n_boot, seed)  # (B, G)
+    per_pattern = percentile_interval(means, level)  # (2, G)
+    avg = percentile_interval(means.mean(axis=1), level)
+    return {"method": "percentile bootstrap over pairs, resampled within each pattern", "level": level,
+            "n_boot": n_boot, "seed": seed,
+            "scores": {p: [float(per_pattern[0, g]), float(per_pattern[1, g])] for g, p in enumerate(patterns)},
+            "average": [float(avg[0]), float(avg[1])]}
+
+
+def _flips(before: dict[tuple[int, ...], bool], after: dict[tuple[int, ...], bool]) -> tuple[int, int]:
+    """(wrong -> right, right -> wrong) counts over the pairs of one pattern."""
+    gained = sum(1 for k, ok in after.items() if ok and not before[k])
+    lost = sum(1 for k, ok in after.items() if not ok and before[k])
+    return gained, lost
+
+
+def score_changes(a: dict, b: dict) -> dict:
+    """{"paired": False, "patterns": {p: {"before", "after", "delta"}}, "average": {...}}; a pattern missing
+    on one side has None there (patterns keep first-seen order, ``a``'s first)."""
+    patterns = list(dict.fromkeys([*a["scores"], *b["scores"]]))
+    rows = {p: {"before": a["scores"].get(p), "after": b["scores"].get(p)} for p in patterns}
+    for r in rows.values():
+        r["delta"] = r["after"] - r["before"] if None not in (r["before"], r["after"]) else None
+    return {"paired": False, "patterns": rows,
+            "average": {"before": a["average"], "after": b["average"], "delta": b["average"] - a["average"]}}
+
+
+def paired_comparison(a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
+                      seed: int = 0) -> dict:
+    """Change from result ``a`` to result ``b`` on the same benchmark, pair by pair.
+
+    Per pattern and for the average: the score change, the paired-bootstrap interval of that change (the same
+    resampled pairs for both sides, within each pattern), the pairs that flipped (wrong -> right,
+    right -> wrong) and the exact McNemar p-value on them. Without per-pair records on both sides, or when
+    the two results hold different pairs, only the score changes are given (``"paired": false``).
+    """
+    out = score_changes(a, b)
+    rows = out["patterns"]
+    ca, cb = _correct_by_pattern(a), _correct_by_pattern(b)
+    if ca is None or cb is None or {p: set(v) for p, v in ca.items()} != {p: set(v) for p, v in cb.items()}:
+        out["why_unpaired"] = ("a result has no per-pair records" if ca is None or cb is None
+                               else "the two results do not hold the same pairs (different benchmarks?)")
+        return out
+    groups = [np.array([float(cb[p][k]) - float(ca[p][k]) for k in ca[p]]) for p in ca]
+    means = 100.0 * stratified_bootstrap_means(groups, n_boot, seed)  # (B, G) paired differences
+    per_pattern, avg = percentile_interval(means, level), percentile_interval(means.mean(axis=1), level)
+    total = [0, 0]
+    for g, p in enumerate(ca):
+        gained, lost = _flips(ca[p], cb[p])
+        total = [total[0] + gained, total[1] + lost]
+        rows[p].update(delta_interval=[float(per_pattern[0, g]), float(per_pattern[1, g])],
+                       wrong_to_right=gained, right_to_wrong=lost, p_value=sign_test_p(gained, lost))
+    out["average"].update(delta_interval=[float(avg[0]), float(avg[1])], wrong_to_right=total[0],
+                          right_to_wrong=total[1], p_value=sign_test_p(*total))
+    out.update(paired=True, test="exact McNemar (two-sided sign test on the pairs that flipped)",
+               interval="paired percentile bootstrap over pairs, resampled within each pattern",
+               level=level, n_boot=n_boot, seed=seed)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- API
 def evaluate_mmvp_vlm(model_dir: str | Path, bench_dir: str | Path, batch_size: int = 32,
-                      device: str = "cpu", show_progress: bool = True) -> dict:
+                      device: str = "cpu", show_progress: bool = True, n_boot: int = DEFAULT_BOOTSTRAP,
+                      seed: int = 0) -> dict:
     """Evaluate an HF CLIP/SigLIP directory on an MMVP-VLM folder; returns the RESULT.json dict.
 
     Keys: benchmark, model_dir, bench_dir, model_family, protocol, scores {pattern: 0-100}, counts, average,
     num_pairs, pairs (per pair: qids, pattern, statements, probs_image1, logits (2, 2), predictions,
-    ground_truth, correct), provenance (the model dir's provenance.json or None), seconds.
+    ground_truth, correct), intervals (``score_intervals``: bootstrap intervals of every pattern score and
+    of the average), provenance (the model dir's provenance.json or None), seconds.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -230,7 +248,7 @@ def evaluate_mmvp_vlm(model_dir: str | Path, bench_dir: str | Path, batch_size: 
     for rec, pair, lg in zip(scored["pairs"], pairs, logits):
         rec["statements"] = list(pair.statements)
         rec["logits"] = lg.tolist()
-    return {
+    result = {
         "benchmark": "mmvp_vlm",
         "model_dir": str(model_dir),
         "bench_dir": str(bench_dir),
@@ -243,17 +261,31 @@ def evaluate_mmvp_vlm(model_dir: str | Path, bench_dir: str | Path, batch_size: 
         "provenance": read_provenance(model_dir),
         "seconds": seconds,
     }
+    result["intervals"] = score_intervals(result, n_boot=n_boot, seed=seed)
+    return result
+
+
+def _interval_cell(iv: Sequence[float] | None, width: int = 13) -> str:
+    return f"{f'[{iv[0]:.1f}, {iv[1]:.1f}]':>{width}}" if iv else f"{'-':>{width}}"
+
+
+def _p_cell(p: float) -> str:
+    return f"{p:7.3f}" if p >= 0.001 else f"{'<0.001':>7}"
 
 
 def format_table(result: dict) -> str:
-    """A per-pattern console table of one result."""
+    """A per-pattern console table of one result (with the 95% intervals when the result has them)."""
     width = max([len("average"), *map(len, result["scores"])])
-    lines = [f"{'pattern':<{width}}  pairs  correct   score", "-" * (width + 25)]
+    iv = result.get("intervals") or {}
+    ci_head = f"{str(round(100 * iv['level'])) + '% interval':>15}" if iv else ""
+    lines = [f"{'pattern':<{width}}  pairs  correct   score{ci_head}", "-" * (width + 25 + len(ci_head))]
     for pattern, score in result["scores"].items():
         c = result["counts"][pattern]
-        lines.append(f"{pattern:<{width}}  {c['pairs']:>5}  {c['correct']:>7}  {score:6.1f}")
-    lines += ["-" * (width + 25), f"{'average':<{width}}  {result['num_pairs']:>5}  "
-              f"{sum(c['correct'] for c in result['counts'].values()):>7}  {result['average']:6.1f}"]
+        ci = "  " + _interval_cell(iv["scores"].get(pattern)) if iv else ""
+        lines.append(f"{pattern:<{width}}  {c['pairs']:>5}  {c['correct']:>7}  {score:6.1f}{ci}")
+    ci = "  " + _interval_cell(iv["average"]) if iv else ""
+    lines += ["-" * (width + 25 + len(ci_head)), f"{'average':<{width}}  {result['num_pairs']:>5}  "
+              f"{sum(c['correct'] for c in result['counts'].values()):>7}  {result['average']:6.1f}{ci}"]
     return "\n".join(lines)
 
 
@@ -266,27 +298,41 @@ def load_result(path: str | Path) -> dict:
     return res
 
 
-def compare_table(a: dict, b: dict, labels: tuple[str, str] = ("before", "after")) -> str:
-    """Per-pattern before/after table with deltas (patterns missing on one side show '-')."""
-    patterns = list(dict.fromkeys([*a["scores"], *b["scores"]]))
+def compare_table(a: dict, b: dict, labels: tuple[str, str] = ("before", "after"),
+                  comparison: dict | None = None) -> str:
+    """Per-pattern before/after table with deltas (patterns missing on one side show '-').
+
+    With a paired ``comparison`` (``paired_comparison(a, b)``) each row also shows the interval of the
+    change, the flipped pairs (wrong -> right / right -> wrong) and the exact McNemar p-value.
+    """
+    cmp = comparison if comparison is not None else score_changes(a, b)
+    patterns = list(cmp["patterns"])
     width = max([len("average"), *map(len, patterns)])
     w = max(8, *map(len, labels))
+    paired = cmp["paired"]
 
     def cell(v: float | None) -> str:
         return f"{v:>{w}.1f}" if v is not None else f"{'-':>{w}}"
 
-    def row(name: str, x: float | None, y: float | None) -> str:
-        delta = f"{y - x:+7.1f}" if x is not None and y is not None else f"{'-':>7}"
-        return f"{name:<{width}}  {cell(x)}  {cell(y)}  {delta}"
+    def row(name: str, r: dict) -> str:
+        delta = f"{r['delta']:+7.1f}" if r["delta"] is not None else f"{'-':>7}"
+        text = f"{name:<{width}}  {cell(r['before'])}  {cell(r['after'])}  {delta}"
+        if paired and "p_value" in r:
+            text += (f"  {_interval_cell(r['delta_interval'], 15)}  "
+                     f"{str(r['wrong_to_right']) + '/' + str(r['right_to_wrong']):>9}  {_p_cell(r['p_value'])}")
+        return text
 
-    lines = [f"{'pattern':<{width}}  {labels[0]:>{w}}  {labels[1]:>{w}}  {'delta':>7}", "-" * (width + 2 * w + 13)]
-    lines += [row(p, a["scores"].get(p), b["scores"].get(p)) for p in patterns]
-    lines += ["-" * (width + 2 * w + 13), row("average", a["average"], b["average"])]
+    head = f"{'pattern':<{width}}  {labels[0]:>{w}}  {labels[1]:>{w}}  {'delta':>7}"
+    if paired:
+        head += f"  {str(round(100 * cmp['level'])) + '% int. (delta)':>15}  {'flips +/-':>9}  {'p':>7}"
+    rule = "-" * len(head)
+    lines = [head, rule, *(row(p, cmp["patterns"][p]) for p in patterns), rule, row("average", cmp["average"])]
     return "\n".join(lines)
 
 
 def plot_scores(results: Sequence[dict], labels: Sequence[str], out_png: str | Path, title: str) -> Path:
-    """Grouped bar chart: per-pattern scores (+ average) of one or more results."""
+    """Grouped bar chart: per-pattern scores (+ average) of one or more results; error bars show the
+    results' bootstrap intervals when they carry them."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     patterns = list(dict.fromkeys(p for r in results for p in r["scores"])) + ["average"]
@@ -296,9 +342,15 @@ def plot_scores(results: Sequence[dict], labels: Sequence[str], out_png: str | P
     for k, (res, label) in enumerate(zip(results, labels)):
         vals = [res["scores"].get(p, 0.0) for p in patterns[:-1]] + [res["average"]]
         xs = [x + (k - (len(results) - 1) / 2) * width for x in range(len(patterns))]
-        ax.bar(xs, vals, width=width, label=label)
-    labels = [textwrap.fill(p.replace(" and ", " & "), width=15, break_long_words=False) for p in patterns]  # no overlapping names
-    ax.set_xticks(range(len(patterns)), labels, fontsize=7)
+        iv = res.get("intervals")
+        yerr = None
+        if iv:
+            bounds = [iv["scores"].get(p, [v, v]) for p, v in zip(patterns[:-1], vals)] + [iv["average"]]
+            yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, bounds)],
+                    [max(0.0, hi - v) for v, (_, hi) in zip(vals, bounds)]]
+        ax.bar(xs, vals, width=width, label=label, yerr=yerr, capsize=2, error_kw={"elinewidth": 0.8})
+    names = [textwrap.fill(p.replace(" and ", " & "), width=15, break_long_words=False) for p in patterns]
+    ax.set_xticks(range(len(patterns)), names, fontsize=7)
     ax.set_ylabel("MMVP-VLM score (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
@@ -315,33 +367,49 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.mmvp_vlm", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="HF CLIP or SigLIP directory (with processor + tokenizer)")
     p.add_argument("--benchmark", help="MMVP-VLM folder (Questions.csv + 'MLLM_VLM Images/')")
-    p.add_argument("--out", help="RESULT.json to write")
+    p.add_argument("--out", help="RESULT.json to write (with --compare: the comparison JSON)")
     p.add_argument("--plot", help="PNG bar chart to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two results instead")
     p.add_argument("--labels", nargs=2, default=["before", "after"], metavar=("A", "B"))
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     return p
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    log = get_logger("eval.mmvp_vlm")
+    if args.model or args.benchmark:
+        raise ConfigError("--compare takes two RESULT.json files; do not combine it with --model/--benchmark")
+    a, b = (load_result(p) for p in args.compare)
+    cmp = paired_comparison(a, b, n_boot=args.bootstrap, seed=args.seed)
+    print(compare_table(a, b, tuple(args.labels), cmp))
+    if not cmp["paired"]:
+        log.warning("no paired statistics: %s", cmp["why_unpaired"])
+    if args.out:
+        write_json(args.out, {"benchmark": "mmvp_vlm_comparison", "labels": list(args.labels),
+                              "results": list(args.compare), **cmp})
+        log.info("wrote %s", args.out)
+    if args.plot:
+        log.info("wrote %s", plot_scores([a, b], args.labels, args.plot, "MMVP-VLM: " + " vs ".join(args.labels)))
+    return 0
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log = get_logger("eval.mmvp_vlm")
+    if args.bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be >= 1, got {args.bootstrap}")
     if args.compare:
-        if args.model or args.benchmark or args.out:
-            raise ConfigError("--compare takes two RESULT.json files; do not combine it with --model/--benchmark/--out")
-        a, b = (load_result(p) for p in args.compare)
-        print(compare_table(a, b, tuple(args.labels)))
-        if args.plot:
-            log.info("wrote %s", plot_scores([a, b], args.labels, args.plot, "MMVP-VLM: "
-                                             + " vs ".join(args.labels)))
-        return 0
+        return _run_compare(args)
     missing = [f"--{k}" for k in ("model", "benchmark", "out") if not getattr(args, k)]
     if missing:
         raise ConfigError(f"missing {', '.join(missing)}: usage `python -m eval.mmvp_vlm --model MODEL_DIR "
                           "--benchmark BENCH_DIR --out RESULT.json [--plot PNG]` (or --compare A.json B.json)")
-    result = evaluate_mmvp_vlm(args.model, args.benchmark, batch_size=args.batch_size, device=args.device)
+    result = evaluate_mmvp_vlm(args.model, args.benchmark, batch_size=args.batch_size, device=args.device,
+                               n_boot=args.bootstrap, seed=args.seed)
     write_json(args.out, result)
     print(format_table(result))
     log.info("wrote %s (%d pairs, %.1f s)", args.out, result["num_pairs"], result["seconds"])

@@ -7,12 +7,17 @@ Layout written (atomically: a crash never leaves a half-written DIR)::
     DIR/train/images/NNNNNN.png     + DIR/train/scenes.jsonl: {"image", "caption", "scene"} per line
     DIR/val/images/NNNNNN.png       + DIR/val/scenes.jsonl, DIR/val/zeroshot_shape.json
     DIR/mmvp_vlm/Questions.csv      + DIR/mmvp_vlm/MLLM_VLM Images/<type>/<qid>.jpg (official layout)
+    DIR/mmvp_vlm_decision/          the same layout, ``decision_pairs_per_pattern`` pairs per pattern: the
+                                    set to report decisions on (its 15-pair sibling is too small to see changes)
+    DIR/mmvp_vlm_val/               the same layout, ``val_pairs_per_pattern`` pairs per pattern: for choosing
+                                    checkpoints and tuning, so that the reported sets are never tuned on
 
-Each split draws from its own random stream (``toyworld:<seed>:<split>``), and a scene of the benchmark
-(identical up to its small position jitter) never appears in val or train, nor a val scene in train.
-Every setting is a :class:`WorldConfig` key (``configs/toyworld/world.yaml`` is its YAML instance), set with
-``--config FILE.yaml`` and ``key=value`` overrides, e.g. ``seed=7 n_train=500 captions.color=0.5``; flags
-name paths only. An existing DIR is an error unless ``--overwrite`` is given (and then only a
+Each split draws from its own random stream (``toyworld:<seed>:<split>``), and a scene of a benchmark
+(identical up to its small position jitter) never appears in another benchmark, in val or in train, nor a val
+scene in train. Every setting is a :class:`WorldConfig` key (``configs/toyworld/world.yaml`` is its YAML
+instance), set with ``--config FILE.yaml`` and ``key=value`` overrides, e.g. ``seed=7 n_train=500
+captions.color=0.5``; flags name paths only. An existing DIR is an error unless ``--overwrite`` is given (and
+then only a
 previous toy world, i.e. a DIR with ``world.json``, or an empty folder is replaced).
 """
 
@@ -54,6 +59,10 @@ class WorldConfig:
     n_train: int = 20000
     n_val: int = 1000
     pairs_per_pattern: int = 15
+    # larger benchmarks beside mmvp_vlm/ (0 = not written): a pattern score near 50% is known to about
+    # ±8 points (95%) from 150 pairs, ±25 from 15
+    decision_pairs_per_pattern: int = 150  # mmvp_vlm_decision/: report on it
+    val_pairs_per_pattern: int = 50  # mmvp_vlm_val/: choose checkpoints and tune on it
     supersample: int = 2  # draw at this multiple of image_size, then box-filter down (anti-aliasing)
     jpeg_quality: int = 95  # benchmark images are JPEG, as in the official MMVP-VLM folder
     png_compress_level: int = 1  # fast; the images are tiny either way
@@ -66,6 +75,9 @@ class WorldConfig:
             raise ConfigError(f"n_train={self.n_train}, n_val={self.n_val}: both must be at least 1")
         if self.pairs_per_pattern < 1:
             raise ConfigError(f"pairs_per_pattern={self.pairs_per_pattern}: must be at least 1")
+        for key in ("decision_pairs_per_pattern", "val_pairs_per_pattern"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 0 (0 = not written)")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality={self.jpeg_quality}: must be in 1..100")
         if not 1 <= self.supersample <= 8:
@@ -106,6 +118,21 @@ def write_split(
     return records
 
 
+def write_extra_benchmarks(root: Path, cfg: WorldConfig, held_out: set[tuple[Any, ...]]) -> dict[str, Any]:
+    """The decision and validation benchmarks (each its own random stream, disjoint from ``held_out`` and from
+    each other); adds their scene keys to ``held_out``; returns {name: {"pairs_per_pattern", "images"}}."""
+    written = {}
+    for name, n in (("mmvp_vlm_decision", cfg.decision_pairs_per_pattern),
+                    ("mmvp_vlm_val", cfg.val_pairs_per_pattern)):
+        if n == 0:
+            continue
+        items = sample_benchmark(split_rng(cfg.seed, name), n, exclude=held_out)
+        write_benchmark(root / name, items, cfg.image_size, cfg.supersample, cfg.jpeg_quality, desc=name)
+        held_out |= {it.scene.key() for it in items}
+        written[name] = {"pairs_per_pattern": n, "images": len(items)}
+    return written
+
+
 def _check_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; choose another path")
@@ -129,6 +156,7 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
         bench = sample_benchmark(split_rng(cfg.seed, "mmvp_vlm"), cfg.pairs_per_pattern)
         write_benchmark(root / "mmvp_vlm", bench, cfg.image_size, cfg.supersample, cfg.jpeg_quality)
         held_out = {it.scene.key() for it in bench}
+        benchmarks = write_extra_benchmarks(root, cfg, held_out)
 
         val_scenes, val_redrawn = sample_split(split_rng(cfg.seed, "val"), cfg.n_val, held_out)
         val = write_split(root / "val", "val", val_scenes, cfg, split_rng(cfg.seed, "val:captions"))
@@ -157,6 +185,7 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
             "image_size": cfg.image_size,
             "counts": {"train": cfg.n_train, "val": cfg.n_val, "mmvp_vlm_images": len(bench),
                        "mmvp_vlm_pairs_per_pattern": cfg.pairs_per_pattern},
+            "benchmarks": benchmarks,
             "redrawn_to_keep_splits_disjoint": {"val": val_redrawn, "train": train_redrawn},
             "vocabularies": vocabularies(),
             "caption_probs": to_dict(cfg.captions),
@@ -199,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({len(SHAPES)} shapes)")
     print(f"  mmvp_vlm: {c['mmvp_vlm_images']} images = {len(PATTERNS)} patterns x "
           f"{cfg.pairs_per_pattern} pairs x 2")
+    for name, b in world["benchmarks"].items():
+        print(f"  {name}: {b['images']} images = {len(PATTERNS)} patterns x {b['pairs_per_pattern']} pairs x 2")
     return 0
 
 

@@ -40,12 +40,16 @@ class BenchItem:
         return f"{IMAGE_DIR}/{self.pattern}/{self.qid}.jpg"
 
 
-def sample_benchmark(rng: random.Random, pairs_per_pattern: int, max_tries: int = 200) -> list[BenchItem]:
-    """Draw ``pairs_per_pattern`` distinct pairs for each of the 9 patterns (in the official order)."""
+def sample_benchmark(rng: random.Random, pairs_per_pattern: int, max_tries: int = 200,
+                     exclude: set[tuple[Any, ...]] | None = None) -> list[BenchItem]:
+    """Draw ``pairs_per_pattern`` distinct pairs for each of the 9 patterns (in the official order).
+
+    ``exclude``: scene keys no image may show (e.g. another benchmark's), so that benchmarks stay disjoint.
+    """
     if pairs_per_pattern < 1:
         raise ValueError(f"pairs_per_pattern must be >= 1, got {pairs_per_pattern}")
     items: list[BenchItem] = []
-    seen: set[tuple[Any, ...]] = set()
+    seen: set[tuple[Any, ...]] = set(exclude or ())
     qid = 1
     for pattern in PATTERNS:
         for _ in range(pairs_per_pattern):
@@ -77,12 +81,14 @@ def write_benchmark(
     image_size: int = 64,
     supersample: int = 2,
     jpeg_quality: int = 95,
+    desc: str = "mmvp_vlm",
 ) -> Path:
-    """Render ``items`` into ``out_dir`` in the official MMVP-VLM layout; returns ``out_dir``."""
+    """Render ``items`` into ``out_dir`` in the official MMVP-VLM layout; returns ``out_dir``. ``desc``
+    labels the progress bar."""
     out = Path(out_dir)
     for pattern in PATTERNS:
         (out / IMAGE_DIR / pattern).mkdir(parents=True, exist_ok=True)
-    for it in progress(items, desc="mmvp_vlm", unit="img", leave=False):
+    for it in progress(items, desc=desc, unit="img", leave=False):
         img = render_scene(it.scene, image_size, supersample=supersample)
         # 4:4:4 chroma: the toy world's detail is in colour edges, which 4:2:0 would blur.
         img.save(out / it.image, format="JPEG", quality=jpeg_quality, subsampling=0)

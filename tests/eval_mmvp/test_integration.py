@@ -40,8 +40,13 @@ def test_cli_writes_result_json_table_and_plot(tiny_clip_dir, bench_factory, tmp
         assert p["predictions"] == [1 if q > 0.5 else 2 for q in p["probs_image1"]]
         assert p["correct"] == (p["predictions"] == p["ground_truth"] == [1, 2])
         assert p["statements"][0].startswith("a square")
+    iv = res["intervals"]  # bootstrap intervals, resampling the 2 pairs within each pattern
+    assert list(iv["scores"]) == list(res["scores"]) and iv["level"] == 0.95
+    for pattern, score in res["scores"].items():
+        lo, hi = iv["scores"][pattern]
+        assert lo <= score <= hi and {lo, hi} <= {0.0, 50.0, 100.0}  # 2 pairs: only 0, 1/2 or 2/2 right
     table = capsys.readouterr().out
-    assert "Orientation and Direction" in table and "average" in table
+    assert "Orientation and Direction" in table and "average" in table and "95% interval" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

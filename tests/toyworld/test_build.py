@@ -17,7 +17,9 @@ from toyworld.render import render_scene
 from toyworld.scene import PATTERNS, SHAPES, Scene, statement
 
 K = 3  # pairs per pattern in these tests
-ARGS = ["n_train=40", "n_val=25", f"pairs_per_pattern={K}", "seed=5"]
+# the decision / validation benchmarks are tested in test_power_benchmarks.py; kept small here
+ARGS = ["n_train=40", "n_val=25", f"pairs_per_pattern={K}", "decision_pairs_per_pattern=2",
+        "val_pairs_per_pattern=1", "seed=5"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,8 @@ def read_questions(bench: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_layout(world):
-    assert sorted(p.name for p in world.iterdir()) == ["llava", "lmms", "mmvp_vlm", "provenance.json", "train", "val", "world.json"]
+    assert sorted(p.name for p in world.iterdir()) == ["llava", "lmms", "mmvp_vlm", "mmvp_vlm_decision", "mmvp_vlm_val",
+                                                       "provenance.json", "train", "val", "world.json"]
     for split, n in (("train", 40), ("val", 25)):
         recs = read_jsonl(world / split / "scenes.jsonl")
         assert len(recs) == n
