@@ -1,7 +1,7 @@
 """The accelerate + DeepSpeed session of one training run: ``with training_session(cfg.train) as session: ...``.
 
-Entering: the launcher variables a plain ``python`` process lacks are filled in (DeepSpeed runs only: it would
-look for MPI otherwise), accelerate's process-wide state starts clean, and the ``Accelerator`` gets a
+Entering: the launcher variables a plain ``python`` process lacks are filled in (DeepSpeed would look for
+MPI otherwise), accelerate's process-wide state starts clean, and the ``Accelerator`` gets a
 DeepSpeedPlugin built from ``train.deepspeed`` (ZeRO-2/3; null = plain accelerate/DDP). Leaving: the process
 group is destroyed, accelerate's state is reset and the environment variables the session or accelerate set
 are put back, so another run can follow in the same interpreter (tests, notebooks).
@@ -141,7 +141,7 @@ class Session:
 @contextmanager
 def training_session(train: TrainConfig) -> Iterator[Session]:
     """Start accelerate (+ DeepSpeed) for one run as ``train`` says; leave the process clean afterwards."""
-    with distributed_process(deepspeed=train.deepspeed is not None):
+    with distributed_process():
         _reset_accelerate()
         try:
             accelerator = _accelerator(train)

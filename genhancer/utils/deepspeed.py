@@ -117,16 +117,16 @@ def destroy_process_group() -> None:
 
 
 @contextmanager
-def distributed_process(*, deepspeed: bool) -> Iterator[None]:
+def distributed_process() -> Iterator[None]:
     """One run's stay in this process.
 
-    With ``deepspeed`` and no launcher (``RANK`` unset), the launcher variables of a single process are set:
-    DeepSpeed otherwise looks for MPI. On exit the process group is destroyed and the launcher and
-    ``ACCELERATE_*`` variables are put back as they were (accelerate sets some for the whole process), so
-    another run can follow in the same interpreter.
+    Without a launcher (``RANK`` unset) the launcher variables of a single process are set: DeepSpeed
+    otherwise looks for MPI, and a CPU Trainer on gloo finds no process group. On exit the process group is
+    destroyed and the launcher and ``ACCELERATE_*`` variables are put back as they were (accelerate sets
+    some for the whole process), so another run can follow in the same interpreter.
     """
     saved = _snapshot()
-    if deepspeed and "RANK" not in os.environ:
+    if "RANK" not in os.environ:
         os.environ.update(single_process_env(os.environ))
     try:
         yield

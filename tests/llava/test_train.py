@@ -46,7 +46,7 @@ def _params(d: Path) -> dict[str, torch.Tensor]:
 
 
 def _changed(a: dict, b: dict) -> dict[str, bool]:
-    from llava_integration.train import part_of
+    from llava_integration.stages import part_of
 
     out: dict[str, bool] = {}
     for n in a:
