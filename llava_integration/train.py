@@ -245,8 +245,11 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     processor = AutoProcessor.from_pretrained(init_dir)
     processor.chat_template = get_template(stage.template).chat_template  # the format travels with the model
     if stage.lora.enabled:
+        import torch
         from peft import get_peft_model
 
+        # the adapters' A matrices are drawn here, before the Trainer seeds: same seed -> same adapters
+        torch.manual_seed(cfg.seed)
         model = get_peft_model(model, lora_config(stage, model))
     counts = apply_stage(model, spec, lora=stage.lora.enabled)
     if args.gradient_checkpointing and stage.lora.enabled:
