@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,8 +110,12 @@ class _Run:
     scheduler: Any
     stream: ImageStream
     lineage: dict[str, Any]
+    trainable: list[torch.nn.Parameter] = field(init=False)
     step: int = 0
     resumed_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.trainable = [p for p in self.inner.parameters() if p.requires_grad]
 
     @property
     def run_dir(self) -> Path:
@@ -124,10 +128,6 @@ class _Run:
     @property
     def steps(self) -> int:
         return self.cfg.current_schedule.steps
-
-    @property
-    def trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.inner.parameters() if p.requires_grad]
 
     @property
     def images_per_step(self) -> int:
