@@ -88,7 +88,9 @@ class Session:
     @property
     def input_dtype(self) -> torch.dtype:
         """DeepSpeed bf16 casts the module itself (no autocast): feed it bf16 inputs; otherwise fp32."""
-        return torch.bfloat16 if self.deepspeed and self.accelerator.mixed_precision == "bf16" else torch.float32
+        return (
+            torch.bfloat16 if self.deepspeed and self.accelerator.mixed_precision == "bf16" else torch.float32
+        )
 
     @contextmanager
     def building(self) -> Iterator[None]:
@@ -110,7 +112,9 @@ class Session:
         finally:
             self.accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
-    def gathered(self, params: list[torch.nn.Parameter], modifier_rank: int | None = None) -> AbstractContextManager:
+    def gathered(
+        self, params: list[torch.nn.Parameter], modifier_rank: int | None = None
+    ) -> AbstractContextManager:
         """ZeRO-3 keeps parameters partitioned: gather them for reading/writing whole tensors."""
         if self.zero_stage != 3:
             return nullcontext()
@@ -126,8 +130,9 @@ class Session:
         inner = self._unwrapped(optimizer)
         if self.deepspeed:
             # rigid ZeRO checkpoint of this rank; fp32 master partitions restored exactly
-            inner.load_state_dict([state] * self.group.world_size, load_optimizer_states=True,
-                                  load_from_fp32_weights=True)
+            inner.load_state_dict(
+                [state] * self.group.world_size, load_optimizer_states=True, load_from_fp32_weights=True
+            )
         else:
             inner.load_state_dict(state)
 
@@ -169,14 +174,24 @@ def _accelerator(train: TrainConfig) -> Any:
     mixed = resolve_mixed_precision(train.mixed_precision)
     plugin = None
     if train.deepspeed:
-        settings = {"train_micro_batch_size_per_gpu": train.batch_size,
-                    "gradient_accumulation_steps": train.grad_accum, "gradient_clipping": train.grad_clip}
-        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(train.deepspeed, key="train.deepspeed",
-                                                               settings=settings, torch_optimizer=True))
+        settings = {
+            "train_micro_batch_size_per_gpu": train.batch_size,
+            "gradient_accumulation_steps": train.grad_accum,
+            "gradient_clipping": train.grad_clip,
+        }
+        plugin = DeepSpeedPlugin(
+            hf_ds_config=deepspeed_config(
+                train.deepspeed, key="train.deepspeed", settings=settings, torch_optimizer=True
+            )
+        )
     # [IMPORTANT] cpu=True makes accelerate silently drop DeepSpeed, so it is only set for plain accelerate
     # on a machine without a GPU (then torchrun ranks become a gloo MULTI_CPU group).
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=train.grad_accum,
-                              deepspeed_plugin=plugin, cpu=plugin is None and not torch.cuda.is_available())
+    accelerator = Accelerator(
+        mixed_precision=mixed,
+        gradient_accumulation_steps=train.grad_accum,
+        deepspeed_plugin=plugin,
+        cpu=plugin is None and not torch.cuda.is_available(),
+    )
     if plugin is not None:
         if accelerator.state.deepspeed_plugin is None:
             raise RuntimeError("accelerate did not enable DeepSpeed although train.deepspeed is set")

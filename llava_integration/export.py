@@ -18,8 +18,9 @@ from llava_integration.config import LlavaTrainConfig
 from llava_integration.stages import lora_config
 
 
-def export(trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, out: Path,
-           extra: dict[str, Any]) -> Path:
+def export(
+    trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, out: Path, extra: dict[str, Any]
+) -> Path:
     """Write the trained model as a plain HF LLaVA directory (LoRA merged). Every rank must call this."""
     import torch
 
@@ -45,7 +46,9 @@ def _save_merged(trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, tmp: Path)
     process in a fresh, un-partitioned copy of the starting model."""
     from transformers import LlavaForConditionalGeneration
 
-    state = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    state = trainer.accelerator.get_state_dict(
+        trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model
+    )
     if not trainer.is_world_process_zero():
         return
     from peft import get_peft_model
@@ -57,11 +60,15 @@ def _save_merged(trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, tmp: Path)
     peft_model = get_peft_model(base, lora_config(cfg.stage_config(), base))
     missing, unexpected = peft_model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"LoRA export: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"LoRA export: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     peft_model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
 
 
-def _complete(tmp: Path, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, extra: dict[str, Any]) -> None:
+def _complete(
+    tmp: Path, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, extra: dict[str, Any]
+) -> None:
     """Main process: generation config (stop tokens), processor, ``use_cache``, provenance."""
     from transformers import GenerationConfig
 
@@ -69,7 +76,11 @@ def _complete(tmp: Path, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, 
 
     stage = cfg.stage_config()
     (tmp / "training_args.bin").unlink(missing_ok=True)
-    gen = GenerationConfig.from_pretrained(tmp) if (tmp / "generation_config.json").is_file() else GenerationConfig()
+    gen = (
+        GenerationConfig.from_pretrained(tmp)
+        if (tmp / "generation_config.json").is_file()
+        else GenerationConfig()
+    )
     stops = stop_token_ids(processor.tokenizer, stage.template)
     gen.eos_token_id = stops if len(stops) > 1 else stops[0]
     gen.pad_token_id = processor.tokenizer.pad_token_id
@@ -78,8 +89,13 @@ def _complete(tmp: Path, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, 
     cfg_json = json.loads((tmp / "config.json").read_text())
     cfg_json["use_cache"] = True
     (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
-    write_provenance(tmp, "llava", config=cfg, parents=[cfg.model.encoder, cfg.model.llm, init_dir],
-                     extra={"stage": cfg.stage, "template": stage.template, "lora": stage.lora.enabled, **extra})
+    write_provenance(
+        tmp,
+        "llava",
+        config=cfg,
+        parents=[cfg.model.encoder, cfg.model.llm, init_dir],
+        extra={"stage": cfg.stage, "template": stage.template, "lora": stage.lora.enabled, **extra},
+    )
 
 
 __all__ = ["export"]

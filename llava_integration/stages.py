@@ -66,8 +66,14 @@ def apply_stage(model: Any, spec: StageSpec, lora: bool) -> dict[str, dict[str, 
         p.requires_grad_(train)
         c = counts.setdefault(part, {"trainable": 0, "frozen": 0})
         c["trainable" if train else "frozen"] += _numel(p)
-    log.info("stage %s: %s", spec.name, ", ".join(
-        f"{part} {c['trainable']:,} trainable / {c['frozen']:,} frozen" for part, c in sorted(counts.items())))
+    log.info(
+        "stage %s: %s",
+        spec.name,
+        ", ".join(
+            f"{part} {c['trainable']:,} trainable / {c['frozen']:,} frozen"
+            for part, c in sorted(counts.items())
+        ),
+    )
     return counts
 
 
@@ -75,8 +81,13 @@ def lora_target_regex(model: Any) -> str:
     """Every linear layer of the language model (not the vision tower, not the projector, not lm_head)."""
     import torch
 
-    leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.model.language_model.named_modules()
-                     if isinstance(m, torch.nn.Linear)})
+    leaves = sorted(
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.model.language_model.named_modules()
+            if isinstance(m, torch.nn.Linear)
+        }
+    )
     if not leaves:
         raise ModelDirError("the language model has no linear layers to attach LoRA to")
     return rf".*language_model\..*\.({'|'.join(leaves)})"
@@ -86,8 +97,13 @@ def lora_config(stage: StageConfig, model: Any) -> Any:
     """The peft ``LoraConfig`` of a LoRA finetune (training and export build the same adapters)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
-                      target_modules=lora_target_regex(model), bias="none")
+    return LoraConfig(
+        r=stage.lora.r,
+        lora_alpha=stage.lora.alpha,
+        lora_dropout=stage.lora.dropout,
+        target_modules=lora_target_regex(model),
+        bias="none",
+    )
 
 
 def stage_dirs(cfg: LlavaTrainConfig) -> tuple[Path, Path]:

@@ -53,8 +53,14 @@ def precision_dtype(precision: str) -> Any:  # torch.dtype
 
 
 # ---------------------------------------------------------------------------------------------- ds config
-def deepspeed_config(path: str | Path, *, key: str, settings: Mapping[str, Any] | None = None,
-                     keep_auto: Iterable[str] = (), torch_optimizer: bool = False) -> dict[str, Any]:
+def deepspeed_config(
+    path: str | Path,
+    *,
+    key: str,
+    settings: Mapping[str, Any] | None = None,
+    keep_auto: Iterable[str] = (),
+    torch_optimizer: bool = False,
+) -> dict[str, Any]:
     """Read a DeepSpeed JSON and settle its "auto" entries (one setting, one place).
 
     ``settings``: top-level entries the run config owns; "auto" takes the value, an explicit value that
@@ -64,20 +70,29 @@ def deepspeed_config(path: str | Path, *, key: str, settings: Mapping[str, Any] 
     torch optimizer and LR schedule itself, so an ``optimizer``/``scheduler`` block is refused.
     """
     path = Path(path)
-    ds = read_json(path, ConfigError, missing=(
-        f"{key}: DeepSpeed config {str(path)!r} not found (give a JSON file such as "
-        "configs/deepspeed/zero2.json, or null to train without DeepSpeed)"))
+    ds = read_json(
+        path,
+        ConfigError,
+        missing=(
+            f"{key}: DeepSpeed config {str(path)!r} not found (give a JSON file such as "
+            "configs/deepspeed/zero2.json, or null to train without DeepSpeed)"
+        ),
+    )
     if torch_optimizer:
         for block in ("optimizer", "scheduler"):
             if block in ds:
-                raise ConfigError(f"{path}: remove the '{block}' block; the trainer builds a torch AdamW and "
-                                  "the LR schedule from the run config")
+                raise ConfigError(
+                    f"{path}: remove the '{block}' block; the trainer builds a torch AdamW and "
+                    "the LR schedule from the run config"
+                )
     for name, value in (settings or {}).items():
         current = ds.get(name, "auto")
         if current == "auto":
             ds[name] = value
         elif float(current) != float(value):
-            raise ConfigError(f"{path}: '{name}' is {current} but the run config says {value}; set it to \"auto\"")
+            raise ConfigError(
+                f"{path}: '{name}' is {current} but the run config says {value}; set it to \"auto\""
+            )
     zero = ds.get("zero_optimization", {})
     keep = set(keep_auto)
     for name in [n for n, v in zero.items() if v == "auto" and n not in keep]:
@@ -94,8 +109,13 @@ def free_port() -> int:
 
 def single_process_env(env: Mapping[str, str]) -> dict[str, str]:
     """The launcher variables a plain ``python`` run lacks (only those absent from ``env`` are returned)."""
-    defaults = {"MASTER_ADDR": "127.0.0.1", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                "LOCAL_WORLD_SIZE": "1"}
+    defaults = {
+        "MASTER_ADDR": "127.0.0.1",
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+    }
     missing = {k: v for k, v in defaults.items() if k not in env}
     if "MASTER_PORT" not in env:
         missing["MASTER_PORT"] = str(free_port())
@@ -147,5 +167,14 @@ def _restore(saved: Mapping[str, str]) -> None:
     os.environ.update(saved)
 
 
-__all__ = ["HIDDEN_SIZE_AUTO", "LAUNCHER_VARS", "deepspeed_config", "destroy_process_group", "distributed_process",
-           "free_port", "precision_dtype", "resolve_mixed_precision", "single_process_env"]
+__all__ = [
+    "HIDDEN_SIZE_AUTO",
+    "LAUNCHER_VARS",
+    "deepspeed_config",
+    "destroy_process_group",
+    "distributed_process",
+    "free_port",
+    "precision_dtype",
+    "resolve_mixed_precision",
+    "single_process_env",
+]

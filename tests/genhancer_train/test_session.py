@@ -58,16 +58,30 @@ def test_a_launched_process_keeps_its_variables(monkeypatch):
 # --------------------------------------------------------------------------------------- deepspeed config
 def _ds(tmp_path, **entries):
     path = tmp_path / "ds.json"
-    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 1.0,
-                                "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
-                                                      "allgather_bucket_size": "auto",
-                                                      "stage3_prefetch_bucket_size": 1000}, **entries}))
+    path.write_text(
+        json.dumps(
+            {
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_clipping": 1.0,
+                "zero_optimization": {
+                    "stage": 3,
+                    "reduce_bucket_size": "auto",
+                    "allgather_bucket_size": "auto",
+                    "stage3_prefetch_bucket_size": 1000,
+                },
+                **entries,
+            }
+        )
+    )
     return path
 
 
 def test_deepspeed_config_fills_our_autos_and_drops_the_unfillable(tmp_path):
-    ds = deepspeed_config(_ds(tmp_path), key="train.deepspeed",
-                          settings={"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 1.0})
+    ds = deepspeed_config(
+        _ds(tmp_path),
+        key="train.deepspeed",
+        settings={"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 1.0},
+    )
     assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_clipping"] == 1.0
     # nothing derives these for us: DeepSpeed's own defaults apply; explicit values stay
     assert ds["zero_optimization"] == {"stage": 3, "stage3_prefetch_bucket_size": 1000}
@@ -84,7 +98,9 @@ def test_deepspeed_config_errors_name_the_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"'gradient_clipping' is 1.0 but the run config says 0.5"):
         deepspeed_config(_ds(tmp_path), key="train.deepspeed", settings={"gradient_clipping": 0.5})
     with pytest.raises(ConfigError, match="remove the 'optimizer' block"):
-        deepspeed_config(_ds(tmp_path, optimizer={"type": "AdamW"}), key="train.deepspeed", torch_optimizer=True)
+        deepspeed_config(
+            _ds(tmp_path, optimizer={"type": "AdamW"}), key="train.deepspeed", torch_optimizer=True
+        )
     with pytest.raises(ConfigError, match=r"^pretrain\.deepspeed: DeepSpeed config .*nope\.json' not found"):
         deepspeed_config(tmp_path / "nope.json", key="pretrain.deepspeed")
 
