@@ -6,12 +6,13 @@
     accelerate launch --config_file configs/accelerate/single_node.yaml -m genhancer.train --config ...
     torchrun --nproc_per_node 2 -m genhancer.train --config ...          # CPU: 2 ranks on gloo
 
-The loop: accelerate ``Accelerator`` + DeepSpeed (``train.deepspeed``: ZeRO-2 by default, ZeRO-3 possible,
-null = plain accelerate/DDP), a torch AdamW, constant-with-warmup LR, gradient accumulation and clipping,
-bf16 on GPU / fp32 on CPU. The run directory gets the resolved ``config.yaml``, ``metrics.jsonl``,
-tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors + JSON, see ``genhancer.checkpoint``)
-with a ``latest`` pointer, the stage output ``final/`` (``GenHancerModel.save_pretrained`` + provenance)
-and ``summary.json``. ``train.resume=auto`` continues from ``checkpoints/latest``: weights, optimizer,
+``train()`` reads setup -> resume -> loop -> finalize inside one ``genhancer.session.training_session``
+(accelerate + DeepSpeed: ``train.deepspeed`` ZeRO-2 by default, ZeRO-3 possible, null = plain accelerate/DDP;
+a plain ``python`` run needs no launcher variables). The loop: a torch AdamW, constant-with-warmup LR,
+gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory gets the resolved
+``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
+JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
+(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues from ``checkpoints/latest``: weights, optimizer,
 scheduler, RNG and data position. A non-finite loss stops the run before the bad update is applied; the
 last good checkpoint stays as it was.
 """
@@ -21,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -40,7 +40,8 @@ from genhancer.checkpoint import (
     set_rng_state,
 )
 from genhancer.config import GenHancerConfig, load_genhancer_config
-from genhancer.data import build_stream
+from genhancer.data import Batch, ImageStream, build_stream
+from genhancer.session import ProcessGroup, Session, training_session
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, to_dict
 from genhancer.utils.errors import ConfigError, UserError
@@ -49,16 +50,6 @@ from genhancer.utils.logging import get_logger, progress
 
 log = get_logger("genhancer.train")
 
-# DeepSpeed "auto" entries accelerate can only derive from a ``model.config.hidden_size``, which a
-# GenHancerModel does not have: these are DeepSpeed's own defaults.
-_DS_SIZE_DEFAULTS = {
-    "reduce_bucket_size": 500_000_000,
-    "allgather_bucket_size": 500_000_000,
-    "stage3_prefetch_bucket_size": 50_000_000,
-    "stage3_param_persistence_threshold": 100_000,
-}
-
-
 DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
 
 
@@ -66,353 +57,309 @@ class TrainingDiverged(UserError):
     """The loss became NaN/inf; the run stopped before applying the update."""
 
 
-# ------------------------------------------------------------------------------------------------ setup
-def resolve_mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+# ------------------------------------------------------------------------------------------------ meters
+class RunningMean:
+    """Mean of the values added since the last reset (the loss of one logging window)."""
 
+    def __init__(self) -> None:
+        self.reset()
 
-def deepspeed_config(cfg: GenHancerConfig) -> dict[str, Any]:
-    """Read ``train.deepspeed`` and fill the "auto" entries that belong to our config.
-
-    An explicit value that disagrees with the YAML is an error (one setting, one place).
-    """
-    path = Path(cfg.train.deepspeed or "")
-    if not path.is_file():
-        raise ConfigError(f"train.deepspeed: DeepSpeed config {str(path)!r} not found "
-                          "(give a JSON file such as configs/deepspeed/zero2.json, or null for plain accelerate)")
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    for block in ("optimizer", "scheduler"):
-        if block in ds:
-            raise ConfigError(f"{path}: remove the '{block}' block; the trainer builds a torch AdamW and the "
-                              "LR schedule from the YAML (schedule.<stage>)")
-    ours = {
-        "train_micro_batch_size_per_gpu": cfg.train.batch_size,
-        "gradient_accumulation_steps": cfg.train.grad_accum,
-        "gradient_clipping": cfg.train.grad_clip,
-    }
-    for key, value in ours.items():
-        current = ds.get(key, "auto")
-        if current == "auto":
-            ds[key] = value
-        elif float(current) != float(value):
-            raise ConfigError(f"{path}: '{key}' is {current} but the run config says {value}; set it to \"auto\"")
-    zero = ds.setdefault("zero_optimization", {})
-    for key, value in _DS_SIZE_DEFAULTS.items():
-        if zero.get(key) == "auto":
-            zero[key] = value
-    return ds
-
-
-def build_accelerator(cfg: GenHancerConfig):  # noqa: ANN201 - accelerate.Accelerator
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DeepSpeedPlugin
-
-    # a state left in this interpreter by someone else (a Trainer in a notebook or test) would be reused
-    # as is, silently without our DeepSpeed plugin; start from a clean one
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    mixed = resolve_mixed_precision(cfg.train.mixed_precision)
-    plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg)) if cfg.train.deepspeed else None
-    # [IMPORTANT] cpu=True makes accelerate silently drop DeepSpeed, so it is only set for plain accelerate
-    # on a machine without a GPU (then torchrun ranks become a gloo MULTI_CPU group).
-    accelerator = Accelerator(
-        mixed_precision=mixed,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        deepspeed_plugin=plugin,
-        cpu=plugin is None and not torch.cuda.is_available(),
-    )
-    if plugin is not None and accelerator.state.deepspeed_plugin is None:
-        raise RuntimeError("accelerate did not enable DeepSpeed although train.deepspeed is set")
-    if plugin is not None:
-        # DeepSpeed has joined the process group by now; accelerate's own count can lag behind it (CPU ranks)
-        world = ProcessGroup().world_size
-        plugin.deepspeed_config["train_batch_size"] = cfg.train.batch_size * cfg.train.grad_accum * world
-    return accelerator
-
-
-class ProcessGroup:
-    """Rank, world size and collectives straight from torch.distributed.
-
-    [IMPORTANT] On CPU, accelerate + DeepSpeed under torchrun reports one process on every rank (its CPU
-    branch is skipped once DeepSpeed is on) while DeepSpeed itself runs on the real gloo group; so rank-aware
-    work (data sharding, rank-0 files, metric reduction, barriers) goes through torch.distributed directly.
-    """
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        import torch.distributed as dist
-
-        self.device = torch.device(device)  # nccl reduces device tensors, gloo CPU ones
-        self._dist = dist if dist.is_available() and dist.is_initialized() else None
-        self.rank = self._dist.get_rank() if self._dist else 0
-        self.world_size = self._dist.get_world_size() if self._dist else 1
+    def add(self, value: float) -> None:
+        self.total += float(value)
+        self.count += 1
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
 
-    def barrier(self) -> None:
-        if self._dist is not None and self.world_size > 1:
-            self._dist.barrier()
-
-    def sum(self, value: float) -> float:
-        if self._dist is None or self.world_size == 1:
-            return float(value)
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
-        self._dist.all_reduce(t)
-        return float(t.item())
-
-    def mean(self, value: float) -> float:
-        return self.sum(value) / self.world_size
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
 
 
-def zero_stage(accelerator) -> int:  # noqa: ANN001
-    plugin = accelerator.state.deepspeed_plugin
-    return int(plugin.zero_stage) if plugin is not None else 0
+class Throughput:
+    """Items per second since the last reset (images/s of one logging window, or of the whole loop)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def add(self, n: int) -> None:
+        self.items += n
+
+    @property
+    def seconds(self) -> float:
+        return time.time() - self.t0
+
+    @property
+    def rate(self) -> float:
+        return self.items / max(self.seconds, 1e-9)
+
+    def reset(self) -> None:
+        self.items, self.t0 = 0, time.time()
 
 
-def _gathered(params: list[torch.nn.Parameter], enabled: bool, modifier_rank: int | None = None):  # noqa: ANN202
-    """ZeRO-3 keeps parameters partitioned: gather them for reading/writing whole tensors."""
-    if not enabled:
-        return nullcontext()
-    import deepspeed
+# --------------------------------------------------------------------------------------------------- run
+@dataclass
+class _Run:
+    """What one stage trains with, and where it is (``step``: optimizer steps done)."""
 
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+    cfg: GenHancerConfig
+    session: Session
+    model: Any  # as prepared: DeepSpeed engine, DDP wrapper or the module
+    inner: Any  # the GenHancerModel itself
+    optimizer: Any
+    scheduler: Any
+    stream: ImageStream
+    lineage: dict[str, Any]
+    trainable: list[torch.nn.Parameter] = field(init=False)
+    step: int = 0
+    resumed_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.trainable = [p for p in self.inner.parameters() if p.requires_grad]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.train.run_dir)
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def steps(self) -> int:
+        return self.cfg.current_schedule.steps
+
+    @property
+    def images_per_step(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.train.grad_accum * self.session.group.world_size
+
+    @property
+    def images_seen(self) -> int:
+        return self.step * self.images_per_step
 
 
-@contextmanager
-def _without_zero3_init(accelerator) -> Iterator[None]:  # noqa: ANN001
-    """No ``deepspeed.zero.Init`` while the HF encoder loads: it cannot partition CLIP's 0-dim ``logit_scale``
-    and the frozen encoder fits on one device anyway; ZeRO-3 still partitions the whole model at prepare().
-
-    [IMPORTANT] accelerate's ``zero3_init_context_manager(enable=False)`` re-registers the HF DeepSpeed config
-    (so transformers still sees ZeRO-3); unregistering it is what actually turns zero.Init off.
-    """
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None or plugin.zero_stage != 3:
-        yield
-        return
-    from transformers.integrations import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        plugin.set_deepspeed_weakref()
-
-
-def _unwrapped_optimizer(accelerator, optimizer):  # noqa: ANN001, ANN202
-    """The object whose state_dict()/load_state_dict() hold the optimizer state on this rank."""
-    if accelerator.state.deepspeed_plugin is not None:
-        return optimizer.optimizer  # DeepSpeedOptimizerWrapper -> DeepSpeedZeroOptimizer (partitioned per rank)
-    return optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-
-
-# ------------------------------------------------------------------------------------------------- train
 def train(cfg: GenHancerConfig) -> dict[str, Any]:
     """Run one stage as configured; returns the summary (also written to ``run_dir/summary.json``)."""
+    t_start = time.time()
+    with training_session(cfg.train) as session, ExitStack() as closing:
+        run = _setup(cfg, session, closing)
+        _resume(run)
+        report = _Report(run, closing)
+        _loop(run, report, _sample_log(run, closing))
+        return _finalize(run, report, t_start)
+
+
+# ------------------------------------------------------------------------------------------------- setup
+def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
+    """The model (built, prepared), AdamW, the warmup schedule and this rank's batches."""
     from transformers import get_constant_schedule_with_warmup
 
     from genhancer.module import GenHancerModel
 
-    t_start = time.time()
-    # accelerate flips ACCELERATE_USE_DEEPSPEED on for the whole process; put it back afterwards so a later
-    # run in the same interpreter (tests, notebooks) with train.deepspeed=null really runs without it
-    prior_use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED")
-    schedule = cfg.current_schedule
-    run_dir = Path(cfg.train.run_dir)
-    ckpt_root = run_dir / "checkpoints"
-    accelerator = build_accelerator(cfg)
-    group = ProcessGroup(accelerator.device)
-    rank, world = group.rank, group.world_size
-    stage3 = zero_stage(accelerator) == 3
-    is_main = group.is_main
-    writer = None
-    stream = None
-    try:
-        if is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            dump_yaml(cfg, run_dir / "config.yaml")
-        log.info("stage %s: %d steps, lr %g, warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
-                 cfg.stage, schedule.steps, schedule.lr, schedule.warmup_steps, cfg.train.batch_size, world,
-                 cfg.train.grad_accum, accelerator.device, zero_stage(accelerator) or "off",
-                 accelerator.mixed_precision)
+    schedule, group = cfg.current_schedule, session.group
+    if group.is_main:
+        Path(cfg.train.run_dir).mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, Path(cfg.train.run_dir) / "config.yaml")
+    log.info("stage %s: %d steps, lr %g, warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
+             cfg.stage, schedule.steps, schedule.lr, schedule.warmup_steps, cfg.train.batch_size,
+             group.world_size, cfg.train.grad_accum, session.device, session.zero_stage or "off",
+             session.accelerator.mixed_precision)
+    # the same seed on every rank while building, so fresh modules start identical everywhere
+    torch.manual_seed(cfg.train.seed)
+    with session.building():
+        model = GenHancerModel.build(cfg)
+    spec = model.encoder_image_spec()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=schedule.lr, betas=tuple(cfg.train.betas),
+                                  weight_decay=cfg.train.weight_decay)
+    # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
+    scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)
+    model, optimizer = session.accelerator.prepare(model, optimizer)
+    stream = _batches(cfg, spec, group)
+    closing.callback(stream.close)
+    return _Run(cfg, session, model, session.accelerator.unwrap_model(model), optimizer, scheduler, stream,
+                lineage=_lineage(cfg))
 
-        # the same seed on every rank while building, so fresh modules start identical everywhere
-        torch.manual_seed(cfg.train.seed)
-        with _without_zero3_init(accelerator):
-            model = GenHancerModel.build(cfg)
-        spec = model.encoder_image_spec()
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
-        optimizer = torch.optim.AdamW(params, lr=schedule.lr, betas=tuple(cfg.train.betas),
-                                      weight_decay=cfg.train.weight_decay)
-        # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
-        scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        inner = accelerator.unwrap_model(model)
-        trainable = [p for p in inner.parameters() if p.requires_grad]
 
-        stream = build_stream(cfg.data, image_size=int(spec["image_size"]), mean=spec["mean"], std=spec["std"],
-                              batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world)
+def _batches(cfg: GenHancerConfig, spec: dict[str, Any], group: ProcessGroup) -> ImageStream:
+    """The training batches of this rank: an endless, resumable stream (``state_dict``/``load_state_dict``,
+    ``epoch``, ``skipped``) of ``Batch``es cropped and normalised for the encoder ``spec``."""
+    return build_stream(cfg.data, image_size=int(spec["image_size"]), mean=spec["mean"], std=spec["std"],
+                        batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=group.rank,
+                        world_size=group.world_size)
 
-        # ----------------------------------------------------------------------------- resume
-        step = 0
-        lineage = _lineage(cfg)
-        resume_from = _resume_source(cfg, ckpt_root)
-        if resume_from is not None:
-            _check_lineage(resume_from, lineage)
-            opt_obj = _unwrapped_optimizer(accelerator, optimizer)
-            ck = read_checkpoint(resume_from, rank=rank, world_size=world, optimizer_fallback=opt_obj.state_dict())
-            with _gathered(trainable, stage3, modifier_rank=0):
-                inner.load_trainable_state_dict(ck["model"])
-            opt_state = ck["rank"]["optimizer"]
-            if accelerator.state.deepspeed_plugin is not None:
-                # rigid ZeRO checkpoint of this rank; fp32 master partitions restored exactly
-                opt_obj.load_state_dict([opt_state] * world, load_optimizer_states=True,
-                                        load_from_fp32_weights=True)
-            else:
-                opt_obj.load_state_dict(opt_state)
-            scheduler.load_state_dict(ck["scheduler"])
-            stream.load_state_dict(ck["rank"]["data"])
-            set_rng_state(ck["rank"]["rng"])
-            step = int(ck["meta"]["step"])
-            log.info("resumed from %s at step %d (data epoch %d, index %d)", resume_from, step,
-                     stream.epoch, stream.index)
-        else:
-            torch.manual_seed(cfg.train.seed + rank)  # per-rank noise from here on
-        if is_main:
-            _trim_metrics(run_dir / "metrics.jsonl", step)
+
+# ------------------------------------------------------------------------------------------------ resume
+def _resume(run: _Run) -> None:
+    """Continue from ``train.resume``'s checkpoint: weights, optimizer, scheduler, data position, RNG."""
+    cfg, session, group = run.cfg, run.session, run.session.group
+    source = _resume_source(cfg, run.ckpt_root)
+    if source is None:
+        torch.manual_seed(cfg.train.seed + group.rank)  # per-rank noise from here on
+        return
+    _check_lineage(source, run.lineage)
+    ck = read_checkpoint(source, rank=group.rank, world_size=group.world_size,
+                         optimizer_fallback=session.optimizer_state(run.optimizer))
+    with session.gathered(run.trainable, modifier_rank=0):
+        run.inner.load_trainable_state_dict(ck["model"])
+    session.load_optimizer_state(run.optimizer, ck["rank"]["optimizer"])
+    run.scheduler.load_state_dict(ck["scheduler"])
+    run.stream.load_state_dict(ck["rank"]["data"])
+    set_rng_state(ck["rank"]["rng"])
+    run.step, run.resumed_from = int(ck["meta"]["step"]), source
+    log.info("resumed from %s at step %d (data epoch %d, index %d)", source, run.step, run.stream.epoch,
+             run.stream.index)
+
+
+# -------------------------------------------------------------------------------------------------- loop
+def _loop(run: _Run, report: _Report, samples: IO[str] | None) -> None:
+    batches = iter(run.stream)
+    while run.step < run.steps:
+        loss, grad_norm = _optimizer_step(run, batches, samples)
+        report.step_done(loss, grad_norm)
+        if run.step % run.cfg.train.save_every == 0 or run.step == run.steps:
+            _save(run)
+    report.close()
+
+
+def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None) -> tuple[torch.Tensor, Any]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss [], grad norm or None)."""
+    accelerator, accum = run.session.accelerator, run.cfg.train.grad_accum
+    step_loss = torch.zeros((), device=accelerator.device)
+    grad_norm = None
+    for _ in range(accum):
+        batch = next(batches)
+        if samples is not None:
+            samples.write(json.dumps({"step": run.step + 1, "rank": run.session.group.rank, "keys": batch.keys}) + "\n")
+            samples.flush()
+        with accelerator.accumulate(run.model):
+            loss = _loss(run, batch)
+            _stop_if_not_finite(run.session.group, loss, run.step + 1, run.ckpt_root)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(run.trainable, run.cfg.train.grad_clip)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        step_loss += loss.detach().float() / accum
+    run.scheduler.step()
+    run.step += 1
+    return step_loss, grad_norm
+
+
+def _loss(run: _Run, batch: Batch) -> torch.Tensor:
+    """The flow-matching loss [] of one micro-batch: encoder input (B, 3, S, S), target crop (B, 3, S, S)."""
+    device, dtype = run.session.device, run.session.input_dtype
+    out = run.model(pixel_values=batch.pixel_values.to(device, dtype), target=batch.target.to(device, dtype))
+    return out["loss"]
+
+
+class _Report:
+    """Per-step bookkeeping: running loss, throughput, the progress bar, ``metrics.jsonl`` and tensorboard
+    (rank 0 writes; every rank joins the loss mean). A resumed run first drops the lines after its step."""
+
+    def __init__(self, run: _Run, closing: ExitStack) -> None:
+        self.run, self.tb = run, None
+        if run.session.group.is_main:
+            _trim_metrics(run.run_dir / "metrics.jsonl", run.step)
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+            self.tb = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step if run.step else None)
+            closing.callback(self.tb.close)
+        self.bar = progress(total=run.steps, initial=run.step, desc=f"{run.cfg.name}/{run.cfg.stage}", unit="step")
+        self.loss, self.window, self.loop = RunningMean(), Throughput(), Throughput()
+        self.last_loss, self.train_s = float("nan"), 0.0
 
-        ckpt_writer = CheckpointWriter(ckpt_root, rank=rank, world_size=world, keep=cfg.train.keep_checkpoints,
-                                       barrier=group.barrier)
+    def step_done(self, step_loss: torch.Tensor, grad_norm: Any) -> None:
+        self.loss.add(float(step_loss))
+        self.window.add(self.run.images_per_step)
+        self.loop.add(self.run.images_per_step)
+        self.bar.update(1)
+        if self.run.step % self.run.cfg.train.log_every == 0 or self.run.step == self.run.steps:
+            self._log(grad_norm)
 
-        def save(at: int) -> Path:
-            def model_state() -> dict[str, torch.Tensor]:
-                with _gathered(trainable, stage3):
-                    return {k: v.detach().clone() for k, v in inner.trainable_state_dict().items()}
-
-            opt_obj = _unwrapped_optimizer(accelerator, optimizer)
-            path = ckpt_writer.write(
-                at,
-                meta={"stage": cfg.stage, "zero_stage": zero_stage(accelerator), "images_seen": images_seen_total,
-                      "lineage": lineage},
-                model_state=model_state,
-                scheduler_state=scheduler.state_dict(),
-                rank_state={"optimizer": opt_obj.state_dict(), "rng": rng_state(), "data": stream.state_dict()},
-            )
-            log.info("checkpoint %s", path)
-            return path
-
-        # ------------------------------------------------------------------------------- loop
-        sample_log = None
-        if cfg.train.debug_log_samples:
-            (run_dir / "debug").mkdir(parents=True, exist_ok=True)
-            sample_log = (run_dir / "debug" / f"samples-rank{rank:05d}.jsonl").open("a")
-        images_per_step = cfg.train.batch_size * cfg.train.grad_accum * world
-        images_seen_total = step * images_per_step
-        batches = iter(stream)
-        bar = progress(total=schedule.steps, initial=step, desc=f"{cfg.name}/{cfg.stage}", unit="step")
-        window_loss, window_n, window_t0, window_images = 0.0, 0, time.time(), 0
-        loop_t0, loop_images, last_loss = time.time(), 0, float("nan")
-        dtype = _input_dtype(accelerator, inner)
-        while step < schedule.steps:
-            step_loss = torch.zeros((), device=accelerator.device)
-            grad_norm = None
-            for _ in range(cfg.train.grad_accum):
-                batch = next(batches)
-                if sample_log is not None:
-                    sample_log.write(json.dumps({"step": step + 1, "rank": rank, "keys": batch.keys}) + "\n")
-                    sample_log.flush()
-                with accelerator.accumulate(model):
-                    out = model(pixel_values=batch.pixel_values.to(accelerator.device, dtype),
-                                target=batch.target.to(accelerator.device, dtype))
-                    loss = out["loss"]
-                    _stop_if_not_finite(group, loss, step + 1, ckpt_root)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.train.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                step_loss += loss.detach().float() / cfg.train.grad_accum
-            scheduler.step()
-            step += 1
-            images_seen_total += images_per_step
-            loop_images += images_per_step
-            window_images += images_per_step
-            window_loss += float(step_loss)
-            window_n += 1
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == schedule.steps:
-                mean_loss = group.mean(window_loss / window_n)
-                dt = max(time.time() - window_t0, 1e-9)
-                last_loss = mean_loss
-                record = {
-                    "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": window_images / dt, "images_seen": images_seen_total,
-                    "grad_norm": None if grad_norm is None else float(grad_norm),
-                    "epoch": stream.epoch, "skipped_images": stream.skipped, "time": time.time(),
-                }
-                if is_main:
-                    with (run_dir / "metrics.jsonl").open("a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    for k in ("loss", "lr", "images_per_s", "grad_norm"):
-                        if record[k] is not None:
-                            writer.add_scalar(f"train/{k}", record[k], step)  # type: ignore[union-attr]
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{record['images_per_s']:.1f}")
-                window_loss, window_n, window_t0, window_images = 0.0, 0, time.time(), 0
-            if step % cfg.train.save_every == 0 or step == schedule.steps:
-                save(step)
-        bar.close()
-        train_s = time.time() - loop_t0
-        if sample_log is not None:
-            sample_log.close()
-
-        # ----------------------------------------------------------------------------- final
-        final = run_dir / "final"
-        with _gathered(list(inner.parameters()), stage3):
-            if is_main:  # writes final/ atomically, with provenance.json (parents: encoder, init_from)
-                inner.save_pretrained(final, extra={"steps": step, "run_dir": str(run_dir)})
-        group.barrier()
-        skipped = int(group.sum(stream.skipped))
-        summary = {
-            "stage": cfg.stage, "steps": step, "resumed_from": str(resume_from) if resume_from else None,
-            "world_size": world, "zero_stage": zero_stage(accelerator), "mixed_precision": accelerator.mixed_precision,
-            "batch_per_step": images_per_step, "wall_s": time.time() - t_start, "train_s": train_s,
-            "images_per_s": loop_images / train_s if train_s > 0 and loop_images else None,
-            "final_loss": last_loss if math.isfinite(last_loss) else None, "skipped_images": skipped,
-            "final": str(final),
+    def _log(self, grad_norm: Any) -> None:
+        run = self.run
+        self.last_loss = run.session.group.mean(self.loss.mean)
+        record = {
+            "step": run.step, "loss": self.last_loss, "lr": run.scheduler.get_last_lr()[0],
+            "images_per_s": self.window.rate, "images_seen": run.images_seen,
+            "grad_norm": None if grad_norm is None else float(grad_norm),
+            "epoch": run.stream.epoch, "skipped_images": run.stream.skipped, "time": time.time(),
         }
-        if is_main:
-            write_json(run_dir / "summary.json", summary)
-            log.info("done: %s", json.dumps(summary))
-        return summary
-    finally:
-        if writer is not None:
-            writer.close()
-        if stream is not None:
-            stream.close()
-        _teardown(accelerator)
-        if prior_use_deepspeed is None:
-            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
-        else:
-            os.environ["ACCELERATE_USE_DEEPSPEED"] = prior_use_deepspeed
+        if self.tb is not None:  # rank 0
+            with (run.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            for k in ("loss", "lr", "images_per_s", "grad_norm"):
+                if record[k] is not None:
+                    self.tb.add_scalar(f"train/{k}", record[k], run.step)
+            self.bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{record['images_per_s']:.1f}")
+        self.loss.reset()
+        self.window.reset()
+
+    def close(self) -> None:
+        self.bar.close()
+        self.train_s = self.loop.seconds
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.loop.items / self.train_s if self.train_s > 0 and self.loop.items else None
 
 
-def _input_dtype(accelerator, model: torch.nn.Module) -> torch.dtype:  # noqa: ANN001
-    """DeepSpeed bf16 casts the module itself (no autocast): feed it bf16 inputs; otherwise fp32."""
-    if accelerator.state.deepspeed_plugin is not None and accelerator.mixed_precision == "bf16":
-        return torch.bfloat16
-    return torch.float32
+def _sample_log(run: _Run, closing: ExitStack) -> IO[str] | None:
+    """``train.debug_log_samples``: ``debug/samples-rankNNNNN.jsonl``, the sample keys of every step."""
+    if not run.cfg.train.debug_log_samples:
+        return None
+    (run.run_dir / "debug").mkdir(parents=True, exist_ok=True)
+    return closing.enter_context((run.run_dir / "debug" / f"samples-rank{run.session.group.rank:05d}.jsonl").open("a"))
+
+
+def _save(run: _Run) -> Path:
+    """A collective checkpoint of the current step (every rank calls this)."""
+    session, group = run.session, run.session.group
+
+    def model_state() -> dict[str, torch.Tensor]:
+        with session.gathered(run.trainable):
+            return {k: v.detach().clone() for k, v in run.inner.trainable_state_dict().items()}
+
+    writer = CheckpointWriter(run.ckpt_root, rank=group.rank, world_size=group.world_size,
+                              keep=run.cfg.train.keep_checkpoints, barrier=group.barrier)
+    path = writer.write(
+        run.step,
+        meta={"stage": run.cfg.stage, "zero_stage": session.zero_stage, "images_seen": run.images_seen,
+              "lineage": run.lineage},
+        model_state=model_state,
+        scheduler_state=run.scheduler.state_dict(),
+        rank_state={"optimizer": session.optimizer_state(run.optimizer), "rng": rng_state(),
+                    "data": run.stream.state_dict()},
+    )
+    log.info("checkpoint %s", path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- final
+def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
+    """Write ``final/`` (the stage output, with provenance) and ``summary.json``; return the summary."""
+    session, group = run.session, run.session.group
+    final = run.run_dir / "final"
+    with session.gathered(list(run.inner.parameters())):
+        if group.is_main:  # writes final/ atomically, with provenance.json (parents: encoder, init_from)
+            run.inner.save_pretrained(final, extra={"steps": run.step, "run_dir": str(run.run_dir)})
+    group.barrier()
+    summary = {
+        "stage": run.cfg.stage, "steps": run.step,
+        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+        "world_size": group.world_size, "zero_stage": session.zero_stage,
+        "mixed_precision": session.accelerator.mixed_precision, "batch_per_step": run.images_per_step,
+        "wall_s": time.time() - t_start, "train_s": report.train_s, "images_per_s": report.images_per_s,
+        "final_loss": report.last_loss if math.isfinite(report.last_loss) else None,
+        "skipped_images": int(group.sum(run.stream.skipped)), "final": str(final),
+    }
+    if group.is_main:
+        write_json(run.run_dir / "summary.json", summary)
+        log.info("done: %s", json.dumps(summary))
+    return summary
 
 
 def _stop_if_not_finite(group: ProcessGroup, loss: torch.Tensor, step: int, ckpt_root: Path) -> None:
@@ -476,23 +423,6 @@ def _trim_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _teardown(accelerator) -> None:  # noqa: ANN001
-    """Leave the process clean: end trackers, destroy the process group (gloo aborts at exit otherwise),
-    and reset accelerate's process-wide state so another run can start in the same interpreter."""
-    import torch.distributed as dist
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        if "deepspeed.comm" in sys.modules and dist.is_available() and dist.is_initialized():
-            import deepspeed.comm as ds_comm
-
-            ds_comm.destroy_process_group()  # before accelerate's: also drops DeepSpeed's cached group handles
-        accelerator.end_training()  # destroys the torch process group if one is left
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-
 # --------------------------------------------------------------------------------------------------- CLI
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
@@ -510,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["TrainingDiverged", "deepspeed_config", "main", "train"]
+__all__ = ["RunningMean", "Throughput", "TrainingDiverged", "main", "train"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

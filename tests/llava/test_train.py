@@ -46,7 +46,7 @@ def _params(d: Path) -> dict[str, torch.Tensor]:
 
 
 def _changed(a: dict, b: dict) -> dict[str, bool]:
-    from llava_integration.train import part_of
+    from llava_integration.stages import part_of
 
     out: dict[str, bool] = {}
     for n in a:
@@ -86,13 +86,22 @@ def test_finetune_zero3_changes_projector_and_llm_never_vision(pretrained, llava
     assert res["n"] > 0 and set(res["per_type"]) <= set(QUESTION_TYPES)
 
 
-def test_lora_finetune_exports_merged_weights(pretrained, tmp_path):
+def _lora_finetune(pretrained, run_dir: Path) -> Path:
     run, common = pretrained
-    lora_run = tmp_path / "lora"
-    _run(["-m", "llava_integration.train", "stage=finetune", *common, f"run_dir={lora_run}",
+    _run(["-m", "llava_integration.train", "stage=finetune", *common, f"run_dir={run_dir}",
           f"finetune.init_from={run / 'pretrain' / 'model'}", "finetune.lora.enabled=true", "finetune.lora.r=4",
           "finetune.lora.alpha=8", "finetune.lora.projector_lr=1e-3"])
-    model_dir = lora_run / "finetune" / "model"
+    return run_dir / "finetune" / "model"
+
+
+@pytest.fixture(scope="module")
+def lora_model(pretrained, tmp_path_factory) -> Path:
+    return _lora_finetune(pretrained, tmp_path_factory.mktemp("lora"))
+
+
+def test_lora_finetune_exports_merged_weights(pretrained, lora_model):
+    run, _ = pretrained
+    model_dir = lora_model
     from safetensors import safe_open
 
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
@@ -100,6 +109,16 @@ def test_lora_finetune_exports_merged_weights(pretrained, tmp_path):
     assert not (model_dir / "adapter_config.json").exists()
     before, after = _params(run / "pretrain" / "model"), _params(model_dir)
     assert _changed(before, after) == {"vision": False, "projector": True, "llm": True}
+
+
+def test_lora_finetune_is_reproducible(pretrained, lora_model, tmp_path):
+    """The same seed draws the same adapters and trains them to the same merged weights."""
+    from safetensors.torch import load_file
+
+    again = load_file(str(_lora_finetune(pretrained, tmp_path / "again") / "model.safetensors"))
+    first = load_file(str(lora_model / "model.safetensors"))
+    assert first.keys() == again.keys()
+    assert [k for k in first if not torch.equal(first[k], again[k])] == []
 
 
 def test_zero3_two_processes_torchrun(pretrained, tmp_path):
