@@ -84,9 +84,7 @@ if [ "$NUM_GPUS" -gt 0 ]; then
           --num_machines "$NUM_NODES" --machine_rank "$NODE_RANK" --main_process_ip "$MASTER_ADDR"
           --main_process_port "$MASTER_PORT" -m genhancer.train)
 else
-  # one process; DeepSpeed still wants the launcher's variables (or it looks for MPI)
-  export MASTER_ADDR MASTER_PORT RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1
-  LAUNCH=(python -m genhancer.train)
+  LAUNCH=(python -m genhancer.train)  # one plain process: the trainer fills in the launcher variables
 fi
 IS_MAIN=$([ "$NODE_RANK" = 0 ] && echo 1 || echo 0)
 
