@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from genhancer.cache import training_stream
 from genhancer.checkpoint import (
     CheckpointWriter,
     latest_checkpoint,
@@ -40,7 +41,6 @@ from genhancer.checkpoint import (
     set_rng_state,
 )
 from genhancer.config import GenHancerConfig, load_genhancer_config
-from genhancer.data import build_stream
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, to_dict
 from genhancer.utils.errors import ConfigError, UserError
@@ -247,7 +247,6 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
         torch.manual_seed(cfg.train.seed)
         with _without_zero3_init(accelerator):
             model = GenHancerModel.build(cfg)
-        spec = model.encoder_image_spec()
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
@@ -259,8 +258,9 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
         inner = accelerator.unwrap_model(model)
         trainable = [p for p in inner.parameters() if p.requires_grad]
 
-        stream = build_stream(cfg.data, image_size=int(spec["image_size"]), mean=spec["mean"], std=spec["std"],
-                              batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world)
+        # images, or the stage-1 feature cache (cache.enabled, frozen encoder; built here on first use)
+        stream = training_stream(cfg, inner, rank=rank, world_size=world, barrier=group.barrier,
+                                 device=accelerator.device, input_dtype=_input_dtype(accelerator, inner))
 
         # ----------------------------------------------------------------------------- resume
         step = 0
@@ -334,8 +334,7 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
                     sample_log.write(json.dumps({"step": step + 1, "rank": rank, "keys": batch.keys}) + "\n")
                     sample_log.flush()
                 with accelerator.accumulate(model):
-                    out = model(pixel_values=batch.pixel_values.to(accelerator.device, dtype),
-                                target=batch.target.to(accelerator.device, dtype))
+                    out = model(**batch.model_inputs(accelerator.device, dtype))  # pixels or cached features
                     loss = out["loss"]
                     _stop_if_not_finite(group, loss, step + 1, ckpt_root)
                     accelerator.backward(loss)
