@@ -310,9 +310,10 @@ def build_cache(directory: Path, cfg: GenHancerConfig, model: Any, parts: dict[s
 
 # -------------------------------------------------------------------------------------------------- read
 class FeatureCache:
-    """Random access to a built cache: ``read(key, view) -> {tensor name: (...)}`` (memory-mapped shards)."""
+    """Random access to a built cache: ``read(key, view) -> {tensor name: (...)}``. A cache of at most
+    ``max_ram_bytes`` is held in memory (each shard loaded on first use), a larger one read per view from disk."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, max_ram_bytes: int = 4 * 2**30) -> None:
         self.directory = Path(directory)
         self.manifest = read_json(self.directory / MANIFEST, missing=f"no stage-1 cache at {self.directory}")
         self.num_views = int(self.manifest["num_views"])
@@ -321,6 +322,8 @@ class FeatureCache:
                        for row, key in enumerate(shard["keys"])}
         self.skipped = frozenset(self.manifest["skipped"])
         self._open: dict[int, tuple[Any, dict[str, Any]]] = {}
+        size = sum((self.directory / s["file"]).stat().st_size for s in self.manifest["shards"])
+        self.in_memory = size <= max_ram_bytes
 
     def __len__(self) -> int:
         return len(self._where)
@@ -338,7 +341,10 @@ class FeatureCache:
 
         if shard not in self._open:
             f = safe_open(str(self.directory / self.manifest["shards"][shard]["file"]), framework="pt")
-            self._open[shard] = (f, {name: f.get_slice(name) for name in self.names})  # f keeps the map open
+            if self.in_memory:  # whole tensors: indexing one view is then a view, not a file read
+                self._open[shard] = (None, {name: f.get_tensor(name) for name in self.names})
+            else:
+                self._open[shard] = (f, {name: f.get_slice(name) for name in self.names})  # f keeps the map open
         return self._open[shard][1]
 
     def close(self) -> None:

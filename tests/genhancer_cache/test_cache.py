@@ -316,3 +316,14 @@ def test_vae_cache_split_keeps_diffusers_posterior_sampling(tiny_vae):
                                            sample_posterior=False))
     torch.testing.assert_close(mode.from_cache(mode.encode_for_cache(x)),
                                space.scale * (vae.encode(x).latent_dist.mode() - space.shift), rtol=0, atol=1e-6)
+
+
+def test_a_large_cache_is_read_from_disk_with_the_same_values(make_cfg):
+    cfg = make_cfg()
+    open_cache(cfg, _model(cfg))
+    ram, disk = FeatureCache(cache_dir(cfg)), FeatureCache(cache_dir(cfg), max_ram_bytes=0)
+    assert ram.in_memory and not disk.in_memory
+    for key in list(ram._where)[:3]:
+        a, b = ram.read(key, 1), disk.read(key, 1)
+        assert a.keys() == b.keys() == {"global_token", "crop"}
+        assert all(torch.equal(a[k], b[k]) for k in a)
