@@ -279,8 +279,10 @@ def build_cache(directory: Path, cfg: GenHancerConfig, model: Any, parts: dict[s
     digest = digests(parts)
     tag = hashlib.sha256(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16]
     staging = directory.parent / f".{directory.name}-build-{tag}-of{world_size}"
-    if rank == 0:  # staging left by killed builds of other fingerprints is useless now
-        for old in directory.parent.glob(f".{directory.name}-build-*"):
+    if rank == 0:  # what killed builds left: staging of other fingerprints, half-assembled or replaced caches
+        leftovers = [p for pattern in (f".{directory.name}-build-*", f".tmp-{directory.name}-*",
+                                       f".old-{directory.name}-*") for p in directory.parent.glob(pattern)]
+        for old in leftovers:
             if old != staging:
                 shutil.rmtree(old, ignore_errors=True)
     barrier()

@@ -2,6 +2,7 @@
 
     model = GenHancerModel.build(cfg)              # stage 1: fresh conditioner + denoiser, encoder frozen
     out = model(pixel_values, target)              # {"loss": scalar, "t_mean": float}
+    out = model(**model.cache_features(pixel_values, target))  # the same, from precomputed features (stage 1)
     model.save_pretrained("runs/x/stage1/final")   # the stage output directory (below)
     cfg2 = ... stage=stage2 init_from=runs/x/stage1/final
     model2 = GenHancerModel.build(cfg2)            # loads conditioner + denoiser, attaches encoder LoRA

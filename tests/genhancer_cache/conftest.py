@@ -42,3 +42,14 @@ def make_cfg(tiny_clip_dir, cache_world, tmp_path):
         return load_genhancer_config(None, [*base, *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_vq(tmp_path_factory, cache_world) -> Path:
+    """A 4x4-patch k-means tokenizer with 16 codes (32 px crops -> 8x8 ids), trained on the cache world."""
+    from genhancer.vq import main
+
+    out = tmp_path_factory.mktemp("cache_vq") / "vq"
+    assert main(["train", "--images", str(cache_world), "--out", str(out), "--patch-size", "4",
+                 "--codebook-size", "16", "--iters", "3", "--image-size", "32", "--val-fraction", "0.1"]) == 0
+    return out
