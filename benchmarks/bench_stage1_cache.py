@@ -218,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trainer-steps", type=int, default=60,
                    help="toy: also run the real trainer this many steps per path (0: skip)")
     p.add_argument("--trainer-rounds", type=int, default=3)
-    p.add_argument("--paper-steps", type=int, default=2)
-    p.add_argument("--paper-repeats", type=int, default=1)
+    p.add_argument("--paper-steps", type=int, default=1)
+    p.add_argument("--paper-repeats", type=int, default=3)
     p.add_argument("--paper-batch", type=int, default=1)
     p.add_argument("--paper-images", type=int, default=4)
     p.add_argument("--out", default="runs/benchmarks/bench_stage1_cache.json")
