@@ -100,7 +100,9 @@ def _model_dir_stamp(path: str | None, subfolder: str | None = None) -> Any:
     return {"path": str(d.resolve()), "files": [_file_stamp(p) for p in files]}
 
 
-def fingerprint_parts(cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: dict[str, str]) -> dict[str, Any]:
+def fingerprint_parts(
+    cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: dict[str, str]
+) -> dict[str, Any]:
     """What a cache is made of, by part: encoder, latent, crops, compute, data (see the module docstring)."""
     lora = Path(cfg.init_from) / "encoder_lora" if cfg.init_from else None
     files = source_files(cfg.data)
@@ -108,21 +110,32 @@ def fingerprint_parts(cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: 
         raise DataError(f"data.path {cfg.data.path!r} ({cfg.data.source}) holds no data to cache")
     return {
         "format": FORMAT,
-        "encoder": {"family": cfg.encoder.family, "dir": _model_dir_stamp(cfg.encoder.path),
-                    "image_spec": image_spec, "patch_tokens": cfg.conditioning.local_token_fraction > 0,
-                    "lora": _model_dir_stamp(str(lora)) if lora is not None and lora.is_dir() else None},
-        "latent": {"config": to_dict(cfg.latent),
-                   "dir": _model_dir_stamp(cfg.latent.vae_path, cfg.latent.vae_subfolder)},
-        "crops": {"crop_scale": [float(x) for x in cfg.data.crop_scale], "views": cfg.cache.views,
-                  "seed": cfg.train.seed},
+        "encoder": {
+            "family": cfg.encoder.family,
+            "dir": _model_dir_stamp(cfg.encoder.path),
+            "image_spec": image_spec,
+            "patch_tokens": cfg.conditioning.local_token_fraction > 0,
+            "lora": _model_dir_stamp(str(lora)) if lora is not None and lora.is_dir() else None,
+        },
+        "latent": {
+            "config": to_dict(cfg.latent),
+            "dir": _model_dir_stamp(cfg.latent.vae_path, cfg.latent.vae_subfolder),
+        },
+        "crops": {
+            "crop_scale": [float(x) for x in cfg.data.crop_scale],
+            "views": cfg.cache.views,
+            "seed": cfg.train.seed,
+        },
         "compute": dtypes,
         "data": {"source": cfg.data.source, "files": [[str(p.resolve()), p.stat().st_size] for p in files]},
     }
 
 
 def digests(parts: dict[str, Any]) -> dict[str, str]:
-    return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
-            for k, v in parts.items()}
+    return {
+        k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
+        for k, v in parts.items()
+    }
 
 
 def cache_status(directory: Path, expected: dict[str, str]) -> str | None:
@@ -130,8 +143,10 @@ def cache_status(directory: Path, expected: dict[str, str]) -> str | None:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         if directory.exists() and any(directory.iterdir()):
-            raise ConfigError(f"cache.dir={directory} exists and is not a feature cache (no {MANIFEST}); "
-                              "point cache.dir at a new or empty directory")
+            raise ConfigError(
+                f"cache.dir={directory} exists and is not a feature cache (no {MANIFEST}); "
+                "point cache.dir at a new or empty directory"
+            )
         return "no cache yet"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -179,21 +194,30 @@ class _ShardWriter:
         self.rows, self.keys, self.nbytes = {}, [], 0
 
 
-def _view_crops(image: Image.Image, item: int, cfg: GenHancerConfig, transform: CropAndNormalize) -> torch.Tensor:
+def _view_crops(
+    image: Image.Image, item: int, cfg: GenHancerConfig, transform: CropAndNormalize
+) -> torch.Tensor:
     """The V crop views of global item ``item``: (V, 3, S, S) uint8. View v's box comes from a generator keyed
     by (seed, item, v), so a rebuild makes the same views."""
     image = image.convert("RGB")
     if cfg.cache.views == 0:
         boxes = [centre_crop_box(image.width, image.height)]
     else:
-        boxes = [random_resized_crop_box(image.width, image.height, tuple(cfg.data.crop_scale),  # type: ignore[arg-type]
-                                         np.random.default_rng([cfg.train.seed, item, v]))
-                 for v in range(cfg.cache.views)]
+        boxes = [
+            random_resized_crop_box(
+                image.width,
+                image.height,
+                tuple(cfg.data.crop_scale),  # type: ignore[arg-type]
+                np.random.default_rng([cfg.train.seed, item, v]),
+            )
+            for v in range(cfg.cache.views)
+        ]
     return torch.stack([transform.crop_uint8(image, box) for box in boxes])
 
 
-def _read_views(source: ImageSource, item: int, cfg: GenHancerConfig, transform: CropAndNormalize
-                ) -> torch.Tensor | None:
+def _read_views(
+    source: ImageSource, item: int, cfg: GenHancerConfig, transform: CropAndNormalize
+) -> torch.Tensor | None:
     key = source.refs[item].key
     try:
         with Image.open(io.BytesIO(source.read_bytes(item))) as im:
@@ -201,15 +225,26 @@ def _read_views(source: ImageSource, item: int, cfg: GenHancerConfig, transform:
             return _view_crops(im, item, cfg, transform)
     except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, never a crash
         if cfg.data.strict:
-            raise DataError(f"cannot read image {key}: {type(e).__name__}: {e} (fix or remove the file, or set "
-                            "data.strict=false to skip bad images)") from None
+            raise DataError(
+                f"cannot read image {key}: {type(e).__name__}: {e} (fix or remove the file, or set "
+                "data.strict=false to skip bad images)"
+            ) from None
         log.warning("stage-1 cache: skipping unreadable image %s (%s: %s)", key, type(e).__name__, e)
         return None
 
 
-def _build_part(out: Path, items: list[int], source: ImageSource, model: Any, cfg: GenHancerConfig,
-                transform: CropAndNormalize, *, rank: int, device: torch.device | str, input_dtype: torch.dtype
-                ) -> None:
+def _build_part(
+    out: Path,
+    items: list[int],
+    source: ImageSource,
+    model: Any,
+    cfg: GenHancerConfig,
+    transform: CropAndNormalize,
+    *,
+    rank: int,
+    device: torch.device | str,
+    input_dtype: torch.dtype,
+) -> None:
     """Views of the global ``items`` -> ``out``: shards + part.json (keys per shard, unreadable keys)."""
     writer = _ShardWriter(out, f"part-{rank:05d}")
     skipped: list[str] = []
@@ -217,7 +252,7 @@ def _build_part(out: Path, items: list[int], source: ImageSource, model: Any, cf
     chunk = max(1, cfg.cache.build_batch_size // num_views(cfg))
     for start in progress(range(0, len(items), chunk), desc="stage-1 cache", unit="batch"):
         keys, crops = [], []
-        for item in items[start:start + chunk]:
+        for item in items[start : start + chunk]:
             views = _read_views(source, item, cfg, transform)
             if views is None:
                 skipped.append(source.refs[item].key)
@@ -257,10 +292,20 @@ def _assemble(directory: Path, staging: Path, world_size: int, head: dict[str, A
                 shards.append({"file": f"shards/{s['file']}", "keys": s["keys"]})
             skipped.extend(index["skipped"])
         if not shards:
-            raise DataError(f"stage-1 cache: none of the images of data.path could be read ({len(skipped)} tried)")
+            raise DataError(
+                f"stage-1 cache: none of the images of data.path could be read ({len(skipped)} tried)"
+            )
         tensors = _tensor_specs(tmp / shards[0]["file"])
-        write_json(tmp / MANIFEST, {**head, "images": sum(len(s["keys"]) for s in shards), "skipped": skipped,
-                                    "tensors": tensors, "shards": shards})
+        write_json(
+            tmp / MANIFEST,
+            {
+                **head,
+                "images": sum(len(s["keys"]) for s in shards),
+                "skipped": skipped,
+                "tensors": tensors,
+                "shards": shards,
+            },
+        )
     shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -268,20 +313,38 @@ def _tensor_specs(shard: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(shard), framework="pt") as f:
-        return {k: {"dtype": str(f.get_slice(k).get_dtype()), "shape": list(f.get_slice(k).get_shape()[2:])}
-                for k in f.keys()}
+        return {
+            k: {"dtype": str(f.get_slice(k).get_dtype()), "shape": list(f.get_slice(k).get_shape()[2:])}
+            for k in f.keys()
+        }
 
 
-def build_cache(directory: Path, cfg: GenHancerConfig, model: Any, parts: dict[str, Any], *, rank: int,
-                world_size: int, barrier: Callable[[], None], device: torch.device | str,
-                input_dtype: torch.dtype) -> None:
+def build_cache(
+    directory: Path,
+    cfg: GenHancerConfig,
+    model: Any,
+    parts: dict[str, Any],
+    *,
+    rank: int,
+    world_size: int,
+    barrier: Callable[[], None],
+    device: torch.device | str,
+    input_dtype: torch.dtype,
+) -> None:
     """Every rank computes items[rank::world_size] into a staging part; rank 0 assembles (see module docs)."""
     digest = digests(parts)
     tag = hashlib.sha256(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16]
     staging = directory.parent / f".{directory.name}-build-{tag}-of{world_size}"
     if rank == 0:  # what killed builds left: staging of other fingerprints, half-assembled or replaced caches
-        leftovers = [p for pattern in (f".{directory.name}-build-*", f".tmp-{directory.name}-*",
-                                       f".old-{directory.name}-*") for p in directory.parent.glob(pattern)]
+        leftovers = [
+            p
+            for pattern in (
+                f".{directory.name}-build-*",
+                f".tmp-{directory.name}-*",
+                f".old-{directory.name}-*",
+            )
+            for p in directory.parent.glob(pattern)
+        ]
         for old in leftovers:
             if old != staging:
                 shutil.rmtree(old, ignore_errors=True)
@@ -292,20 +355,35 @@ def build_cache(directory: Path, cfg: GenHancerConfig, model: Any, parts: dict[s
     else:
         source = build_source(cfg.data, 0, 1)  # every image, in one global order; this rank takes its share
         spec = model.encoder_image_spec()
-        transform = CropAndNormalize(int(spec["image_size"]), spec["mean"], spec["std"],
-                                     tuple(cfg.data.crop_scale))  # type: ignore[arg-type]
+        transform = CropAndNormalize(
+            int(spec["image_size"]), spec["mean"], spec["std"], tuple(cfg.data.crop_scale)
+        )  # type: ignore[arg-type]
         items = list(range(rank, len(source), world_size))
         try:
             with atomic_directory(part) as tmp:
-                _build_part(tmp, items, source, model, cfg, transform, rank=rank, device=device,
-                            input_dtype=input_dtype)
+                _build_part(
+                    tmp,
+                    items,
+                    source,
+                    model,
+                    cfg,
+                    transform,
+                    rank=rank,
+                    device=device,
+                    input_dtype=input_dtype,
+                )
         finally:
             source.close()
     barrier()
     if rank == 0:
-        head = {"format": FORMAT, "digests": digest, "views": cfg.cache.views, "num_views": num_views(cfg),
-                "image_size": int(model.encoder_image_spec()["image_size"]),
-                "data": {"source": cfg.data.source, "path": cfg.data.path, "files": len(parts["data"]["files"])}}
+        head = {
+            "format": FORMAT,
+            "digests": digest,
+            "views": cfg.cache.views,
+            "num_views": num_views(cfg),
+            "image_size": int(model.encoder_image_spec()["image_size"]),
+            "data": {"source": cfg.data.source, "path": cfg.data.path, "files": len(parts["data"]["files"])},
+        }
         _assemble(directory, staging, world_size, head)
     barrier()
 
@@ -320,8 +398,11 @@ class FeatureCache:
         self.manifest = read_json(self.directory / MANIFEST, missing=f"no stage-1 cache at {self.directory}")
         self.num_views = int(self.manifest["num_views"])
         self.names = list(self.manifest["tensors"])
-        self._where = {key: (s, row) for s, shard in enumerate(self.manifest["shards"])
-                       for row, key in enumerate(shard["keys"])}
+        self._where = {
+            key: (s, row)
+            for s, shard in enumerate(self.manifest["shards"])
+            for row, key in enumerate(shard["keys"])
+        }
         self.skipped = frozenset(self.manifest["skipped"])
         self._open: dict[int, tuple[Any, dict[str, Any]]] = {}
         size = sum((self.directory / s["file"]).stat().st_size for s in self.manifest["shards"])
@@ -346,7 +427,10 @@ class FeatureCache:
             if self.in_memory:  # whole tensors: indexing one view is then a view, not a file read
                 self._open[shard] = (None, {name: f.get_tensor(name) for name in self.names})
             else:
-                self._open[shard] = (f, {name: f.get_slice(name) for name in self.names})  # f keeps the map open
+                self._open[shard] = (
+                    f,
+                    {name: f.get_slice(name) for name in self.names},
+                )  # f keeps the map open
         return self._open[shard][1]
 
     def close(self) -> None:
@@ -374,21 +458,34 @@ class CachedBatch:
 class CachedStream(ImageStream):
     """``ImageStream`` whose samples come from a ``FeatureCache``: same ranks, order, position and state."""
 
-    def __init__(self, source: ImageSource, cache: FeatureCache, transform: CropAndNormalize, batch_size: int, *,
-                 seed: int, rank: int = 0, strict: bool = False) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        cache: FeatureCache,
+        transform: CropAndNormalize,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        strict: bool = False,
+    ) -> None:
         super().__init__(source, transform, batch_size, seed=seed, rank=rank, strict=strict)
         self.cache = cache
         unknown = [r.key for r in source.refs if r.key not in cache and r.key not in cache.skipped]
         if unknown:
-            raise DataError(f"stage-1 cache {cache.directory} lacks {len(unknown)} image(s) of data.path (e.g. "
-                            f"{unknown[0]}); delete the cache directory to rebuild it")
+            raise DataError(
+                f"stage-1 cache {cache.directory} lacks {len(unknown)} image(s) of data.path (e.g. "
+                f"{unknown[0]}); delete the cache directory to rebuild it"
+            )
 
     def _load(self, epoch: int, index: int) -> tuple[str, int, dict[str, torch.Tensor]] | None:  # type: ignore[override]
         key = self.source.refs[int(self.permutation(epoch)[index])].key
         if key not in self.cache:
             if self.strict:
-                raise DataError(f"cannot read image {key}: it was unreadable when the stage-1 cache was built "
-                                "(fix or remove the file, or set data.strict=false to skip bad images)")
+                raise DataError(
+                    f"cannot read image {key}: it was unreadable when the stage-1 cache was built "
+                    "(fix or remove the file, or set data.strict=false to skip bad images)"
+                )
             return None
         view = int(np.random.default_rng([self.seed, self.rank, epoch, index]).integers(self.cache.num_views))
         return key, view, self.cache.read(key, view)
@@ -407,8 +504,10 @@ class CachedStream(ImageStream):
                     self.skipped += 1
                     bad_in_a_row += 1
                     if bad_in_a_row >= n:
-                        raise DataError(f"rank {self.rank}: none of the {n} images of {self.source.description} "
-                                        "could be read when the stage-1 cache was built")
+                        raise DataError(
+                            f"rank {self.rank}: none of the {n} images of {self.source.description} "
+                            "could be read when the stage-1 cache was built"
+                        )
                     continue
                 bad_in_a_row = 0
                 items.append(item)
@@ -418,9 +517,13 @@ class CachedStream(ImageStream):
         stacked = {name: torch.stack([t[name] for _, _, t in items]) for name in items[0][2]}
         if "crop" in stacked:  # pixel space: the target, from the uint8 crop as the uncached path makes it
             stacked["latent_input"] = self.transform.normalise(stacked.pop("crop"))[1]
-        return CachedBatch(global_token=stacked["global_token"], latent_input=stacked["latent_input"],
-                           keys=[k for k, _, _ in items], views=[v for _, v, _ in items],
-                           patch_tokens=stacked.get("patch_tokens"))
+        return CachedBatch(
+            global_token=stacked["global_token"],
+            latent_input=stacked["latent_input"],
+            keys=[k for k, _, _ in items],
+            views=[v for _, v, _ in items],
+            patch_tokens=stacked.get("patch_tokens"),
+        )
 
     def close(self) -> None:
         super().close()
@@ -428,44 +531,85 @@ class CachedStream(ImageStream):
 
 
 # ----------------------------------------------------------------------------------------- the trainer's
-def open_cache(cfg: GenHancerConfig, model: Any, *, rank: int = 0, world_size: int = 1,
-               barrier: Callable[[], None] = lambda: None, device: torch.device | str = "cpu",
-               input_dtype: torch.dtype = torch.float32) -> FeatureCache:
+def open_cache(
+    cfg: GenHancerConfig,
+    model: Any,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    device: torch.device | str = "cpu",
+    input_dtype: torch.dtype = torch.float32,
+) -> FeatureCache:
     """The cache of ``cfg`` for ``model`` (a stage-1 GenHancerModel), built first when missing or stale."""
     directory = cache_dir(cfg)
-    dtypes = {"encoder": str(next(model.encoder.parameters()).dtype), "inputs": str(input_dtype),
-              "latent": str(next(iter(model.latent.parameters()), torch.empty(0)).dtype)}
+    dtypes = {
+        "encoder": str(next(model.encoder.parameters()).dtype),
+        "inputs": str(input_dtype),
+        "latent": str(next(iter(model.latent.parameters()), torch.empty(0)).dtype),
+    }
     parts = fingerprint_parts(cfg, model.encoder_image_spec(), dtypes)
     why = cache_status(directory, digests(parts))
     barrier()  # every rank has decided before anyone may replace the directory
     if why is not None:
         log.info("stage-1 cache %s: %s; building it (%d view(s) per image)", directory, why, num_views(cfg))
-        build_cache(directory, cfg, model, parts, rank=rank, world_size=world_size, barrier=barrier,
-                    device=device, input_dtype=input_dtype)
+        build_cache(
+            directory,
+            cfg,
+            model,
+            parts,
+            rank=rank,
+            world_size=world_size,
+            barrier=barrier,
+            device=device,
+            input_dtype=input_dtype,
+        )
     cache = FeatureCache(directory)
-    log.info("stage-1 cache %s: %d images x %d view(s), %d unreadable", directory, len(cache), cache.num_views,
-             len(cache.skipped))
+    log.info(
+        "stage-1 cache %s: %d images x %d view(s), %d unreadable",
+        directory,
+        len(cache),
+        cache.num_views,
+        len(cache.skipped),
+    )
     return cache
 
 
-def training_stream(cfg: GenHancerConfig, model: Any, *, rank: int = 0, world_size: int = 1,
-                    barrier: Callable[[], None] = lambda: None, device: torch.device | str = "cpu",
-                    input_dtype: torch.dtype = torch.float32) -> ImageStream:
+def training_stream(
+    cfg: GenHancerConfig,
+    model: Any,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    device: torch.device | str = "cpu",
+    input_dtype: torch.dtype = torch.float32,
+) -> ImageStream:
     """The batches a training stage reads: a ``CachedStream`` when ``cache.enabled`` and the stage's encoder is
     frozen, else the image stream. Either kind's batches have ``model_inputs(device, dtype)``."""
     spec = model.encoder_image_spec()
     common = dict(batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank)
     use_cache = cfg.cache.enabled and STAGES[cfg.stage].encoder == "frozen"
     if cfg.cache.enabled and not use_cache:
-        log.info("cache.enabled is ignored in stage %s: its encoder trains, so its features change every step",
-                 cfg.stage)
+        log.info(
+            "cache.enabled is ignored in stage %s: its encoder trains, so its features change every step",
+            cfg.stage,
+        )
     if not use_cache:
-        return build_stream(cfg.data, image_size=int(spec["image_size"]), mean=spec["mean"], std=spec["std"],
-                            world_size=world_size, **common)  # type: ignore[arg-type]
-    cache = open_cache(cfg, model, rank=rank, world_size=world_size, barrier=barrier, device=device,
-                       input_dtype=input_dtype)
+        return build_stream(
+            cfg.data,
+            image_size=int(spec["image_size"]),
+            mean=spec["mean"],
+            std=spec["std"],
+            world_size=world_size,
+            **common,
+        )  # type: ignore[arg-type]
+    cache = open_cache(
+        cfg, model, rank=rank, world_size=world_size, barrier=barrier, device=device, input_dtype=input_dtype
+    )
     source = build_source(cfg.data, rank, world_size)
-    transform = CropAndNormalize(int(spec["image_size"]), spec["mean"], spec["std"],
-                                 tuple(cfg.data.crop_scale))  # type: ignore[arg-type]
+    transform = CropAndNormalize(
+        int(spec["image_size"]), spec["mean"], spec["std"], tuple(cfg.data.crop_scale)
+    )  # type: ignore[arg-type]
     log.info("data: %s (rank %d of %d), from the stage-1 cache", source.description, rank, world_size)
     return CachedStream(source, cache, transform, strict=cfg.data.strict, **common)  # type: ignore[arg-type]

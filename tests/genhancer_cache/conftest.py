@@ -24,8 +24,14 @@ def tiny_vae(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cache_vae")
     torch.manual_seed(0)
     AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     ).save_pretrained(out, safe_serialization=True)
     return out
 
@@ -36,9 +42,19 @@ def make_cfg(tiny_clip_dir, cache_world, tmp_path):
     from genhancer.config import load_genhancer_config
 
     def make(*overrides: str):
-        base = [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
-                f"data.path={cache_world}", "cache.enabled=true", "cache.views=3", "cache.build_batch_size=8",
-                f"cache.dir={tmp_path / 'cache'}", f"train.run_dir={tmp_path / 'run'}", "train.batch_size=4"]
+        base = [
+            f"encoder.path={tiny_clip_dir}",
+            "denoiser.preset=toy",
+            "latent.space=pixel",
+            "latent.patch_size=4",
+            f"data.path={cache_world}",
+            "cache.enabled=true",
+            "cache.views=3",
+            "cache.build_batch_size=8",
+            f"cache.dir={tmp_path / 'cache'}",
+            f"train.run_dir={tmp_path / 'run'}",
+            "train.batch_size=4",
+        ]
         return load_genhancer_config(None, [*base, *overrides])
 
     return make
@@ -50,6 +66,26 @@ def tiny_vq(tmp_path_factory, cache_world) -> Path:
     from genhancer.vq import main
 
     out = tmp_path_factory.mktemp("cache_vq") / "vq"
-    assert main(["train", "--images", str(cache_world), "--out", str(out), "--patch-size", "4",
-                 "--codebook-size", "16", "--iters", "3", "--image-size", "32", "--val-fraction", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(cache_world),
+                "--out",
+                str(out),
+                "--patch-size",
+                "4",
+                "--codebook-size",
+                "16",
+                "--iters",
+                "3",
+                "--image-size",
+                "32",
+                "--val-fraction",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     return out

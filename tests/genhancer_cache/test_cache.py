@@ -59,10 +59,18 @@ def _stream(cfg, model, rank: int = 0, world: int = 1) -> CachedStream:
 @pytest.mark.parametrize("variant", ["pixel", "local_tokens", "vae_posterior", "vq_discrete"])
 def test_cached_loss_equals_the_uncached_loss(make_cfg, request, variant):
     if variant == "vae_posterior":
-        extra = ["latent.space=vae", f"latent.vae_path={request.getfixturevalue('tiny_vae')}", "latent.patch_size=2"]
+        extra = [
+            "latent.space=vae",
+            f"latent.vae_path={request.getfixturevalue('tiny_vae')}",
+            "latent.patch_size=2",
+        ]
     elif variant == "vq_discrete":
-        extra = ["denoiser.type=discrete", "latent.space=vq", f"latent.vae_path={request.getfixturevalue('tiny_vq')}",
-                 "latent.patch_size=1"]
+        extra = [
+            "denoiser.type=discrete",
+            "latent.space=vq",
+            f"latent.vae_path={request.getfixturevalue('tiny_vq')}",
+            "latent.patch_size=1",
+        ]
     else:
         extra = ["conditioning.local_token_fraction=0.25"] if variant == "local_tokens" else []
     cfg = make_cfg(*extra)
@@ -82,7 +90,9 @@ def test_cached_loss_equals_the_uncached_loss(make_cfg, request, variant):
     cached = model(**batch.model_inputs("cpu", torch.float32), generator=torch.Generator().manual_seed(5))
     uncached = model(pixel_values, target, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(cached["loss"], uncached["loss"], rtol=0, atol=1e-6)
-    assert {k: v for k, v in cached.items() if k != "loss"} == {k: v for k, v in uncached.items() if k != "loss"}
+    assert {k: v for k, v in cached.items() if k != "loss"} == {
+        k: v for k, v in uncached.items() if k != "loss"
+    }
     # another generator -> another t/noise (and posterior sample): the cache fixes no randomness
     other = model(**batch.model_inputs("cpu", torch.float32), generator=torch.Generator().manual_seed(6))
     assert abs(float(other["loss"]) - float(cached["loss"])) > 1e-4
@@ -149,8 +159,9 @@ def _status(cfg, model) -> str | None:
     return cache_status(cache_dir(cfg), digests(fingerprint_parts(cfg, model.encoder_image_spec(), dtypes)))
 
 
-def test_cache_is_reused_then_rebuilt_when_encoder_crops_or_data_change(make_cfg, tiny_clip_dir, cache_world,
-                                                                        tmp_path):
+def test_cache_is_reused_then_rebuilt_when_encoder_crops_or_data_change(
+    make_cfg, tiny_clip_dir, cache_world, tmp_path
+):
     cfg = make_cfg()
     model = _model(cfg)
     first = open_cache(cfg, model)
@@ -167,8 +178,11 @@ def test_cache_is_reused_then_rebuilt_when_encoder_crops_or_data_change(make_cfg
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(enc2 / "model.safetensors"))
-    save_file({k: v * 1.5 if v.is_floating_point() and v.ndim == 2 else v for k, v in weights.items()},
-              str(enc2 / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v * 1.5 if v.is_floating_point() and v.ndim == 2 else v for k, v in weights.items()},
+        str(enc2 / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     cfg2 = make_cfg(f"encoder.path={enc2}")
     model2 = _model(cfg2)
     assert _status(cfg2, model2) == "encoder changed since it was built"
@@ -247,21 +261,38 @@ def test_two_ranks_build_parts_and_read_disjoint_samples(make_cfg, tmp_path, sou
         extra = ["data.source=webdataset", f"data.path={tmp_path / 'shards'}"]
     cfg = make_cfg(*extra, "train.batch_size=2")
     model = _model(cfg)
-    parts = fingerprint_parts(cfg, model.encoder_image_spec(), {"encoder": "torch.float32",
-                                                               "inputs": "torch.float32", "latent": "torch.float32"})
+    parts = fingerprint_parts(
+        cfg,
+        model.encoder_image_spec(),
+        {"encoder": "torch.float32", "inputs": "torch.float32", "latent": "torch.float32"},
+    )
     # two ranks, one after the other (no-op barriers): rank 1 builds its part, rank 0 its own and assembles
     for rank in (1, 0):
-        build_cache(cache_dir(cfg), cfg, model, parts, rank=rank, world_size=2, barrier=lambda: None,
-                    device="cpu", input_dtype=torch.float32)
+        build_cache(
+            cache_dir(cfg),
+            cfg,
+            model,
+            parts,
+            rank=rank,
+            world_size=2,
+            barrier=lambda: None,
+            device="cpu",
+            input_dtype=torch.float32,
+        )
     two = FeatureCache(cache_dir(cfg))
     assert len(two.manifest["shards"]) == 2 and len(two) == 12
     one_cfg = make_cfg(*extra, f"cache.dir={tmp_path / 'one'}")
     one = open_cache(one_cfg, model)
     for key in one._where:  # a rank's part holds exactly what a single process computes
-        torch.testing.assert_close(two.read(key, 2)["global_token"], one.read(key, 2)["global_token"],
-                                   rtol=0, atol=1e-6)
-    seen = [_keys_of_epoch(CachedStream(build_source(cfg.data, r, 2), two, _transform(cfg, model), 2, seed=0,
-                                        rank=r)) for r in (0, 1)]
+        torch.testing.assert_close(
+            two.read(key, 2)["global_token"], one.read(key, 2)["global_token"], rtol=0, atol=1e-6
+        )
+    seen = [
+        _keys_of_epoch(
+            CachedStream(build_source(cfg.data, r, 2), two, _transform(cfg, model), 2, seed=0, rank=r)
+        )
+        for r in (0, 1)
+    ]
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == sorted(one._where)
     if source == "webdataset":
@@ -315,14 +346,23 @@ def test_vae_cache_split_keeps_diffusers_posterior_sampling(tiny_vae):
     moments = space.encode_for_cache(x)
     assert moments.shape == (2, 8, 8, 8)
     direct = vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(3))
-    torch.testing.assert_close(space.from_cache(moments, torch.Generator().manual_seed(3)),
-                               space.scale * (direct - space.shift), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        space.from_cache(moments, torch.Generator().manual_seed(3)),
+        space.scale * (direct - space.shift),
+        rtol=0,
+        atol=1e-6,
+    )
     a = space.from_cache(moments, torch.Generator().manual_seed(4))
     assert not torch.allclose(a, space.from_cache(moments, torch.Generator().manual_seed(3)))
-    mode = build_latent_space(LatentConfig(space="vae", vae_path=str(tiny_vae), patch_size=2,
-                                           sample_posterior=False))
-    torch.testing.assert_close(mode.from_cache(mode.encode_for_cache(x)),
-                               space.scale * (vae.encode(x).latent_dist.mode() - space.shift), rtol=0, atol=1e-6)
+    mode = build_latent_space(
+        LatentConfig(space="vae", vae_path=str(tiny_vae), patch_size=2, sample_posterior=False)
+    )
+    torch.testing.assert_close(
+        mode.from_cache(mode.encode_for_cache(x)),
+        space.scale * (vae.encode(x).latent_dist.mode() - space.shift),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def test_a_large_cache_is_read_from_disk_with_the_same_values(make_cfg):

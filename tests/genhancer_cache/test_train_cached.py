@@ -21,10 +21,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _args(run: Path, clip: Path, world: Path, *overrides: str) -> list[str]:
-    return [f"encoder.path={clip}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
-            f"data.path={world}", f"train.run_dir={run}", "train.batch_size=4", "train.deepspeed=null",
-            "train.log_every=1", "train.save_every=3", "train.debug_log_samples=true", "cache.enabled=true",
-            "cache.views=2", "schedule.stage1.warmup_steps=1", *overrides]
+    return [
+        f"encoder.path={clip}",
+        "denoiser.preset=toy",
+        "latent.space=pixel",
+        "latent.patch_size=4",
+        f"data.path={world}",
+        f"train.run_dir={run}",
+        "train.batch_size=4",
+        "train.deepspeed=null",
+        "train.log_every=1",
+        "train.save_every=3",
+        "train.debug_log_samples=true",
+        "cache.enabled=true",
+        "cache.views=2",
+        "schedule.stage1.warmup_steps=1",
+        *overrides,
+    ]
 
 
 def _samples(run: Path, rank: int = 0) -> list[list[str]]:
@@ -52,17 +65,37 @@ def test_stage1_trains_from_the_cache_and_resumes_exactly(tmp_path, tiny_clip_di
 
 def test_two_ranks_build_and_read_disjoint_parts(tmp_path, tiny_clip_dir, cache_world):
     run = tmp_path / "ddp"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), "-m", "genhancer.train",
-           *_args(run, tiny_clip_dir, cache_world, "schedule.stage1.steps=2", "train.batch_size=2",
-                  # torchrun with train.deepspeed=null fails at teardown (a trainer issue, not the cache's)
-                  "train.deepspeed=configs/deepspeed/zero2.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "genhancer.train",
+        *_args(
+            run,
+            tiny_clip_dir,
+            cache_world,
+            "schedule.stage1.steps=2",
+            "train.batch_size=2",
+            # torchrun with train.deepspeed=null fails at teardown (a trainer issue, not the cache's)
+            "train.deepspeed=configs/deepspeed/zero2.json",
+        ),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
-    assert sorted({s["file"].split("-")[1] for s in manifest["shards"]}) == ["00000", "00001"]  # one part per rank
+    assert sorted({s["file"].split("-")[1] for s in manifest["shards"]}) == [
+        "00000",
+        "00001",
+    ]  # one part per rank
     assert manifest["images"] == 12
     ranks = [{k for keys in _samples(run, r) for k in keys} for r in range(2)]
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]
