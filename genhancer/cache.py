@@ -319,6 +319,20 @@ def _tensor_specs(shard: Path) -> dict[str, Any]:
         }
 
 
+def _remove_leftovers(directory: Path, keep: Path) -> None:
+    """What killed builds left next to ``directory``: staging of other fingerprints, half-assembled caches."""
+    patterns = (f".{directory.name}-build-*", f".tmp-{directory.name}-*", f".old-{directory.name}-*")
+    for old in (p for pattern in patterns for p in directory.parent.glob(pattern)):
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _transform(cfg: GenHancerConfig, model: Any) -> CropAndNormalize:
+    spec = model.encoder_image_spec()
+    scale = tuple(cfg.data.crop_scale)
+    return CropAndNormalize(int(spec["image_size"]), spec["mean"], spec["std"], scale)  # type: ignore[arg-type]
+
+
 def build_cache(
     directory: Path,
     cfg: GenHancerConfig,
@@ -335,29 +349,14 @@ def build_cache(
     digest = digests(parts)
     tag = hashlib.sha256(json.dumps(digest, sort_keys=True).encode()).hexdigest()[:16]
     staging = directory.parent / f".{directory.name}-build-{tag}-of{world_size}"
-    if rank == 0:  # what killed builds left: staging of other fingerprints, half-assembled or replaced caches
-        leftovers = [
-            p
-            for pattern in (
-                f".{directory.name}-build-*",
-                f".tmp-{directory.name}-*",
-                f".old-{directory.name}-*",
-            )
-            for p in directory.parent.glob(pattern)
-        ]
-        for old in leftovers:
-            if old != staging:
-                shutil.rmtree(old, ignore_errors=True)
+    if rank == 0:
+        _remove_leftovers(directory, keep=staging)
     barrier()
     part = staging / f"part-{rank:05d}"
     if _part_is_complete(part):
         log.info("stage-1 cache: reusing the finished part %s", part)
     else:
         source = build_source(cfg.data, 0, 1)  # every image, in one global order; this rank takes its share
-        spec = model.encoder_image_spec()
-        transform = CropAndNormalize(
-            int(spec["image_size"]), spec["mean"], spec["std"], tuple(cfg.data.crop_scale)
-        )  # type: ignore[arg-type]
         items = list(range(rank, len(source), world_size))
         try:
             with atomic_directory(part) as tmp:
@@ -367,7 +366,7 @@ def build_cache(
                     source,
                     model,
                     cfg,
-                    transform,
+                    _transform(cfg, model),
                     rank=rank,
                     device=device,
                     input_dtype=input_dtype,
@@ -608,8 +607,5 @@ def training_stream(
         cfg, model, rank=rank, world_size=world_size, barrier=barrier, device=device, input_dtype=input_dtype
     )
     source = build_source(cfg.data, rank, world_size)
-    transform = CropAndNormalize(
-        int(spec["image_size"]), spec["mean"], spec["std"], tuple(cfg.data.crop_scale)
-    )  # type: ignore[arg-type]
     log.info("data: %s (rank %d of %d), from the stage-1 cache", source.description, rank, world_size)
-    return CachedStream(source, cache, transform, strict=cfg.data.strict, **common)  # type: ignore[arg-type]
+    return CachedStream(source, cache, _transform(cfg, model), strict=cfg.data.strict, **common)  # type: ignore[arg-type]
