@@ -109,6 +109,21 @@ class DataConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Stage-1 feature cache (``genhancer.cache``): the frozen encoder's global token and the latent target of
+    each crop view, computed once and read back each step instead of running encoder + VAE."""
+
+    enabled: bool = False  # used in stages whose encoder is frozen (stage1); other stages ignore it
+    views: int = 4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+    dir: str | None = None  # None: <train.run_dir>/../cache (next to the stage run directories)
+    build_batch_size: int = 64  # crop views per encoder/VAE forward while building
+
+    def __post_init__(self) -> None:
+        if self.views < 0 or self.build_batch_size < 1:
+            raise ValueError(f"cache.views must be >= 0 and cache.build_batch_size >= 1 (got {self})")
+
+
+@dataclass
 class TrainConfig:
     run_dir: str | None = None  # None: runs/<name>/<stage>
     batch_size: int = 16  # per process: 16 x 8 GPUs x grad_accum 2 = 256 nominal
@@ -139,6 +154,7 @@ class GenHancerConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     schedule: dict[str, ScheduleConfig] = field(default_factory=_default_schedule)
     data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

@@ -185,6 +185,17 @@ def build_source(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> ImageSo
     return DATA_SOURCES[cfg.source](cfg, rank, world_size)
 
 
+# The files each source reads (a folder's images, a webdataset's shards), listed without opening them: what a
+# stage-1 feature cache fingerprints its data by (genhancer.cache). One entry per DATA_SOURCES entry.
+SOURCE_FILES: Registry[Callable[[DataConfig], list[Path]]] = Registry("data source (files)")
+SOURCE_FILES.register("folder", lambda cfg: list_images(cfg.path))
+SOURCE_FILES.register("webdataset", lambda cfg: [Path(s) for s in expand_shards(cfg.path)])
+
+
+def source_files(cfg: DataConfig) -> list[Path]:
+    return SOURCE_FILES[cfg.source](cfg)
+
+
 # ------------------------------------------------------------------------------------------- transform
 def random_resized_crop_box(
     width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
@@ -216,6 +227,13 @@ def random_resized_crop_box(
     return left, top, left + w, top + h
 
 
+def centre_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred square: the one deterministic view."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
 class CropAndNormalize:
     """PIL image -> (pixel_values (3,S,S) encoder-normalised, target (3,S,S) in [-1, 1]) from one crop."""
 
@@ -236,6 +254,17 @@ class CropAndNormalize:
         x = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0  # (3,S,S)
         return (x - self.mean) / self.std, x * 2.0 - 1.0
 
+    def crop_uint8(self, image: Image.Image, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """The crop ``box`` of ``image`` resized as ``__call__`` resizes it: (3, S, S) uint8."""
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        crop = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, box=box)
+        return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def normalise(self, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 crops (..., 3, S, S) -> (encoder-normalised, [-1, 1]) with ``__call__``'s exact arithmetic."""
+        x = crop.float() / 255.0
+        return (x - self.mean) / self.std, x * 2.0 - 1.0
+
 
 # ----------------------------------------------------------------------------------------------- stream
 @dataclass
@@ -243,6 +272,10 @@ class Batch:
     pixel_values: torch.Tensor  # (B,3,S,S) encoder-normalised
     target: torch.Tensor  # (B,3,S,S) in [-1, 1]
     keys: list[str]  # path or shard:member of each sample
+
+    def model_inputs(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``GenHancerModel.forward`` (a cached batch offers the same method)."""
+        return {"pixel_values": self.pixel_values.to(device, dtype), "target": self.target.to(device, dtype)}
 
 
 class ImageStream:

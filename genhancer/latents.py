@@ -82,6 +82,16 @@ class LatentSpace(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
+    # a stage-1 feature cache stores the deterministic part of ``encode`` and finishes it every step, so
+    # anything random (posterior sampling) is still drawn afresh: encode(x, g) == from_cache(encode_for_cache(x), g)
+    def encode_for_cache(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> what a cache stores per view (default: ``encode(x)``, deterministic)."""
+        return self.encode(x)
+
+    def from_cache(self, stored: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """What ``encode_for_cache`` gave -> the latents ``encode`` would give (default: as stored)."""
+        return stored
+
     def patchify(self, z: torch.Tensor) -> torch.Tensor:
         return patchify(z, self.patch_size)
 
@@ -147,8 +157,23 @@ class VaeSpace(LatentSpace):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, C, H/f, W/f) scaled latents."""
+        return self.from_cache(self.encode_for_cache(x), generator)
+
+    @torch.no_grad()
+    def encode_for_cache(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior moments (B, 2C, h, w) (mean and logvar) when sampling, else the scaled latents (B, C, h, w)."""
         dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
-        z = dist.sample(generator) if self.sample_posterior else dist.mode()
+        if self.sample_posterior:
+            return dist.parameters
+        return self.scale * (dist.mode() - self.shift)
+
+    @torch.no_grad()
+    def from_cache(self, stored: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.sample_posterior:
+            return stored
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        z = DiagonalGaussianDistribution(stored).sample(generator)  # the same draw encode() makes
         return self.scale * (z - self.shift)
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
     model = GenHancerModel.build(cfg)              # stage 1: fresh conditioner + denoiser, encoder frozen
     out = model(pixel_values, target)              # {"loss": scalar, "t_mean": float}
+    out = model(**model.cache_features(pixel_values, target))  # the same, from precomputed features (stage 1)
     model.save_pretrained("runs/x/stage1/final")   # the stage output directory (below)
     cfg2 = ... stage=stage2 init_from=runs/x/stage1/final
     model2 = GenHancerModel.build(cfg2)            # loads conditioner + denoiser, attaches encoder LoRA
@@ -26,7 +27,7 @@ from torch import nn
 from genhancer.conditioning import GlobalTokenConditioner
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
-from genhancer.encoders import VisionEncoder
+from genhancer.encoders import EncoderOutput, VisionEncoder
 from genhancer.latents import LatentSpace, build_latent_space
 from genhancer.stages import STAGES, StageSpec, apply_stage
 from genhancer.utils.config import dump_yaml
@@ -137,23 +138,62 @@ class GenHancerModel(nn.Module):
     def condition(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values (B, 3, H, W), processor-normalised -> (pooled (B, P), context (B, T, J))."""
-        # under DeepSpeed bf16 the weights themselves are bf16: feed the encoder its own dtype
-        pixel_values = pixel_values.to(next(self.encoder.parameters()).dtype)
         if any(p.requires_grad for p in self.encoder.parameters()):
-            tokens = self.encoder(pixel_values)
+            tokens = self._encode(pixel_values)
         else:
             with torch.no_grad():  # a frozen encoder (stage 1) needs no activation memory
-                tokens = self.encoder(pixel_values)
-        patches = tokens.patch_tokens if self.conditioner.local_proj is not None else None
+                tokens = self._encode(pixel_values)
+        patches = tokens.patch_tokens if self.uses_patch_tokens else None
         return self.conditioner(tokens.global_token, patches, generator)
 
-    def forward(self, pixel_values: torch.Tensor, target: torch.Tensor,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
-        """pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target (B, 3, H', W') in
-        [-1, 1] (the same crop). Returns {"loss": scalar tensor, "t_mean": float}."""
-        pooled, context = self.condition(pixel_values, generator)
-        latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
+    def _encode(self, pixel_values: torch.Tensor) -> EncoderOutput:
+        # under DeepSpeed bf16 the weights themselves are bf16: feed the encoder its own dtype
+        return self.encoder(pixel_values.to(next(self.encoder.parameters()).dtype))
+
+    @property
+    def uses_patch_tokens(self) -> bool:
+        """True when the conditioner appends local (patch) tokens: the local_token_fraction ablation."""
+        return self.conditioner.local_proj is not None
+
+    def forward(self, pixel_values: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, *, global_token: torch.Tensor | None = None,
+                patch_tokens: torch.Tensor | None = None, latent_input: torch.Tensor | None = None
+                ) -> dict[str, Any]:
+        """Training loss, from pixels or from a stage-1 cache's precomputed features.
+
+        Pixels: pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target (B, 3, H', W')
+        in [-1, 1] (the same crop). Precomputed (``cache_features`` of the same crop): global_token (B, D),
+        patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what ``latent.encode_for_cache`` gave);
+        only with a frozen encoder. Either way the generator is drawn in the same order, so the same crop and
+        generator give the same loss. Returns {"loss": scalar tensor, "t_mean": float}.
+        """
+        if global_token is None:
+            pooled, context = self.condition(pixel_values, generator)
+            latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
+        else:
+            self._check_precomputed_allowed()
+            pooled, context = self.conditioner(global_token, patch_tokens if self.uses_patch_tokens else None,
+                                               generator)
+            latents = self.latent.from_cache(latent_input, generator)
         return self.denoiser.training_loss(latents, pooled, context, generator)
+
+    @torch.no_grad()
+    def cache_features(self, pixel_values: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a stage-1 cache stores for a batch of crop views (inputs as for ``forward``):
+        {"global_token": (B, D), "patch_tokens": (B, N, Dp) only when ``uses_patch_tokens``,
+        "latent_input": ``latent.encode_for_cache(target)``}, computed as ``forward`` would compute them."""
+        tokens = self._encode(pixel_values)
+        out = {"global_token": tokens.global_token, "latent_input": self.latent.encode_for_cache(target)}
+        if self.uses_patch_tokens:
+            out["patch_tokens"] = tokens.patch_tokens
+        return out
+
+    def _check_precomputed_allowed(self) -> None:
+        if any(p.requires_grad for p in self.encoder.parameters()):
+            raise ConfigError(
+                f"precomputed encoder features (the stage-1 cache) need a frozen encoder, but stage "
+                f"{self.cfg.stage!r} trains it; feed pixels (cache.enabled=false)"
+            )
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, steps: int | None = None,

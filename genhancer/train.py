@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import torch
 
+from genhancer.cache import training_stream
 from genhancer.checkpoint import (
     CheckpointWriter,
     latest_checkpoint,
@@ -40,7 +41,7 @@ from genhancer.checkpoint import (
     set_rng_state,
 )
 from genhancer.config import GenHancerConfig, load_genhancer_config
-from genhancer.data import Batch, ImageStream, build_stream
+from genhancer.data import Batch, ImageStream
 from genhancer.session import ProcessGroup, Session, training_session
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, to_dict
@@ -168,7 +169,6 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     torch.manual_seed(cfg.train.seed)
     with session.building():
         model = GenHancerModel.build(cfg)
-    spec = model.encoder_image_spec()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
@@ -177,18 +177,19 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)
     model, optimizer = session.accelerator.prepare(model, optimizer)
-    stream = _batches(cfg, spec, group)
+    stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
     return _Run(cfg, session, model, session.accelerator.unwrap_model(model), optimizer, scheduler, stream,
                 lineage=_lineage(cfg))
 
 
-def _batches(cfg: GenHancerConfig, spec: dict[str, Any], group: ProcessGroup) -> ImageStream:
+def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> ImageStream:
     """The training batches of this rank: an endless, resumable stream (``state_dict``/``load_state_dict``,
-    ``epoch``, ``skipped``) of ``Batch``es cropped and normalised for the encoder ``spec``."""
-    return build_stream(cfg.data, image_size=int(spec["image_size"]), mean=spec["mean"], std=spec["std"],
-                        batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=group.rank,
-                        world_size=group.world_size)
+    ``epoch``, ``skipped``) of ``Batch``es — images cropped and normalised for the encoder, or the stage-1
+    feature cache (``cache.enabled`` with a frozen encoder; built here on first use)."""
+    group = session.group
+    return training_stream(cfg, model, rank=group.rank, world_size=group.world_size, barrier=group.barrier,
+                           device=session.device, input_dtype=session.input_dtype)
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -249,10 +250,8 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
 
 
 def _loss(run: _Run, batch: Batch) -> torch.Tensor:
-    """The flow-matching loss [] of one micro-batch: encoder input (B, 3, S, S), target crop (B, 3, S, S)."""
-    device, dtype = run.session.device, run.session.input_dtype
-    out = run.model(pixel_values=batch.pixel_values.to(device, dtype), target=batch.target.to(device, dtype))
-    return out["loss"]
+    """The flow-matching loss [] of one micro-batch: pixels (encoder input + target crop), or cached features."""
+    return run.model(**batch.model_inputs(run.session.device, run.session.input_dtype))["loss"]
 
 
 class _Report:
