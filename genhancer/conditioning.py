@@ -37,6 +37,7 @@ class GlobalTokenConditioner(nn.Module):
         patch_dim: int | None = None,
         hidden_mult: float = 1.0,
         local_token_fraction: float = 0.0,
+        zero_condition: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= local_token_fraction <= 1.0:
@@ -45,6 +46,7 @@ class GlobalTokenConditioner(nn.Module):
         self.to_pooled = MlpProjector(global_dim, hidden, pooled_dim)
         self.to_context = MlpProjector(global_dim, hidden, context_dim)
         self.local_token_fraction = float(local_token_fraction)
+        self.zero_condition = bool(zero_condition)  # control runs: the condition carries nothing
         if self.local_token_fraction > 0:
             if patch_dim is None:
                 raise ValueError("local_token_fraction > 0 needs patch_dim")
@@ -61,6 +63,8 @@ class GlobalTokenConditioner(nn.Module):
         patch_tokens: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.zero_condition:
+            global_token = torch.zeros_like(global_token)
         pooled = self.to_pooled(global_token)  # (B, P)
         context = self.to_context(global_token).unsqueeze(1)  # (B, 1, C)
         if self.local_proj is None:

@@ -31,6 +31,9 @@ class ConditioningConfig:
     hidden_mult: float = 1.0  # hidden width of each LayerNorm->Linear->GELU->Linear projector, x input dim
     # ablation: append this fraction of patch tokens to the context; even 0.1 makes reconstruction too easy
     local_token_fraction: float = 0.0
+    # control runs only: the denoiser sees a zero vector instead of the global token, so it never learns to
+    # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses it?)
+    zero_condition: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.local_token_fraction <= 1.0:

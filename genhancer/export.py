@@ -88,9 +88,50 @@ def model_card(cfg: GenHancerConfig, base: str, stage_dir: Path, step: Any, mmvp
     return "\n".join(lines)
 
 
+def randomise_update(peft_model: torch.nn.Module, seed: int) -> dict[str, float]:
+    """Control: replace every trained LoRA update by a random one of the same size, in place.
+
+    Each adapted layer's update ``scaling * B @ A`` becomes a random rank-r update with the same Frobenius
+    norm, and each trained bias (``bias: lora_only``) a random shift of the same norm. A gain that such an
+    update also shows is not GenHancer's. Returns the total norms {"weight": ..., "bias": ...}.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    totals = {"weight": 0.0, "bias": 0.0}
+    for module in peft_model.modules():
+        if not hasattr(module, "lora_A") or "default" not in module.lora_A:
+            continue
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight  # (r, in), (out, r)
+        scaling = module.scaling["default"]
+        norm = float((b @ a).norm()) * scaling
+        a_new, b_new = torch.randn(a.shape, generator=gen), torch.randn(b.shape, generator=gen)
+        b_new *= norm / max(float((b_new @ a_new).norm()) * scaling, 1e-12)
+        a.data.copy_(a_new.to(a.dtype))
+        b.data.copy_(b_new.to(b.dtype))
+        totals["weight"] += norm**2
+    return {k: v**0.5 for k, v in totals.items()}
+
+
+def _randomise_biases(base_biases: dict[str, torch.Tensor], adapted: torch.nn.Module, seed: int) -> float:
+    """The bias half of the control: each bias the adapter changed moves by a random vector of the same norm."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    total = 0.0
+    for name, param in adapted.named_parameters():
+        ref = base_biases.get(name)
+        if ref is None or torch.equal(ref, param):
+            continue
+        delta = float((param - ref).norm())
+        direction = torch.randn(param.shape, generator=gen)
+        param.data.copy_(ref + direction / direction.norm() * delta)
+        total += delta**2
+    return total**0.5
+
+
 def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
-                   mmvp_result: str | Path | None = None) -> Path:
-    """Merge the stage's encoder LoRA into the base full model and write an HF directory at ``out``."""
+                   mmvp_result: str | Path | None = None, random_update_seed: int | None = None) -> Path:
+    """Merge the stage's encoder LoRA into the base full model and write an HF directory at ``out``.
+
+    ``random_update_seed``: write the *control* instead — the same base with a random update of the trained
+    update's size (``randomise_update``), marked as such in the card and provenance."""
     from peft import PeftModel
     from transformers import AutoConfig
 
@@ -107,7 +148,14 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
 
     base_dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None)
     full = family.load_full_model(base, dtype=torch.float32)  # merge in float32, cast back below
-    merged = PeftModel.from_pretrained(full, str(stage_dir / LORA_DIR)).merge_and_unload()
+    base_state = {n: p.detach().clone() for n, p in full.named_parameters() if n.endswith("bias")}
+    adapted = PeftModel.from_pretrained(full, str(stage_dir / LORA_DIR))
+    control = None
+    if random_update_seed is not None:
+        control = randomise_update(adapted, random_update_seed)
+        control["bias"] = _randomise_biases(base_state, adapted.get_base_model(), random_update_seed)
+        log.info("control export: random update of the trained size (seed %d): %s", random_update_seed, control)
+    merged = adapted.merge_and_unload()
     if isinstance(base_dtype, torch.dtype) and base_dtype in (torch.float16, torch.bfloat16):
         merged = merged.to(base_dtype)  # keep the base's storage dtype (text tower casts back losslessly)
 
@@ -120,7 +168,9 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
         (tmp / "README.md").write_text(model_card(cfg, base, stage_dir, step, mmvp))
         write_provenance(tmp, "genhancer-encoder", config=cfg, parents=[stage_dir, base],
                          extra={"stage": cfg.stage, "step": step, "base": base,
-                                "mmvp_vlm_average": mmvp["average"] if mmvp else None})
+                                "mmvp_vlm_average": mmvp["average"] if mmvp else None,
+                                "control": None if control is None else
+                                {"kind": "random-update", "seed": random_update_seed, "norms": control}})
     log.info("exported %s + %s -> %s", base, stage_dir / LORA_DIR, out)
     return Path(out)
 
@@ -132,13 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output HF directory (required unless --print-config)")
     parser.add_argument("--base", default=None, help="base model dir/hub id (default: the config's encoder.path)")
     parser.add_argument("--mmvp", default=None, help="an MMVP-VLM RESULT.json to quote in the model card")
+    parser.add_argument("--random-update", type=int, default=None, metavar="SEED",
+                        help="control: export a random update of the trained update's size instead")
     add_print_config_argument(parser, "the run's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
     if args.print_config:
         print_config_and_exit(load_genhancer_config(resolve_stage_dir(args.run, what="--run") / CONFIG_FILE))
     if not args.out:
         parser.error("the following arguments are required: --out")
-    out = export_encoder(args.run, args.out, base=args.base, mmvp_result=args.mmvp)
+    out = export_encoder(args.run, args.out, base=args.base, mmvp_result=args.mmvp,
+                         random_update_seed=args.random_update)
     print(out)
     return 0
 

@@ -118,6 +118,7 @@ class GenHancerModel(nn.Module):
             global_dim=encoder.global_dim, pooled_dim=denoiser.pooled_dim, context_dim=denoiser.context_dim,
             patch_dim=encoder.patch_dim, hidden_mult=cfg.conditioning.hidden_mult,
             local_token_fraction=cfg.conditioning.local_token_fraction,
+            zero_condition=cfg.conditioning.zero_condition,
         )
         if weights_dir is not None:
             _load_conditioner(conditioner, weights_dir / CONDITIONER_FILE)

@@ -114,3 +114,38 @@ def test_export_siglip(tiny_siglip_dir, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.eval().encoder(x).global_token,
                               new.get_image_features(pixel_values=x).pooler_output, atol=1e-5)
+
+
+def test_random_update_control_matches_the_trained_update_size(stage2_run, tiny_clip_dir, tmp_path):
+    """The control export moves each adapted weight by as much as the trained export, in another direction."""
+    from transformers import CLIPModel
+
+    from genhancer.export import main
+
+    trained, control = tmp_path / "trained", tmp_path / "control"
+    assert main(["--run", str(stage2_run / "s2"), "--out", str(trained)]) == 0
+    assert main(["--run", str(stage2_run / "s2"), "--out", str(control), "--random-update", "3"]) == 0
+    base = CLIPModel.from_pretrained(tiny_clip_dir).state_dict()
+    a, b = CLIPModel.from_pretrained(trained).state_dict(), CLIPModel.from_pretrained(control).state_dict()
+    moved = [k for k in base if k.startswith("vision_model") and not torch.equal(base[k], a[k])]
+    assert any(k.endswith("q_proj.weight") for k in moved)
+    for k in moved:
+        d_trained, d_control = (a[k] - base[k]).flatten(), (b[k] - base[k]).flatten()
+        assert torch.allclose(d_control.norm(), d_trained.norm(), rtol=1e-4), k
+        if d_trained.numel() > 64:
+            assert torch.nn.functional.cosine_similarity(d_trained, d_control, dim=0).abs() < 0.5, k
+    assert all(torch.equal(base[k], b[k]) for k in base if k.startswith("text_model"))
+    prov = json.loads((control / "provenance.json").read_text())
+    assert prov["extra"]["control"]["kind"] == "random-update"
+
+
+def test_zero_condition_makes_the_condition_carry_nothing():
+    from genhancer.conditioning import GlobalTokenConditioner
+
+    torch.manual_seed(0)
+    cond = GlobalTokenConditioner(8, 4, 6, zero_condition=True)
+    p1, c1 = cond(torch.randn(3, 8))
+    p2, c2 = cond(torch.randn(3, 8))
+    assert torch.equal(p1, p2) and torch.equal(c1, c2)
+    p3, _ = GlobalTokenConditioner(8, 4, 6)(torch.randn(3, 8))
+    assert not torch.allclose(p3[0], p3[1])
