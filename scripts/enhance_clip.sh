@@ -21,6 +21,9 @@
 #   VAE        latent.vae_path override (AutoencoderKL dir/hub id)  WORLD     toy world dir (runs/toyworld)
 #   TOY_CLIP   the toy CLIP a DENOISER=discrete run uses (default runs/toy/clip, the continuous run's)
 #   MMVP       MMVP-VLM folder for the before/after table (toy: $WORLD/mmvp_vlm)
+#   MMVP_DECISION  a larger MMVP-VLM-style folder to decide on (toy: $WORLD/mmvp_vlm_decision, 150 pairs/pattern)
+#   MMVP_VAL   MMVP-style pairs for the stage-1 conditioning gap (toy: $WORLD/mmvp_vlm_val; never reported on)
+#   PROBES     a folder with train/ and val/ image folders + scenes.jsonl labels for linear probes (toy: $WORLD)
 #   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
 #   SAMPLES    images for the reconstruction grid (toy: $WORLD/val/images)
 #   NUM_GPUS   processes per node (0 = one plain process, the CPU default)
@@ -68,6 +71,9 @@ if [ "$TOY" = 1 ]; then
   fi
   COMMON+=("encoder.path=$CLIP" "data.path=${DATA:-$WORLD/train}")
   MMVP="${MMVP:-$WORLD/mmvp_vlm}"
+  MMVP_DECISION="${MMVP_DECISION:-$WORLD/mmvp_vlm_decision}"
+  MMVP_VAL="${MMVP_VAL:-$WORLD/mmvp_vlm_val}"
+  PROBES="${PROBES:-$WORLD}"
   ZEROSHOT="${ZEROSHOT:-$WORLD/val/zeroshot_shape.json}"
   SAMPLES="${SAMPLES:-$WORLD/val/images}"
 else
@@ -99,24 +105,46 @@ step "stage 2 -> $RUN_ROOT/stage2"
 step "export -> $RUN_ROOT/encoder"
 python -m genhancer.export --run "$RUN_ROOT/stage2" --out "$RUN_ROOT/encoder"
 
-mkdir -p "$RUN_ROOT/eval"
+E="$RUN_ROOT/eval"
+mkdir -p "$E"
+before_after() {  # MMVP-VLM of the base and the enhanced encoder on one benchmark folder, then the comparison
+  local tag="$1" bench="$2"
+  python -m eval.mmvp_vlm --model "$CLIP" --benchmark "$bench" --out "$E/${tag}_before.json"
+  python -m eval.mmvp_vlm --model "$RUN_ROOT/encoder" --benchmark "$bench" --out "$E/${tag}_after.json"
+  python -m eval.mmvp_vlm --compare "$E/${tag}_before.json" "$E/${tag}_after.json" --labels before after \
+    --out "$E/${tag}_change.json" --plot "$E/${tag}_before_after.png"
+}
+if [ -n "${MMVP_VAL:-}" ]; then
+  step "conditioning gap of stage 1: does the denoiser use each attribute? ($MMVP_VAL)"
+  python -m genhancer.diagnostics cond-gap --stage-dir "$RUN_ROOT/stage1" --benchmark "$MMVP_VAL" \
+    --out "$E/cond_gap_stage1.json" --plot "$E/cond_gap_stage1.png"
+fi
 if [ -n "${MMVP:-}" ]; then
   step "MMVP-VLM before/after ($MMVP)"
-  python -m eval.mmvp_vlm --model "$CLIP" --benchmark "$MMVP" --out "$RUN_ROOT/eval/mmvp_before.json"
-  python -m eval.mmvp_vlm --model "$RUN_ROOT/encoder" --benchmark "$MMVP" --out "$RUN_ROOT/eval/mmvp_after.json"
-  python -m eval.mmvp_vlm --compare "$RUN_ROOT/eval/mmvp_before.json" "$RUN_ROOT/eval/mmvp_after.json" \
-    --labels before after --plot "$RUN_ROOT/eval/mmvp_before_after.png"
+  before_after mmvp "$MMVP"
 else
   step "MMVP-VLM skipped (set MMVP=<MMVP-VLM folder>)"
 fi
+if [ -n "${MMVP_DECISION:-}" ]; then
+  step "MMVP-VLM before/after on the decision set ($MMVP_DECISION)"
+  before_after mmvp_decision "$MMVP_DECISION"
+fi
+if [ -n "${PROBES:-}" ]; then
+  step "linear probes on the global token, before/after ($PROBES/{train,val})"
+  python -m eval.probes --model "$CLIP" --train "$PROBES/train" --val "$PROBES/val" --out "$E/probes_before.json"
+  python -m eval.probes --model "$RUN_ROOT/encoder" --train "$PROBES/train" --val "$PROBES/val" \
+    --out "$E/probes_after.json"
+  python -m eval.probes --compare "$E/probes_before.json" "$E/probes_after.json" --names before after \
+    --coarse color shape background --out "$E/probes_change.json" --plot "$E/probes_change.png"
+fi
 if [ -n "${ZEROSHOT:-}" ]; then
   step "zero-shot no-regression check ($ZEROSHOT)"
-  python -m eval.zeroshot --model "$CLIP" --spec "$ZEROSHOT" --out "$RUN_ROOT/eval/zeroshot_before.json"
-  python -m eval.zeroshot --model "$RUN_ROOT/encoder" --spec "$ZEROSHOT" --out "$RUN_ROOT/eval/zeroshot_after.json"
+  python -m eval.zeroshot --model "$CLIP" --spec "$ZEROSHOT" --out "$E/zeroshot_before.json"
+  python -m eval.zeroshot --model "$RUN_ROOT/encoder" --spec "$ZEROSHOT" --out "$E/zeroshot_after.json"
 fi
 if [ -n "${SAMPLES:-}" ]; then
   step "reconstruction grid -> $RUN_ROOT/reconstructions.png"
-  python -m genhancer.sample --stage-dir "$RUN_ROOT/stage2" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
+  python -m genhancer.sample --stage-dir "$RUN_ROOT/stage1" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
 fi
 python -m genhancer.plots --runs "$RUN_ROOT/stage1" "$RUN_ROOT/stage2" --out "$RUN_ROOT/loss_curves.png"
 step "done: $RUN_ROOT (encoder/, eval/, reconstructions.png, loss_curves.png)"

@@ -7,6 +7,7 @@ Commands (each is a ``main(argv) -> int`` of a module):
   pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
   train-vq       fit the patch k-means VQ tokenizer (latent.space=vq) on an image folder
   eval-vq        reconstruction error of a VQ tokenizer on an image folder
+  effect         the effect study: GenHancer vs its two controls over several seeds, with intervals
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ COMMANDS = {  # command -> (module, function)
     "pretrain-llm": ("toyworld.llm", "main"),
     "train-vq": ("toyworld.vq", "main"),
     "eval-vq": ("toyworld.vq", "eval_main"),
+    "effect": ("toyworld.effect", "main"),
 }
 
 
