@@ -43,8 +43,8 @@ from genhancer.checkpoint import (
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
 from genhancer.session import ProcessGroup, Session, training_session
-from genhancer.utils.cli import entry_point
-from genhancer.utils.config import dump_yaml, to_dict
+from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
+from genhancer.utils.config import dump_yaml
 from genhancer.utils.errors import ConfigError, UserError
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger, progress
@@ -426,15 +426,8 @@ def _trim_metrics(path: Path, step: int) -> None:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"YAML instance of the GenHancer config schema (default: {DEFAULT_CONFIG}, the toy world)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. stage=stage2")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_args(argv)
-    cfg = load_genhancer_config(args.config, args.overrides)
-    if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
+    add_config_arguments(parser, default=DEFAULT_CONFIG)
+    cfg = config_from_args(load_genhancer_config, parser.parse_args(argv))
     train(cfg)
     return 0
 
