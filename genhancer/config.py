@@ -48,8 +48,9 @@ class LatentConfig:
     patch_size: int = 2  # tokens are patch_size x patch_size groups of latent (or pixel) cells
     vae_path: str | None = None  # AutoencoderKL directory/hub id (e.g. FLUX.1's 'vae' subfolder)
     vae_subfolder: str | None = None
-    shift: float = 0.1159  # FLUX.1 VAE: latents = scale * (z - shift)
-    scale: float = 0.3611
+    # FLUX.1 VAE: latents = scale * (z - shift). None: the VAE config's shift_factor / scaling_factor
+    shift: float | None = 0.1159
+    scale: float | None = 0.3611
     sample_posterior: bool = True
 
 

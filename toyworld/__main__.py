@@ -5,6 +5,10 @@ Commands (each is a module with its own ``main(argv) -> int``):
                  and the derived datasets (LLaVA JSON, lmms-eval parquet)
   pretrain-clip  train the toy "OpenAI CLIP" contrastively on the toy captions -> HF CLIPModel directory
   pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
+  pretrain-vae   train the toy "FLUX.1 VAE" (diffusers AutoencoderKL, factors measured) -> its directory
+  train-attributes  train the attribute classifier (one head per scene attribute) on the world's images
+  judge          per-attribute accuracy of a folder of images against their scene labels
+  imagine        what a GenHancer denoiser draws from val images' global tokens, judged per attribute
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ COMMANDS = {
     "build": "toyworld.build",
     "pretrain-clip": "toyworld.pretrain_clip",
     "pretrain-llm": "toyworld.llm",
+    "pretrain-vae": "toyworld.vae",
+    "train-attributes": "toyworld.attributes",
+    "judge": "toyworld.judge",
+    "imagine": "toyworld.imagine",
 }
 
 
