@@ -95,8 +95,9 @@ class ClassifierShape:
 
     def __post_init__(self) -> None:
         if not self.widths or self.image_size % (2 ** len(self.widths)):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**len(widths) "
-                             f"= {2 ** len(self.widths)}")
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**len(widths) = {2 ** len(self.widths)}"
+            )
 
 
 @dataclass
@@ -135,8 +136,10 @@ def scene_labels(scene: Mapping[str, Any], where: str = "scene") -> list[int]:
     out = []
     for name, classes in ATTRIBUTES.items():
         if name not in scene:
-            raise DataError(f"{where}: scene has no key {name!r} (a scene of python -m toyworld build has all "
-                            f"of {list(ATTRIBUTES)})")
+            raise DataError(
+                f"{where}: scene has no key {name!r} (a scene of python -m toyworld build has all "
+                f"of {list(ATTRIBUTES)})"
+            )
         value = scene[name]
         if value is None and name in NOT_APPLICABLE_WHEN_NULL:
             out.append(IGNORE)
@@ -191,12 +194,18 @@ class AttributeNet(nn.Module):
         layers: list[nn.Module] = []
         c = 3
         for w in shape.widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         side = shape.image_size // 2 ** len(shape.widths)
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, shape.hidden), nn.ReLU(inplace=True))
+        self.trunk = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * side * side, shape.hidden), nn.ReLU(inplace=True)
+        )
         self.heads = nn.ModuleDict({name: nn.Linear(shape.hidden, n) for name, n in heads.items()})
         self.image_size = shape.image_size
         self.to(memory_format=torch.channels_last)  # about 1.5x faster convolutions on CPU
@@ -232,13 +241,24 @@ class AttributeClassifier:
         return torch.cat(out)
 
 
-def save_classifier(clf: AttributeClassifier, shape: ClassifierShape, out: Path, extra: dict[str, Any]) -> None:
+def save_classifier(
+    clf: AttributeClassifier, shape: ClassifierShape, out: Path, extra: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in clf.net.state_dict().items()}, str(out / WEIGHTS_FILE))
-    write_json(out / SPEC_FILE, {"format": FORMAT, "attributes": {k: list(v) for k, v in clf.attributes.items()},
-                                 "not_applicable_when_null": list(NOT_APPLICABLE_WHEN_NULL),
-                                 "model": to_dict(shape), **extra})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in clf.net.state_dict().items()}, str(out / WEIGHTS_FILE)
+    )
+    write_json(
+        out / SPEC_FILE,
+        {
+            "format": FORMAT,
+            "attributes": {k: list(v) for k, v in clf.attributes.items()},
+            "not_applicable_when_null": list(NOT_APPLICABLE_WHEN_NULL),
+            "model": to_dict(shape),
+            **extra,
+        },
+    )
 
 
 def load_classifier(directory: str | Path) -> AttributeClassifier:
@@ -248,22 +268,29 @@ def load_classifier(directory: str | Path) -> AttributeClassifier:
     d = Path(directory)
     hint = "train one with: python -m toyworld train-attributes --world DIR --out DIR"
     if not (d / SPEC_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
-        raise ModelDirError(f"{d} is not an attribute classifier: needs {SPEC_FILE} and {WEIGHTS_FILE} ({hint})")
+        raise ModelDirError(
+            f"{d} is not an attribute classifier: needs {SPEC_FILE} and {WEIGHTS_FILE} ({hint})"
+        )
     spec = read_json(d / SPEC_FILE, error=ModelDirError)
     if spec.get("format") != FORMAT:
         raise ModelDirError(f"{d / SPEC_FILE}: format {spec.get('format')!r}, expected {FORMAT!r} ({hint})")
     attributes = {k: tuple(v) for k, v in spec["attributes"].items()}
-    net = AttributeNet(from_dict(ClassifierShape, spec["model"], "model"), {k: len(v) for k, v in attributes.items()})
+    net = AttributeNet(
+        from_dict(ClassifierShape, spec["model"], "model"), {k: len(v) for k, v in attributes.items()}
+    )
     try:
         net.load_state_dict(load_file(str(d / WEIGHTS_FILE)))
     except RuntimeError as e:
-        raise ModelDirError(f"{d / WEIGHTS_FILE} does not fit {d / SPEC_FILE}: {str(e).splitlines()[0]}") from None
+        raise ModelDirError(
+            f"{d / WEIGHTS_FILE} does not fit {d / SPEC_FILE}: {str(e).splitlines()[0]}"
+        ) from None
     return AttributeClassifier(net.eval(), attributes)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-def attribute_accuracy(clf: AttributeClassifier, images: torch.Tensor, scenes: Sequence[Mapping[str, Any]],
-                       batch_size: int = 500) -> dict[str, Any]:
+def attribute_accuracy(
+    clf: AttributeClassifier, images: torch.Tensor, scenes: Sequence[Mapping[str, Any]], batch_size: int = 500
+) -> dict[str, Any]:
     """Per-attribute accuracy of ``clf`` on images (N, 3, S, S) against their scenes' labels.
 
     Returns {"n_images", "attributes": {name: {"accuracy", "n", "majority"}}, "mean", "all_correct"}:
@@ -293,14 +320,23 @@ def score_predictions(pred: torch.Tensor, labels: torch.Tensor, pred_names: Sequ
         acc = float((p[ok] == y[ok]).float().mean()) if n else float("nan")
         out[name] = {"accuracy": acc, "n": n, "majority": majority}
     accs = [v["accuracy"] for v in out.values() if v["n"]]
-    return {"n_images": len(labels), "attributes": out, "mean": sum(accs) / len(accs),
-            "all_correct": float((~wrong).float().mean())}
+    return {
+        "n_images": len(labels),
+        "attributes": out,
+        "mean": sum(accs) / len(accs),
+        "all_correct": float((~wrong).float().mean()),
+    }
 
 
-def format_accuracy(table: Mapping[str, Any], other: Mapping[str, Any] | None = None,
-                    names: tuple[str, str] = ("accuracy", "other")) -> str:
+def format_accuracy(
+    table: Mapping[str, Any],
+    other: Mapping[str, Any] | None = None,
+    names: tuple[str, str] = ("accuracy", "other"),
+) -> str:
     """A text table of one accuracy table (or two side by side, e.g. originals vs reconstructions)."""
-    head = f"{'attribute':<12} {'n':>5} {'majority':>9} {names[0]:>10}" + (f" {names[1]:>10}" if other else "")
+    head = f"{'attribute':<12} {'n':>5} {'majority':>9} {names[0]:>10}" + (
+        f" {names[1]:>10}" if other else ""
+    )
     lines = [head]
     for name, row in table["attributes"].items():
         line = f"{name:<12} {row['n']:>5} {row['majority']:>9.3f} {row['accuracy']:>10.3f}"
@@ -308,7 +344,9 @@ def format_accuracy(table: Mapping[str, Any], other: Mapping[str, Any] | None = 
             line += f" {other['attributes'][name]['accuracy']:>10.3f}"
         lines.append(line)
     for key in ("mean", "all_correct"):
-        lines.append(f"{key:<12} {'':>5} {'':>9} {table[key]:>10.3f}" + (f" {other[key]:>10.3f}" if other else ""))
+        lines.append(
+            f"{key:<12} {'':>5} {'':>9} {table[key]:>10.3f}" + (f" {other[key]:>10.3f}" if other else "")
+        )
     return "\n".join(lines)
 
 
@@ -327,16 +365,23 @@ def augment(x: torch.Tensor, cfg: ClassifierTrainConfig, gen: torch.Generator) -
     return x
 
 
-def train_classifier(net: AttributeNet, images: torch.Tensor, labels: torch.Tensor, cfg: ClassifierTrainConfig
-                     ) -> tuple[list[dict[str, float]], float]:
+def train_classifier(
+    net: AttributeNet, images: torch.Tensor, labels: torch.Tensor, cfg: ClassifierTrainConfig
+) -> tuple[list[dict[str, float]], float]:
     """Train ``net`` in place on uint8 images (N, 3, S, S) and labels (N, A); returns (metrics rows, seconds).
 
     The loss is the sum over attributes of the cross-entropy, ignoring labels that do not apply.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-                                              * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
+        ),
+    )
     names = list(net.heads)
     batch = min(cfg.batch_size, len(images))
     rows: list[dict[str, float]] = []
@@ -354,8 +399,14 @@ def train_classifier(net: AttributeNet, images: torch.Tensor, labels: torch.Tens
         sched.step()
         running, seen = running + float(loss.detach()), seen + 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            rows.append({"step": step + 1, "loss": running / seen, "lr": opt.param_groups[0]["lr"],
-                         "seconds": round(time.perf_counter() - start, 3)})
+            rows.append(
+                {
+                    "step": step + 1,
+                    "loss": running / seen,
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": round(time.perf_counter() - start, 3),
+                }
+            )
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
             running, seen = 0.0, 0
     net.eval()
@@ -371,13 +422,22 @@ def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any]
         summary = read_json(out / SUMMARY_FILE)
     except DataError:
         return None
-    same = (prov.get("kind") == KIND and prov.get("config_hash") == cfg_hash
-            and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint)
+    same = (
+        prov.get("kind") == KIND
+        and prov.get("config_hash") == cfg_hash
+        and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint
+    )
     return summary if same else None
 
 
-def train_attributes(cfg: AttributesConfig, world: str | Path, out: str | Path, *, force: bool = False,
-                     command: list[str] | None = None) -> dict[str, Any]:
+def train_attributes(
+    cfg: AttributesConfig,
+    world: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     """Train (or reuse) the attribute classifier of ``world`` into ``out``; returns the summary."""
     log = get_logger(__name__)
     out, fingerprint, cfg_hash = Path(out), splits_fingerprint(world), config_hash(cfg)
@@ -394,33 +454,57 @@ def train_attributes(cfg: AttributesConfig, world: str | Path, out: str | Path, 
     net = AttributeNet(cfg.model, {k: len(v) for k, v in ATTRIBUTES.items()})
     n_params = sum(p.numel() for p in net.parameters())
     log.info("attribute classifier: %.2f M parameters, %d train images", n_params / 1e6, len(images))
+    cpu0 = time.process_time()  # CPU seconds of all threads: comparable across busy and idle machines
     rows, train_s = train_classifier(net, images, labels, cfg.train)
+    train_cpu_s = time.process_time() - cpu0
     clf = AttributeClassifier(net, dict(ATTRIBUTES))
-    val = attribute_accuracy(clf, load_images(val_paths, cfg.model.image_size, "loading val images"), val_scenes,
-                             cfg.eval_batch_size)
-    summary = {"steps": cfg.train.steps, "batch_size": min(cfg.train.batch_size, len(images)),
-               "train_images": len(images), "parameters": n_params, "threads": torch.get_num_threads(),
-               "train_seconds": round(train_s, 2), "final_loss": rows[-1]["loss"], "val": val,
-               "config_hash": cfg_hash, "world_fingerprint": fingerprint}
+    val = attribute_accuracy(
+        clf,
+        load_images(val_paths, cfg.model.image_size, "loading val images"),
+        val_scenes,
+        cfg.eval_batch_size,
+    )
+    summary = {
+        "steps": cfg.train.steps,
+        "batch_size": min(cfg.train.batch_size, len(images)),
+        "train_images": len(images),
+        "parameters": n_params,
+        "threads": torch.get_num_threads(),
+        "train_seconds": round(train_s, 2),
+        "train_cpu_seconds": round(train_cpu_s, 2),
+        "final_loss": rows[-1]["loss"],
+        "val": val,
+        "config_hash": cfg_hash,
+        "world_fingerprint": fingerprint,
+    }
     with atomic_directory(out) as tmp:
-        save_classifier(clf, cfg.model, tmp, {"val_accuracy": {k: v["accuracy"] for k, v in val["attributes"].items()}})
+        save_classifier(
+            clf, cfg.model, tmp, {"val_accuracy": {k: v["accuracy"] for k, v in val["attributes"].items()}}
+        )
         dump_yaml(cfg, tmp / "config.yaml")
         write_jsonl(tmp / "metrics.jsonl", rows)
         summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / SUMMARY_FILE, summary)
-        write_provenance(tmp, KIND, config=cfg, parents=[world], command=command,
-                         extra={"world_fingerprint": fingerprint})
+        write_provenance(
+            tmp, KIND, config=cfg, parents=[world], command=command, extra={"world_fingerprint": fingerprint}
+        )
     return {**summary, "cached": False}
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m toyworld train-attributes", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld train-attributes",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
     p.add_argument("--out", help="output directory of the classifier")
-    p.add_argument("--config", help="YAML instance of AttributesConfig (default: built-in defaults = "
-                   "configs/toyworld/attributes.yaml)")
+    p.add_argument(
+        "--config",
+        help="YAML instance of AttributesConfig (default: built-in defaults = "
+        "configs/toyworld/attributes.yaml)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=500")
     p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching classifier")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -441,7 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = ["python", "-m", "toyworld", "train-attributes", *(sys.argv[1:] if argv is None else argv)]
     summary = train_attributes(cfg, args.world, args.out, force=args.force, command=command)
-    state = "cached (use --force to retrain)" if summary["cached"] else f"trained in {summary['train_seconds']:.1f} s"
+    state = (
+        "cached (use --force to retrain)"
+        if summary["cached"]
+        else f"trained in {summary['train_seconds']:.1f} s"
+    )
     print(f"attribute classifier {args.out}: {state}; val accuracy per attribute:")
     print(format_accuracy(summary["val"]))
     return 0

@@ -64,8 +64,10 @@ def match_images(images: Path, scenes_file: Path) -> tuple[list[Path], list[dict
             paths.append(f)
             scenes.append(scene)
     if not paths:
-        raise DataError(f"none of the {len(files)} images under {images} has a record in {scenes_file} "
-                        "(matched by path relative to the JSONL's folder, then by file name)")
+        raise DataError(
+            f"none of the {len(files)} images under {images} has a record in {scenes_file} "
+            "(matched by path relative to the JSONL's folder, then by file name)"
+        )
     return paths, scenes, len(files) - len(paths)
 
 
@@ -76,18 +78,29 @@ def judge(classifier: str | Path, images: str | Path, scenes: str | Path | None 
     clf = load_classifier(classifier)
     paths, scene_list, unmatched = match_images(images, scenes_file)
     if unmatched:
-        get_logger("toyworld.judge").warning("%d images under %s have no record in %s: skipped", unmatched,
-                                             images, scenes_file)
+        get_logger("toyworld.judge").warning(
+            "%d images under %s have no record in %s: skipped", unmatched, images, scenes_file
+        )
     table = attribute_accuracy(clf, load_images(paths, clf.net.image_size), scene_list)
-    return {**table, "images": str(images), "scenes": str(scenes_file), "classifier": str(classifier),
-            "unmatched_images": unmatched}
+    return {
+        **table,
+        "images": str(images),
+        "scenes": str(scenes_file),
+        "classifier": str(classifier),
+        "unmatched_images": unmatched,
+    }
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m toyworld judge", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--classifier", required=True, help="directory written by python -m toyworld train-attributes")
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld judge",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--classifier", required=True, help="directory written by python -m toyworld train-attributes"
+    )
     p.add_argument("--images", required=True, help="folder of images (PNG/JPEG, searched recursively)")
     p.add_argument("--scenes", help="scenes.jsonl with the labels (default: found beside the images)")
     p.add_argument("--out", help="also write the report to this JSON file")

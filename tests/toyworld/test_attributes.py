@@ -15,8 +15,15 @@ from toyworld.__main__ import main as toyworld_main
 from toyworld.scene import Scene
 
 # A classifier for 32 px images that trains in a couple of seconds.
-TINY = ["model.image_size=32", "model.widths=[8,16,32]", "model.hidden=64", "train.batch_size=32",
-        "train.warmup_steps=5", "train.log_every=20", "eval_batch_size=64"]
+TINY = [
+    "model.image_size=32",
+    "model.widths=[8,16,32]",
+    "model.hidden=64",
+    "train.batch_size=32",
+    "train.warmup_steps=5",
+    "train.log_every=20",
+    "eval_batch_size=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,16 @@ def trained(world, tmp_path_factory) -> tuple[Path, dict]:
 
 # ------------------------------------------------------------------------------------------ labels
 def test_scene_labels_map_every_attribute():
-    s = Scene(shape="arrow", color="blue", count=2, orientation="left", fill="outline", text="H",
-              viewpoint="far", background="gray").to_dict()
+    s = Scene(
+        shape="arrow",
+        color="blue",
+        count=2,
+        orientation="left",
+        fill="outline",
+        text="H",
+        viewpoint="far",
+        background="gray",
+    ).to_dict()
     labels = dict(zip(at.ATTRIBUTES, at.scene_labels(s)))
     assert labels["shape"] == at.ATTRIBUTES["shape"].index("arrow")
     assert labels["count"] == 1  # classes "1", "2", "3"
@@ -116,8 +131,20 @@ def test_judge_matches_by_path_and_by_name(trained, world, tmp_path, capsys):
     out, summary = trained
     report_file = tmp_path / "report.json"
     # scenes.jsonl is found beside <world>/val/images
-    assert toyworld_main(["judge", "--classifier", str(out), "--images", str(world / "val" / "images"),
-                          "--out", str(report_file)]) == 0
+    assert (
+        toyworld_main(
+            [
+                "judge",
+                "--classifier",
+                str(out),
+                "--images",
+                str(world / "val" / "images"),
+                "--out",
+                str(report_file),
+            ]
+        )
+        == 0
+    )
     report = read_json(report_file)
     assert report["attributes"] == summary["val"]["attributes"] and report["unmatched_images"] == 0
     assert "background" in capsys.readouterr().out
@@ -140,6 +167,18 @@ def test_judge_errors(trained, world, tmp_path, capsys):
     assert toyworld_main(["judge", "--classifier", str(trained[0]), "--images", str(empty)]) == 2
     assert "no scenes.jsonl" in capsys.readouterr().err
     shutil.copy(world / "val" / "images" / "000000.png", empty / "x.png")
-    assert toyworld_main(["judge", "--classifier", str(trained[0]), "--images", str(empty),
-                          "--scenes", str(world / "val" / "scenes.jsonl")]) == 2
+    assert (
+        toyworld_main(
+            [
+                "judge",
+                "--classifier",
+                str(trained[0]),
+                "--images",
+                str(empty),
+                "--scenes",
+                str(world / "val" / "scenes.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "none of the 1 images" in capsys.readouterr().err

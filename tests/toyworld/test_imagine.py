@@ -25,8 +25,17 @@ def classifier(world, tmp_path_factory) -> Path:
     from toyworld.attributes import AttributesConfig, train_attributes
 
     out = tmp_path_factory.mktemp("imagine_clf") / "clf"
-    cfg = load_config(AttributesConfig, None, ["model.image_size=32", "model.widths=[8,16]", "model.hidden=32",
-                                               "train.steps=3", "train.batch_size=16"])
+    cfg = load_config(
+        AttributesConfig,
+        None,
+        [
+            "model.image_size=32",
+            "model.widths=[8,16]",
+            "model.hidden=32",
+            "train.steps=3",
+            "train.batch_size=16",
+        ],
+    )
     train_attributes(cfg, world, out)
     return out
 
@@ -37,17 +46,41 @@ def stage_dir(tiny_clip_dir, tmp_path_factory) -> Path:
     from genhancer.config import load_genhancer_config
     from genhancer.module import GenHancerModel
 
-    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel",
-                                       "latent.patch_size=4", "flow.sample_steps=2"])
+    cfg = load_genhancer_config(
+        None,
+        [
+            f"encoder.path={tiny_clip_dir}",
+            "denoiser.preset=toy",
+            "latent.space=pixel",
+            "latent.patch_size=4",
+            "flow.sample_steps=2",
+        ],
+    )
     out = tmp_path_factory.mktemp("imagine_stage") / "final"
     return GenHancerModel.build(cfg).save_pretrained(out)
 
 
 def test_imagine_writes_judged_drawings(stage_dir, classifier, world, tmp_path, capsys):
     def run(out: Path) -> int:
-        return toyworld_main(["imagine", "--stage-dir", str(stage_dir), "--classifier", str(classifier),
-                              "--world", str(world), "--out", str(out), "--n", "5", "--batch-size", "2",
-                              "--grid-n", "3"])
+        return toyworld_main(
+            [
+                "imagine",
+                "--stage-dir",
+                str(stage_dir),
+                "--classifier",
+                str(classifier),
+                "--world",
+                str(world),
+                "--out",
+                str(out),
+                "--n",
+                "5",
+                "--batch-size",
+                "2",
+                "--grid-n",
+                "3",
+            ]
+        )
 
     out = tmp_path / "imagine"
     assert run(out) == 0

@@ -19,9 +19,18 @@ from toyworld.attributes import AttributesConfig, read_split, train_attributes
 from toyworld.pretrain_clip import load_images
 
 # 32 px -> 8x8x4 latents; a few steps take about a second.
-TINY = ["model.image_size=32", "model.block_out_channels=[8,16,16]", "model.norm_num_groups=4",
-        "train.steps=4", "train.batch_size=8", "train.warmup_steps=1", "train.log_every=2",
-        "stats_images=48", "eval_images=16", "eval_batch_size=16"]
+TINY = [
+    "model.image_size=32",
+    "model.block_out_channels=[8,16,16]",
+    "model.norm_num_groups=4",
+    "train.steps=4",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "train.log_every=2",
+    "stats_images=48",
+    "eval_images=16",
+    "eval_batch_size=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +45,17 @@ def world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def classifier(world, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vae_clf") / "clf"
-    cfg = load_config(AttributesConfig, None, ["model.image_size=32", "model.widths=[8,16]", "model.hidden=32",
-                                               "train.steps=3", "train.batch_size=16"])
+    cfg = load_config(
+        AttributesConfig,
+        None,
+        [
+            "model.image_size=32",
+            "model.widths=[8,16]",
+            "model.hidden=32",
+            "train.steps=3",
+            "train.batch_size=16",
+        ],
+    )
     train_attributes(cfg, world, out)
     return out
 
@@ -45,7 +63,9 @@ def classifier(world, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def vae_dir(world, classifier, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("vae") / "vae"
-    summary = tv.pretrain_vae(load_config(tv.PretrainVaeConfig, None, TINY), world, out, classifier=classifier)
+    summary = tv.pretrain_vae(
+        load_config(tv.PretrainVaeConfig, None, TINY), world, out, classifier=classifier
+    )
     return out, summary
 
 
@@ -74,7 +94,9 @@ def test_saved_factors_are_the_measured_ones(vae_dir, world):
 
 def test_genhancer_reads_the_factors_from_the_vae_config(vae_dir, world):
     out, summary = vae_dir
-    space = build_latent_space(LatentConfig(space="vae", vae_path=str(out), shift=None, scale=None, patch_size=2))
+    space = build_latent_space(
+        LatentConfig(space="vae", vae_path=str(out), shift=None, scale=None, patch_size=2)
+    )
     assert (space.shift, space.scale) == (summary["shift_factor"], summary["scaling_factor"])
     assert space.latent_shape(32) == (4, 8, 8)
     # GenHancer's latents of the measured images are standardised
@@ -124,8 +146,22 @@ def test_cache_and_late_attribute_check(vae_dir, world, classifier, capsys):
     assert tv.cached_summary(out, config_hash(other), summary["world_fingerprint"]) is None
 
 
+def test_foreground_mask_finds_the_object_even_when_it_touches_the_border():
+    x = torch.full((2, 3, 16, 16), 0.5)  # a flat background
+    x[0, :, 4:8, 5:9] = torch.tensor([1.0, -1.0, -1.0])[:, None, None]  # a red square
+    x[1, :, :, :6] = -1.0  # a close-up object covering the left border (a quarter of the border pixels)
+    mask = tv.foreground(x)
+    assert mask.shape == (2, 1, 16, 16)
+    assert mask[0, 0].nonzero().tolist() == [[r, c] for r in range(4, 8) for c in range(5, 9)]
+    assert mask[1, 0, :, :6].eq(1).all() and mask[1, 0, :, 6:].eq(0).all()
+
+
 def test_bad_shape_and_missing_world(tmp_path, capsys):
     with pytest.raises(ConfigError, match="norm_num_groups"):
-        load_config(tv.PretrainVaeConfig, None, ["model.block_out_channels=[8,12]"])
-    assert toyworld_main(["pretrain-vae", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+        load_config(
+            tv.PretrainVaeConfig, None, ["model.block_out_channels=[8,12]", "model.norm_num_groups=8"]
+        )
+    assert (
+        toyworld_main(["pretrain-vae", "--world", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "build the world first" in capsys.readouterr().err
