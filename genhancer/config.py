@@ -55,8 +55,9 @@ class LatentConfig:
     # AutoencoderKL (VQModel for vq) directory or hub id; FLUX.1-dev is gated: accept its licence or copy it
     vae_path: str | None = "black-forest-labs/FLUX.1-dev"
     vae_subfolder: str | None = "vae"
-    shift: float = 0.1159  # FLUX.1 VAE: latents = scale * (z - shift)
-    scale: float = 0.3611
+    # FLUX.1 VAE: latents = scale * (z - shift). None: the VAE config's shift_factor / scaling_factor
+    shift: float | None = 0.1159
+    scale: float | None = 0.3611
     sample_posterior: bool = True
 
 

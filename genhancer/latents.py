@@ -3,7 +3,9 @@
 ``LATENT_SPACES`` maps an id to a ``LatentSpace`` class:
   * ``pixel`` — the toy world: the denoiser reconstructs the image itself, (B, 3, H, W) in [-1, 1].
   * ``vae``   — diffusers ``AutoencoderKL`` (the FLUX.1 VAE in the paper): z ~ posterior (sampled, as the
-                public code does), latents = scale * (z - shift); decode inverts it.
+                public code does), latents = scale * (z - shift); decode inverts it. ``latent.shift`` /
+                ``latent.scale`` = null take the factors from the VAE's config (``shift_factor`` /
+                ``scaling_factor``, e.g. the toy VAE's, measured on its training images).
 A discrete denoiser adds a ``vq`` entry (tokens instead of continuous latents) without touching these.
 
 Packing (continuous denoisers): latents (B, C, h, w) -> tokens (B, (h/p)(w/p), C*p*p) with position ids
@@ -152,7 +154,8 @@ class VaeSpace(LatentSpace):
         except (OSError, ValueError) as e:
             where = latent_cfg.vae_path + (f" (subfolder {latent_cfg.vae_subfolder})" if latent_cfg.vae_subfolder else "")
             raise ModelDirError(f"cannot load the AutoencoderKL from latent.vae_path={where}: {e}") from None
-        return cls(vae, latent_cfg.patch_size, latent_cfg.shift, latent_cfg.scale, latent_cfg.sample_posterior)
+        shift, scale = vae_factors(vae, latent_cfg.shift, latent_cfg.scale, latent_cfg.vae_path)
+        return cls(vae, latent_cfg.patch_size, shift, scale, latent_cfg.sample_posterior)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -180,6 +183,19 @@ class VaeSpace(LatentSpace):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) scaled latents -> (B, 3, h*f, w*f) in about [-1, 1]."""
         return self.vae.decode((z / self.scale + self.shift).to(self.vae.dtype)).sample
+
+
+def vae_factors(vae: nn.Module, shift: float | None, scale: float | None, where: str) -> tuple[float, float]:
+    """(shift, scale) of the latents: the configured values, or (``None``) the VAE config's ``shift_factor`` /
+    ``scaling_factor`` -- for a VAE whose factors were measured on its data and saved with it."""
+    if shift is None:
+        shift = getattr(vae.config, "shift_factor", None) or 0.0  # diffusers: None means no shift
+    if scale is None:
+        scale = getattr(vae.config, "scaling_factor", None)
+        if not scale:
+            raise ConfigError(f"latent.scale=null takes the scale from the VAE config, but {where}/config.json "
+                              "has no scaling_factor; set latent.scale to a number")
+    return float(shift), float(scale)
 
 
 def build_latent_space(latent_cfg: Any) -> LatentSpace:

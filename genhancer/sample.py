@@ -84,14 +84,31 @@ def save_grid(rows: Sequence[torch.Tensor], out: str | Path, pad: int = 2) -> Pa
     return out
 
 
+def reconstruct_images(model: GenHancerModel, paths: Sequence[Path], steps: int | None = None, seed: int = 0,
+                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(originals, reconstructions), both (N, 3, S, S) in [-1, 1] at the encoder's input size S.
+
+    One generator (seeded once) serves the batches in order, so a run with the same seed, images and batch
+    size reproduces; the reconstruction of an image does depend on the batch it falls in.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    spec = model.encoder_image_spec()
+    originals, recons = [], []
+    for i in range(0, len(paths), batch_size):
+        pixel_values, images = load_batch(paths[i : i + batch_size], spec)
+        recon = model.reconstruct(pixel_values, steps=steps, generator=generator)
+        if recon.shape[-2:] != images.shape[-2:]:
+            recon = torch.nn.functional.interpolate(recon, size=images.shape[-2:], mode="bilinear")
+        originals.append(images)
+        recons.append(recon.float())
+    return torch.cat(originals), torch.cat(recons)
+
+
 def sample_grid(stage_dir: str | Path, images: Sequence[str | Path], out: str | Path, n: int = 8,
                 steps: int | None = None, seed: int = 0) -> Path:
     model = GenHancerModel.from_pretrained(resolve_stage_dir(stage_dir, what="--stage-dir"))
     paths = list_images(images, n)
-    pixel_values, originals = load_batch(paths, model.encoder_image_spec())
-    recon = model.reconstruct(pixel_values, steps=steps, generator=torch.Generator().manual_seed(seed))
-    recon = torch.nn.functional.interpolate(recon, size=originals.shape[-2:], mode="bilinear") \
-        if recon.shape[-2:] != originals.shape[-2:] else recon
+    originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=len(paths))
     path = save_grid([originals, recon], out)
     log.info("wrote %s (%d images, %d Euler steps)", path, len(paths), steps or model.cfg.flow.sample_steps)
     return path

@@ -7,6 +7,10 @@ Commands (each is a ``main(argv) -> int`` of a module):
   pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
   train-vq       fit the patch k-means VQ tokenizer (latent.space=vq) on an image folder
   eval-vq        reconstruction error of a VQ tokenizer on an image folder
+  pretrain-vae   train the toy "FLUX.1 VAE" (diffusers AutoencoderKL, factors measured) -> its directory
+  train-attributes  train the attribute classifier (one head per scene attribute) on the world's images
+  judge          per-attribute accuracy of a folder of images against their scene labels
+  imagine        what a GenHancer denoiser draws from val images' global tokens, judged per attribute
   effect         the effect study: GenHancer vs its two controls over several seeds, with intervals
 """
 
@@ -20,6 +24,10 @@ COMMANDS = {  # command -> (module, function)
     "build": ("toyworld.build", "main"),
     "pretrain-clip": ("toyworld.pretrain_clip", "main"),
     "pretrain-llm": ("toyworld.llm", "main"),
+    "pretrain-vae": ("toyworld.vae", "main"),
+    "train-attributes": ("toyworld.attributes", "main"),
+    "judge": ("toyworld.judge", "main"),
+    "imagine": ("toyworld.imagine", "main"),
     "train-vq": ("toyworld.vq", "main"),
     "eval-vq": ("toyworld.vq", "eval_main"),
     "effect": ("toyworld.effect", "main"),

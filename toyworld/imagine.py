@@ -1,0 +1,186 @@
+"""``python -m toyworld imagine --stage-dir RUN --classifier DIR --world DIR --out DIR``: what the denoiser draws.
+
+GenHancer's stage 2 can only teach the encoder what the frozen stage-1 denoiser reads from the global token.
+This command measures it: the first ``--n`` val images of the world are encoded to their global tokens, the
+stage's denoiser draws an image from each token alone (``genhancer.sample.reconstruct_images``: Euler from
+noise, ``--steps`` steps), and the attribute classifier (``python -m toyworld train-attributes``) scores the
+drawings against the source images' scene labels -- beside its score on the source images themselves.
+
+OUT holds ``imagine.json`` (both accuracy tables, per attribute with the majority-class rate, plus the
+settings), ``attributes.png`` (a bar chart of the two per attribute), ``grid.png`` (the first ``--grid-n``
+sources above their drawings) and ``reconstructions/`` (every drawing as a PNG named like its source, so
+``python -m toyworld judge --images OUT/reconstructions --scenes WORLD/val/scenes.jsonl`` re-scores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genhancer.module import GenHancerModel, resolve_stage_dir
+from genhancer.sample import reconstruct_images, save_grid
+from genhancer.utils.cli import entry_point
+from genhancer.utils.errors import UserError
+from genhancer.utils.fsio import write_json
+from genhancer.utils.logging import get_logger
+from toyworld.attributes import attribute_accuracy, format_accuracy, load_classifier, read_split
+
+RESULT_FILE = "imagine.json"
+CHART_FILE = "attributes.png"
+GRID_FILE = "grid.png"
+RECON_DIR = "reconstructions"
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images (N, 3, S, S) in [-1, 1] -> uint8 (N, 3, S, S), as they would be saved to PNG."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def save_pngs(images: torch.Tensor, names: Sequence[str], folder: Path) -> None:
+    """uint8 images (N, 3, S, S) -> ``folder/<name>`` PNGs."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, name in zip(images, names):
+        Image.fromarray(img.permute(1, 2, 0).contiguous().numpy()).save(folder / name)
+
+
+def plot_attributes(originals: dict[str, Any], recon: dict[str, Any], out: Path, title: str) -> Path:
+    """Grouped bars per attribute: classifier accuracy on the sources and on the drawings, majority ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(originals["attributes"])
+    x = torch.arange(len(names)).tolist()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) + 1.5), 3.6))
+    ax.bar(
+        [i - 0.2 for i in x],
+        [originals["attributes"][n]["accuracy"] for n in names],
+        0.4,
+        label="source images",
+        color="tab:gray",
+    )
+    ax.bar(
+        [i + 0.2 for i in x],
+        [recon["attributes"][n]["accuracy"] for n in names],
+        0.4,
+        label="denoiser's drawings",
+        color="tab:blue",
+    )
+    ax.hlines(
+        [originals["attributes"][n]["majority"] for n in names],
+        [i - 0.4 for i in x],
+        [i + 0.4 for i in x],
+        colors="tab:red",
+        linewidth=1.5,
+        label="majority class",
+    )
+    ax.set_xticks(x, names, rotation=35, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("classifier accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def imagine(
+    stage_dir: str | Path,
+    classifier: str | Path,
+    world: str | Path,
+    out: str | Path,
+    n: int = 256,
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    grid_n: int = 8,
+) -> dict[str, Any]:
+    """Draw from the global tokens of ``n`` val images, judge per attribute, write OUT; returns the result."""
+    if n < 1 or batch_size < 1:
+        raise UserError(f"--n and --batch-size must be >= 1 (got {n}, {batch_size})")
+    stage = resolve_stage_dir(stage_dir, what="--stage-dir")
+    clf = load_classifier(classifier)
+    paths, scenes = read_split(world, "val")
+    paths, scenes = paths[:n], scenes[:n]
+    model = GenHancerModel.from_pretrained(stage)
+    originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=batch_size)
+    originals, recon = to_uint8(originals), to_uint8(recon)  # score exactly what the PNGs hold
+    result = {
+        "stage_dir": str(stage),
+        "classifier": str(classifier),
+        "world": str(world),
+        "n_images": len(paths),
+        "steps": steps or model.cfg.flow.sample_steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "originals": attribute_accuracy(clf, originals, scenes),
+        "reconstructions": attribute_accuracy(clf, recon, scenes),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pngs(recon, [p.name for p in paths], out / RECON_DIR)
+    save_grid([originals[:grid_n].float() / 127.5 - 1, recon[:grid_n].float() / 127.5 - 1], out / GRID_FILE)
+    plot_attributes(
+        result["originals"],
+        result["reconstructions"],
+        out / CHART_FILE,
+        f"{stage}: {len(paths)} val images, {result['steps']} Euler steps",
+    )
+    write_json(out / RESULT_FILE, result)
+    get_logger("toyworld.imagine").info(
+        "wrote %s, %s, %s and %s/", RESULT_FILE, CHART_FILE, GRID_FILE, RECON_DIR
+    )
+    return result
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld imagine",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--stage-dir", required=True, help="a GenHancer stage output directory (or a run dir with final/)"
+    )
+    p.add_argument(
+        "--classifier", required=True, help="directory written by python -m toyworld train-attributes"
+    )
+    p.add_argument("--world", required=True, help="toy world directory (its val split is drawn from)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--n", type=int, default=256, help="val images to draw from (default 256)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="Euler steps (default: the stage's flow.sample_steps)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--grid-n", type=int, default=8, help="images in grid.png (default 8)")
+    args = p.parse_args(argv)
+    result = imagine(
+        args.stage_dir,
+        args.classifier,
+        args.world,
+        args.out,
+        n=args.n,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        grid_n=args.grid_n,
+    )
+    print(f"{result['n_images']} val images drawn by {result['stage_dir']} ({result['steps']} Euler steps):")
+    print(format_accuracy(result["originals"], result["reconstructions"], ("sources", "drawings")))
+    print(f"wrote {args.out}/{RESULT_FILE}, {CHART_FILE}, {GRID_FILE}, {RECON_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
