@@ -27,7 +27,9 @@ TASKS = ["toy_mmvp", "toy_pope", "toy_cv_bench"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="LLaVA directory (default: a tiny one built from config)")
-    parser.add_argument("--world", type=Path, help="toy world with lmms/ data (default: written to a temp dir)")
+    parser.add_argument(
+        "--world", type=Path, help="toy world with lmms/ data (default: written to a temp dir)"
+    )
     parser.add_argument("--limit", type=int, default=24, help="samples per task")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
@@ -47,8 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             from toyworld.lmms_data import write_lmms_data
 
             world = Path(tmp) / "world"
-            write_lmms_data(world / "lmms", seed=0, image_size=64, mmvp_pairs_per_pattern=4,
-                            pope_images_per_split=max(4, args.limit // 2), cv_bench_per_task=max(4, args.limit // 3))
+            write_lmms_data(
+                world / "lmms",
+                seed=0,
+                image_size=64,
+                mmvp_pairs_per_pattern=4,
+                pope_images_per_split=max(4, args.limit // 2),
+                cv_bench_per_task=max(4, args.limit // 3),
+            )
         include, names = suites.write_include_dir(TASKS, Path(tmp) / "include", toy_data=world)
         backends = {
             "llava_hf": inprocess.load_llava_hf(model),
@@ -89,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         "answer_diffs": diffs[:10],
         "model": str(args.model or "tiny (built from config)"),
     }
-    print(f"genhancer_llava (batch {args.batch_size}) vs llava_hf (batch 1): {result['ratio_vs_llava_hf']:.2f}x "
-          f"throughput on {n} samples (CPU-time ratio {result['cpu_time_ratio_vs_llava_hf']:.2f}x, inside the "
-          f"model calls {result['model_call_ratio_vs_llava_hf']:.2f}x); "
-          f"answers equal: {result['answers_equal']}")
+    print(
+        f"genhancer_llava (batch {args.batch_size}) vs llava_hf (batch 1): {result['ratio_vs_llava_hf']:.2f}x "
+        f"throughput on {n} samples (CPU-time ratio {result['cpu_time_ratio_vs_llava_hf']:.2f}x, inside the "
+        f"model calls {result['model_call_ratio_vs_llava_hf']:.2f}x); "
+        f"answers equal: {result['answers_equal']}"
+    )
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

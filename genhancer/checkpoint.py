@@ -56,8 +56,9 @@ def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Ten
             tensors[path] = x.detach().to("cpu").contiguous().clone()
             return {_T: path}
         if isinstance(x, np.ndarray):
-            tensors[path] = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64 if x.dtype.kind in "iu"
-                                                                             else x.dtype)).clone()
+            tensors[path] = torch.from_numpy(
+                np.ascontiguousarray(x).astype(np.int64 if x.dtype.kind in "iu" else x.dtype)
+            ).clone()
             return {_ND: path, "dtype": str(x.dtype)}
         if isinstance(x, Enum):
             return walk(x.value, path)
@@ -72,7 +73,11 @@ def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Ten
         if isinstance(x, dict):
             if all(isinstance(k, str) and k not in _MARKERS for k in x):
                 return {k: walk(v, f"{path}.{k}") for k, v in x.items()}
-            return {_DICT: [[walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(x.items())]}
+            return {
+                _DICT: [
+                    [walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(x.items())
+                ]
+            }
         return {_OBJ: type(x).__name__}
 
     return walk(obj, prefix), tensors
@@ -120,7 +125,9 @@ def save_state(state: Any, stem: Path) -> None:
 
 
 def load_state(stem: Path, fallback: Any = None) -> Any:
-    tensors = load_file(str(stem.with_suffix(".safetensors"))) if stem.with_suffix(".safetensors").is_file() else {}
+    tensors = (
+        load_file(str(stem.with_suffix(".safetensors"))) if stem.with_suffix(".safetensors").is_file() else {}
+    )
     return unflatten_state(read_json(stem.with_suffix(".json")), tensors, fallback)
 
 
@@ -159,8 +166,10 @@ def latest_checkpoint(checkpoints: str | Path) -> Path | None:
         return None
     target = root / pointer.read_text().strip()
     if not (target / "meta.json").is_file():
-        raise DataError(f"{pointer} names {target.name}, which is missing or incomplete; "
-                        "delete the pointer to start fresh or point it at a complete step-* directory")
+        raise DataError(
+            f"{pointer} names {target.name}, which is missing or incomplete; "
+            "delete the pointer to start fresh or point it at a complete step-* directory"
+        )
     return target
 
 
@@ -179,16 +188,24 @@ class CheckpointWriter:
     file system all ranks share (multi-node: a shared mount).
     """
 
-    def __init__(self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int,
-                 barrier: Callable[[], None]):
+    def __init__(
+        self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int, barrier: Callable[[], None]
+    ):
         self.root = Path(checkpoints)
         self.rank = rank
         self.world_size = world_size
         self.keep = max(1, keep)
         self.barrier = barrier
 
-    def write(self, step: int, *, meta: dict[str, Any], model_state: Callable[[], dict[str, torch.Tensor]],
-              scheduler_state: dict[str, Any], rank_state: dict[str, Any]) -> Path:
+    def write(
+        self,
+        step: int,
+        *,
+        meta: dict[str, Any],
+        model_state: Callable[[], dict[str, torch.Tensor]],
+        scheduler_state: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> Path:
         """``model_state`` is called on every rank (ZeRO-3 gathering is collective); rank 0 writes it."""
         name = step_dir_name(step)
         final = self.root / name
@@ -200,16 +217,22 @@ class CheckpointWriter:
         weights = model_state()
         save_state(rank_state, tmp / f"rank-{self.rank:05d}")
         if self.rank == 0:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
-                      str(tmp / "model.safetensors"))
+            save_file(
+                {k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
+                str(tmp / "model.safetensors"),
+            )
             write_json(tmp / "scheduler.json", flatten_state(scheduler_state)[0])
         self.barrier()
         if self.rank == 0:
             missing = [r for r in range(self.world_size) if not (tmp / f"rank-{r:05d}.json").is_file()]
             if missing:
-                raise DataError(f"checkpoint {final}: ranks {missing} wrote no state into {tmp} "
-                                "(is the run directory on a file system every node shares?)")
-            write_json(tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta})
+                raise DataError(
+                    f"checkpoint {final}: ranks {missing} wrote no state into {tmp} "
+                    "(is the run directory on a file system every node shares?)"
+                )
+            write_json(
+                tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta}
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -221,8 +244,9 @@ class CheckpointWriter:
         return final
 
 
-def read_checkpoint(directory: str | Path, *, rank: int, world_size: int,
-                    optimizer_fallback: Any = None) -> dict[str, Any]:
+def read_checkpoint(
+    directory: str | Path, *, rank: int, world_size: int, optimizer_fallback: Any = None
+) -> dict[str, Any]:
     """Everything one rank needs to resume: meta, model weights, scheduler state, its own rank state."""
     d = Path(directory)
     meta = read_json(d / "meta.json")

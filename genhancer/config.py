@@ -117,7 +117,9 @@ class CacheConfig:
     each crop view, computed once and read back each step instead of running encoder + VAE."""
 
     enabled: bool = False  # used in stages whose encoder is frozen (stage1); other stages ignore it
-    views: int = 4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+    views: int = (
+        4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+    )
     dir: str | None = None  # None: <train.run_dir>/../cache (next to the stage run directories)
     build_batch_size: int = 64  # crop views per encoder/VAE forward while building
 
@@ -173,6 +175,8 @@ class GenHancerConfig:
         return self.schedule[self.stage]
 
 
-def load_genhancer_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> GenHancerConfig:
+def load_genhancer_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> GenHancerConfig:
     """YAML + ``key.sub=value`` overrides -> validated ``GenHancerConfig``."""
     return load_config(GenHancerConfig, path, overrides)

@@ -55,8 +55,16 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
         ax.grid(alpha=0.3)
         ips = [r["images_per_s"] for r in rows if r.get("images_per_s")]
         if ips:
-            ax.text(0.98, 0.95, f"{sorted(ips)[len(ips) // 2]:.0f} img/s", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=8, color="0.4")
+            ax.text(
+                0.98,
+                0.95,
+                f"{sorted(ips)[len(ips) // 2]:.0f} img/s",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="0.4",
+            )
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)

@@ -40,8 +40,9 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, cfg: GenHancerConfig,
-                        latent: LatentSpace) -> Denoiser:  # pragma: no cover - abstract
+    def from_pretrained(
+        cls, directory: str | Path, cfg: GenHancerConfig, latent: LatentSpace
+    ) -> Denoiser:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @staticmethod
@@ -58,7 +59,10 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     def training_loss(
-        self, latents: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor,
+        self,
+        latents: torch.Tensor,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:  # pragma: no cover - abstract
         """latents: what ``latent.encode`` gave; pooled (B, pooled_dim); context (B, T, context_dim)."""
@@ -66,7 +70,11 @@ class Denoiser(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, pooled: torch.Tensor, context: torch.Tensor, latent_hw: tuple[int, int], steps: int,
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        latent_hw: tuple[int, int],
+        steps: int,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:  # pragma: no cover - abstract
         """Latents (B, ...) that ``latent.decode`` turns into images."""

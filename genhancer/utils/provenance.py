@@ -18,7 +18,16 @@ from genhancer.utils.config import config_hash
 from genhancer.utils.fsio import read_json, write_json
 
 FILENAME = "provenance.json"
-_PACKAGES = ("torch", "transformers", "diffusers", "peft", "accelerate", "deepspeed", "lmms-eval", "genhancer-suite")
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "diffusers",
+    "peft",
+    "accelerate",
+    "deepspeed",
+    "lmms-eval",
+    "genhancer-suite",
+)
 
 
 def git_revision(path: str | Path | None = None) -> dict[str, Any]:
@@ -31,7 +40,11 @@ def git_revision(path: str | Path | None = None) -> dict[str, Any]:
         dirty = bool(
             subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=cwd, capture_output=True, text=True, timeout=10, check=True,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
         )
         return {"revision": rev, "dirty": dirty}
@@ -75,8 +88,11 @@ def write_provenance(
     for parent in parents:
         prov = read_provenance(parent) or {}
         parent_rows.append(
-            {"path": str(Path(parent).resolve()) if Path(parent).exists() else str(parent),
-             "kind": prov.get("kind"), "config_hash": prov.get("config_hash")}
+            {
+                "path": str(Path(parent).resolve()) if Path(parent).exists() else str(parent),
+                "kind": prov.get("kind"),
+                "config_hash": prov.get("config_hash"),
+            }
         )
     manifest = {
         "kind": kind,

@@ -69,7 +69,16 @@ def tiny_vq(tmp_path_factory, cache_world) -> Path:
     from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("cache_vq") / "vq"
-    args = ["--images", str(cache_world), "--out", str(out), "patch_size=4", "codebook_size=16", "iters=3",
-            "image_size=32", "val_fraction=0.1"]
+    args = [
+        "--images",
+        str(cache_world),
+        "--out",
+        str(out),
+        "patch_size=4",
+        "codebook_size=16",
+        "iters=3",
+        "image_size=32",
+        "val_fraction=0.1",
+    ]
     assert main(args) == 0
     return out
