@@ -1,4 +1,5 @@
-"""Throughput of the batched ``genhancer_llava`` adapter against lmms-eval's ``llava_hf`` (batch 1), side by side.
+"""Throughput of the batched ``genhancer_llava`` adapter against lmms-eval's ``llava_hf`` (batch 1), side by
+side.
 
     python benchmarks/bench_lmms_adapter.py [--model LLAVA_DIR] [--world TOY_WORLD] [--limit 24]
         [--batch-size 16] [--repeats 2] [--json OUT.json]
@@ -7,9 +8,10 @@ Both models evaluate the same toy generation tasks (toy_mmvp, toy_pope, toy_cv_b
 Python API in this process, in alternating order, ``--repeats`` times after one warm-up each; the ratio
 is llava_hf's median seconds over ours (same samples, models loaded beforehand); the CPU-time ratio
 is reported too, as wall time on a shared machine mostly measures the neighbours, and so is the ratio of
-the time spent inside the models' own calls (without lmms-eval's per-run task building and scoring). The answers are compared
-too (llava_hf's cut at the tasks' stop strings, which it ignores). Without ``--model`` / ``--world`` a tiny
-LLaVA and a small toy data set are built in a temporary directory. Prints a line and a JSON object.
+the time spent inside the models' own calls (without lmms-eval's per-run task building and scoring). The
+answers are compared too (llava_hf's cut at the tasks' stop strings, which it ignores). Without
+``--model`` / ``--world`` a tiny LLaVA and a small toy data set are built in a temporary directory. Prints
+a line and a JSON object.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model or "tiny (built from config)"),
     }
     print(
-        f"genhancer_llava (batch {args.batch_size}) vs llava_hf (batch 1): {result['ratio_vs_llava_hf']:.2f}x "
+        f"genhancer_llava (batch {args.batch_size}) vs llava_hf (batch 1): "
+        f"{result['ratio_vs_llava_hf']:.2f}x "
         f"throughput on {n} samples (CPU-time ratio {result['cpu_time_ratio_vs_llava_hf']:.2f}x, inside the "
         f"model calls {result['model_call_ratio_vs_llava_hf']:.2f}x); "
         f"answers equal: {result['answers_equal']}"

@@ -8,8 +8,8 @@ Everything is built from config in a temporary directory (no weights, no network
   width 64, 3 layers), pixel space, the toy denoiser, batch 32, AdamW; 512 synthetic 64 px scenes, 4 views.
 - ``paper``: paper shapes with random weights: a ViT-L/14-336 CLIP vision tower, a FLUX.1-shaped
   AutoencoderKL (16 latent channels, 8x down: 42x42 latents at 336 px), the ``lightweight`` Flux denoiser
-  (1.31 B parameters), batch ``--paper-batch``; on a CPU it takes plain SGD (AdamW's state of 1.31 B parameters
-  would not fit) and few steps.
+  (1.31 B parameters), batch ``--paper-batch``; on a CPU it takes plain SGD (AdamW's state of 1.31 B
+  parameters would not fit) and few steps.
 
 One step = next batch + forward + backward + optimizer step (the trainer's loop without accelerate and
 logging). The two paths alternate in blocks of ``--steps`` steps (``--repeats`` rounds, after one warm-up

@@ -48,7 +48,8 @@ _MARKERS = {_T, _ND, _TUP, _DICT, _OBJ}
 
 # ------------------------------------------------------------------------------------- flatten/unflatten
 def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
-    """Nested state -> (JSON skeleton, {name: tensor}). Tensors are cloned contiguous (safetensors needs it)."""
+    """Nested state -> (JSON skeleton, {name: tensor}). Tensors are cloned contiguous (safetensors needs
+    it)."""
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(x: Any, path: str) -> Any:
@@ -254,9 +255,9 @@ def read_checkpoint(
         raise DataError(f"{d}: not a {FORMAT} checkpoint (meta.json format {meta.get('format')!r})")
     if int(meta["world_size"]) != world_size:
         raise DataError(
-            f"{d} was written by {meta['world_size']} processes, this run has {world_size}; optimizer partitions "
-            "and data positions are per process, so resume with the same number of processes "
-            "(or start a new run from <run>/final)"
+            f"{d} was written by {meta['world_size']} processes, this run has {world_size}; "
+            "optimizer partitions and data positions are per process, so resume with the same number of "
+            "processes (or start a new run from <run>/final)"
         )
     return {
         "meta": meta,

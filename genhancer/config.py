@@ -32,7 +32,8 @@ class ConditioningConfig:
     # ablation: append this fraction of patch tokens to the context; even 0.1 makes reconstruction too easy
     local_token_fraction: float = 0.0
     # control runs only: the denoiser sees a zero vector instead of the global token, so it never learns to
-    # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses it?)
+    # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses
+    # it?)
     zero_condition: bool = False
 
     def __post_init__(self) -> None:
@@ -165,7 +166,8 @@ class GenHancerConfig:
     def __post_init__(self) -> None:
         if self.stage not in self.schedule:
             raise ValueError(
-                f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' (known: {sorted(self.schedule)})"
+                f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' "
+                f"(known: {sorted(self.schedule)})"
             )
         if not self.train.run_dir:
             self.train.run_dir = f"runs/{self.name}/{self.stage}"

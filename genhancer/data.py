@@ -99,7 +99,8 @@ def folder_source(cfg: DataConfig, rank: int, world_size: int) -> ImageSource:
     files = list_images(cfg.path)
     if not files:
         raise DataError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.path!r}; point data.path at an image folder"
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.path!r}; "
+            "point data.path at an image folder"
         )
     mine = split_by_rank(files, rank, world_size)
     return ImageSource(
@@ -277,7 +278,8 @@ class CropAndNormalize:
         return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def normalise(self, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 crops (..., 3, S, S) -> (encoder-normalised, [-1, 1]) with ``__call__``'s exact arithmetic."""
+        """uint8 crops (..., 3, S, S) -> (encoder-normalised, [-1, 1]) with ``__call__``'s exact
+        arithmetic."""
         x = crop.float() / 255.0
         return (x - self.mean) / self.std, x * 2.0 - 1.0
 
@@ -342,7 +344,8 @@ class ImageStream:
         n = int(state.get("num_samples", len(self.source)))
         if n != len(self.source):
             raise DataError(
-                f"the data changed since the checkpoint: rank {self.rank} had {n} samples, now {len(self.source)}; "
+                f"the data changed since the checkpoint: rank {self.rank} had {n} samples, "
+                f"now {len(self.source)}; "
                 "resume with the same data and number of processes, or start fresh with train.resume=never"
             )
         self.epoch, self.index, self.skipped = int(state["epoch"]), int(state["index"]), int(state["skipped"])

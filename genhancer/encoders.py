@@ -155,14 +155,16 @@ class EncoderFamily:
             config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as e:
             raise ModelDirError(
-                f"cannot read a model config from encoder.path={path!r} ({e}); give a local directory of a full "
-                f"{self.full_model_class} (config.json + model.safetensors) or a hub id available offline"
+                f"cannot read a model config from encoder.path={path!r} ({e}); "
+                f"give a local directory of a full {self.full_model_class} (config.json + model.safetensors) "
+                "or a hub id available offline"
             ) from None
         if config.model_type != self.model_type:
             raise ConfigError(
-                f"encoder.path={path!r} holds a {config.model_type!r} model but encoder.family={self.name!r} "
-                f"expects the full {self.full_model_class} (model_type {self.model_type!r}); fix encoder.family "
-                "or point encoder.path at the full image+text model"
+                f"encoder.path={path!r} holds a {config.model_type!r} model "
+                f"but encoder.family={self.name!r} "
+                f"expects the full {self.full_model_class} (model_type {self.model_type!r}); "
+                "fix encoder.family or point encoder.path at the full image+text model"
             )
         try:
             return self.full_model_cls().from_pretrained(path, dtype=dtype, use_safetensors=True)
@@ -215,7 +217,8 @@ def read_image_spec(path: str, image_size: int | None = None) -> dict[str, Any]:
         proc = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise ModelDirError(
-            f"no image processor in encoder.path={path!r} ({e}); the directory needs preprocessor_config.json "
+            f"no image processor in encoder.path={path!r} ({e}); "
+            "the directory needs preprocessor_config.json "
             "(save it with AutoProcessor.from_pretrained(<base>).save_pretrained(<dir>))"
         ) from None
     size = image_size
@@ -286,7 +289,8 @@ class VisionEncoder(nn.Module):
         self._remember_lora_trainable()
 
     def load_lora(self, adapter_dir: str | Path, trainable: bool = True) -> None:
-        """Attach a LoRA saved by ``save_lora`` (peft format: adapter_config.json + adapter_model.safetensors)."""
+        """Attach a LoRA saved by ``save_lora`` (peft format: adapter_config.json +
+        adapter_model.safetensors)."""
         from peft import PeftModel
 
         if self.has_lora:

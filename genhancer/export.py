@@ -72,7 +72,8 @@ def model_card(
         "",
         f"# {cfg.name}: GenHancer-enhanced {family.full_model_class}",
         "",
-        f"The vision tower of `{base}` post-trained with GenHancer (arXiv 2503.19480): a lightweight denoiser "
+        f"The vision tower of `{base}` post-trained with GenHancer (arXiv 2503.19480): "
+        "a lightweight denoiser "
         "reconstructs each image from the encoder's global token only; stage 2 tunes the encoder through the "
         "frozen stage-1 denoiser with LoRA, merged here. The text tower is the base model's, unchanged.",
         "",
@@ -130,7 +131,8 @@ def randomise_update(peft_model: torch.nn.Module, seed: int) -> dict[str, float]
 
 
 def _randomise_biases(base_biases: dict[str, torch.Tensor], adapted: torch.nn.Module, seed: int) -> float:
-    """The bias half of the control: each bias the adapter changed moves by a random vector of the same norm."""
+    """The bias half of the control: each bias the adapter changed moves by a random vector of the same
+    norm."""
     gen = torch.Generator().manual_seed(seed + 1)
     total = 0.0
     for name, param in adapted.named_parameters():
@@ -161,7 +163,8 @@ def export_encoder(
     stage_dir = resolve_stage_dir(run, what="--run")
     if not (stage_dir / LORA_DIR / "adapter_config.json").is_file():
         raise ModelDirError(
-            f"{stage_dir} has no {LORA_DIR}/adapter_config.json: it is a stage-1 output (the encoder was frozen, "
+            f"{stage_dir} has no {LORA_DIR}/adapter_config.json: "
+            "it is a stage-1 output (the encoder was frozen, "
             "nothing to export); export the stage-2 run instead"
         )
     cfg = load_genhancer_config(stage_dir / CONFIG_FILE)

@@ -11,8 +11,8 @@ Stage output directory (the only stage -> stage hand-off):
     genhancer.yaml            the resolved config
     conditioner.safetensors   GlobalTokenConditioner weights
     denoiser/                 the denoiser (diffusers save_pretrained, safetensors)
-    encoder_lora/             peft LoRA adapter of the encoder (adapter_config.json + adapter_model.safetensors),
-                              only when the stage attached one
+    encoder_lora/             peft LoRA adapter of the encoder (adapter_config.json +
+                              adapter_model.safetensors), only when the stage attached one
     provenance.json
 """
 
@@ -71,7 +71,8 @@ def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
 
 
 class GenHancerModel(nn.Module):
-    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``, ``latent``."""
+    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``,
+    ``latent``."""
 
     def __init__(
         self,
@@ -91,11 +92,13 @@ class GenHancerModel(nn.Module):
     # -- construction -------------------------------------------------------------------------------
     @classmethod
     def build(cls, cfg: GenHancerConfig) -> GenHancerModel:
-        """Model for training ``cfg.stage``: fresh, or from ``cfg.init_from``; stage applied (requires_grad set)."""
+        """Model for training ``cfg.stage``: fresh, or from ``cfg.init_from``; stage applied (requires_grad
+        set)."""
         spec = STAGES[cfg.stage]
         if spec.needs_init_from and not cfg.init_from:
             raise ConfigError(
-                f"stage {cfg.stage!r} starts from a stage-1 output directory: set init_from=<stage-1 run>/final"
+                f"stage {cfg.stage!r} starts from a stage-1 output directory: "
+                "set init_from=<stage-1 run>/final"
             )
         init_dir = check_stage_dir(cfg.init_from) if cfg.init_from else None
         if init_dir is not None:
@@ -184,11 +187,12 @@ class GenHancerModel(nn.Module):
     ) -> dict[str, Any]:
         """Training loss, from pixels or from a stage-1 cache's precomputed features.
 
-        Pixels: pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target (B, 3, H', W')
-        in [-1, 1] (the same crop). Precomputed (``cache_features`` of the same crop): global_token (B, D),
-        patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what ``latent.encode_for_cache`` gave);
-        only with a frozen encoder. Either way the generator is drawn in the same order, so the same crop and
-        generator give the same loss. Returns {"loss": scalar tensor, "t_mean": float}.
+        Pixels: pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target
+        (B, 3, H', W') in [-1, 1] (the same crop). Precomputed (``cache_features`` of the same crop):
+        global_token (B, D), patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what
+        ``latent.encode_for_cache`` gave); only with a frozen encoder. Either way the generator is drawn in
+        the same order, so the same crop and generator give the same loss. Returns {"loss": scalar tensor,
+        "t_mean": float}.
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
@@ -249,7 +253,8 @@ class GenHancerModel(nn.Module):
         if missing or unexpected:
             raise ModelDirError(
                 f"checkpoint does not fit this model/stage: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) — was it saved by another stage/config?"
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) "
+                "— was it saved by another stage/config?"
             )
         with torch.no_grad():
             for name, p in params.items():
@@ -297,7 +302,8 @@ def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
         conditioner.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelDirError(
-            f"{path} does not fit the configured conditioner (conditioning.* or the encoder differ from the run "
+            f"{path} does not fit the configured conditioner "
+            "(conditioning.* or the encoder differ from the run "
             f"that wrote it): {str(e).splitlines()[0]}"
         ) from None
 

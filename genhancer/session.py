@@ -1,4 +1,5 @@
-"""The accelerate + DeepSpeed session of one training run: ``with training_session(cfg.train) as session: ...``.
+"""The accelerate + DeepSpeed session of one training run:
+``with training_session(cfg.train) as session: ...``.
 
 Entering: the launcher variables a plain ``python`` process lacks are filled in (DeepSpeed would look for
 MPI otherwise), accelerate's process-wide state starts clean, and the ``Accelerator`` gets a

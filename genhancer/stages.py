@@ -1,4 +1,5 @@
-"""Stages are data: a ``StageSpec`` says what trains and what a stage starts from; ``apply_stage`` enforces it.
+"""Stages are data: a ``StageSpec`` says what trains and what a stage starts from; ``apply_stage`` enforces
+it.
 
 | stage      | conditioner | denoiser | encoder | starts from                     |
 |------------|-------------|----------|---------|---------------------------------|

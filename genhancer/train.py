@@ -1,4 +1,5 @@
-"""Train one GenHancer stage: ``python -m genhancer.train --config configs/genhancer/toy.yaml [key.sub=value ...]``.
+"""Train one GenHancer stage:
+``python -m genhancer.train --config configs/genhancer/toy.yaml [key.sub=value ...]``.
 
     python -m genhancer.train --config configs/genhancer/toy.yaml train.run_dir=runs/toy/stage1
     python -m genhancer.train --config configs/genhancer/toy.yaml stage=stage2 \
@@ -12,9 +13,9 @@ a plain ``python`` run needs no launcher variables). The loop: a torch AdamW, co
 gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory gets the resolved
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
-(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues from ``checkpoints/latest``: weights, optimizer,
-scheduler, RNG and data position. A non-finite loss stops the run before the bad update is applied; the
-last good checkpoint stays as it was.
+(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
+from ``checkpoints/latest``: weights, optimizer, scheduler, RNG and data position. A non-finite loss stops
+the run before the bad update is applied; the last good checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
 
 
 def _loss(run: _Run, batch: Batch) -> torch.Tensor:
-    """The flow-matching loss [] of one micro-batch: pixels (encoder input + target crop), or cached features."""
+    """The flow-matching loss [] of one micro-batch: pixels (encoder input + target crop), or cached
+    features."""
     return run.model(**batch.model_inputs(run.session.device, run.session.input_dtype))["loss"]
 
 
@@ -479,7 +481,8 @@ def _check_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
         return
     raise ConfigError(
         f"{checkpoint} was trained from {saved}, but this run starts from {lineage}; "
-        f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) to start afresh"
+        f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) "
+        "to start afresh"
     )
 
 

@@ -37,7 +37,8 @@ KMEANS_WEIGHTS = "model.safetensors"
 
 # --------------------------------------------------------------------------------------------- tokenizers
 class VQTokenizer(nn.Module):
-    """An image <-> token-grid codec. ``downsample``: pixels per token side; ``codebook_size``: number of codes."""
+    """An image <-> token-grid codec. ``downsample``: pixels per token side; ``codebook_size``: number of
+    codes."""
 
     codebook_size: int
     downsample: int
@@ -198,7 +199,8 @@ def _tokenizer_config(path: str, subfolder: str | None) -> dict[str, Any]:
         return json.loads(Path(hf_hub_download(path, CONFIG_FILE, subfolder=subfolder)).read_text())
     except Exception as e:  # noqa: BLE001 - any hub/cache failure is one user-facing message
         raise ModelDirError(
-            f"latent.vae_path={path!r}{f' (subfolder {subfolder})' if subfolder else ''} is neither a local VQ "
+            f"latent.vae_path={path!r}{f' (subfolder {subfolder})' if subfolder else ''} "
+            "is neither a local VQ "
             f"tokenizer directory nor a hub repository available here ({type(e).__name__}: {e})"
         ) from None
 
@@ -239,7 +241,8 @@ class VqSpace(LatentSpace):
         if not latent_cfg.vae_path:
             raise ConfigError(
                 "latent.space=vq needs latent.vae_path: a VQ tokenizer directory (diffusers VQModel, e.g. "
-                "amused/amused-256 with latent.vae_subfolder=vqvae, or one written by `python -m toyworld train-vq`)"
+                "amused/amused-256 with latent.vae_subfolder=vqvae, "
+                "or one written by `python -m toyworld train-vq`)"
             )
         if latent_cfg.patch_size != 1:
             raise ConfigError(

@@ -8,7 +8,8 @@ Layout written (atomically: a crash never leaves a half-written DIR)::
     DIR/val/images/NNNNNN.png       + DIR/val/scenes.jsonl, DIR/val/zeroshot_shape.json
     DIR/mmvp_vlm/Questions.csv      + DIR/mmvp_vlm/MLLM_VLM Images/<type>/<qid>.jpg (official layout)
     DIR/mmvp_vlm_decision/          the same layout, ``decision_pairs_per_pattern`` pairs per pattern: the
-                                    set to report decisions on (its 15-pair sibling is too small to see changes)
+                                    set to report decisions on (its 15-pair sibling is too small to see
+                                    changes)
     DIR/mmvp_vlm_val/               the same layout, ``val_pairs_per_pattern`` pairs per pattern: for choosing
                                     checkpoints and tuning, so that the reported sets are never tuned on
 

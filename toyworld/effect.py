@@ -1,7 +1,7 @@
 """The effect study: does stage 2 put fine detail into the encoder, beyond what the controls show?
 
     python -m toyworld effect --world runs/toyworld --clip runs/toy/clip --out runs/effect --seeds 0 1 2
-    python -m toyworld effect --out runs/effect --report-only        # re-read finished runs, rewrite the report
+    python -m toyworld effect --out runs/effect --report-only  # re-read finished runs, rewrite the report
 
 For each training seed, three arms, each an ordinary run through the real entry points (``genhancer.train``,
 ``genhancer.export``; the same commands ``scripts/enhance_clip.sh`` runs):

@@ -10,7 +10,8 @@ final loss, held-out zero-shot shape accuracy, toy MMVP-VLM score per pattern).
 
 Reads only the world's files (the data contract of ``python -m toyworld build``):
   DIR/train/scenes.jsonl  lines {"image": "images/000000.png", "caption": "...", "scene": {...}}
-  DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...], "items": [{"image", "label"}]}
+  DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...],
+                               "items": [{"image", "label"}]}
   DIR/mmvp_vlm/Questions.csv + "MLLM_VLM Images/<type>/<qid>.jpg"  (official MMVP-VLM layout; optional)
 
 Caching: when OUT already holds a complete toy CLIP made from the same world with the same config hash, the
@@ -140,7 +141,8 @@ def world_files(world: str | Path) -> WorldFiles:
 
 
 def world_fingerprint(files: WorldFiles) -> str:
-    """Hash of the world's index files (captions, scenes, labels, questions): the world half of the cache key."""
+    """Hash of the world's index files (captions, scenes, labels, questions): the world half of the cache
+    key."""
     h = hashlib.sha256()
     paths = [files.train_scenes, files.zeroshot] + ([files.mmvp / "Questions.csv"] if files.mmvp else [])
     for p in paths:
@@ -187,7 +189,8 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image (B, 3, S, S) by its own random offset in [-max_shift, max_shift] (edge-replicated)."""
+    """Translate each image (B, 3, S, S) by its own random offset in [-max_shift, max_shift]
+    (edge-replicated)."""
     if max_shift <= 0:
         return images
     b, _, s, _ = images.shape
@@ -225,7 +228,8 @@ def mmvp_vlm_scores(
 
 # ---------------------------------------------------------------------------------------------- training
 def multi_positive_targets(caption_ids: torch.Tensor) -> torch.Tensor:
-    """Caption ids (B,) -> targets (B, B): row i spreads its mass evenly over the items whose caption equals i's.
+    """Caption ids (B,) -> targets (B, B): row i spreads its mass evenly over the items whose caption
+    equals i's.
 
     [IMPORTANT] With duplicate captions in a batch, one-hot targets would push identical captions apart.
     """
@@ -252,7 +256,8 @@ def lr_lambda(cfg: TrainConfig) -> Any:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices only; biases, LayerNorm gains, position embeddings, logit_scale: none."""
+    """Weight decay on weight matrices only; biases, LayerNorm gains, position embeddings, logit_scale:
+    none."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -327,7 +332,8 @@ def train_clip(
 
 # ---------------------------------------------------------------------------------------------- cache
 def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
-    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else None."""
+    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else
+    None."""
     if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
         return None
     try:

@@ -194,7 +194,8 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                 k = 0
                 while top + k * period < bottom:
                     y0 = top + k * period
-                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one pixel tall
+                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one
+                    # pixel tall
                     ldraw.rectangle([left, y0, right, max(y0, y0 + period / 2 - 1)], fill=dark)
                     k += 1
             else:  # checkered

@@ -288,7 +288,8 @@ def plural(shape: str) -> str:
 
 
 def statement(scene: Scene, pattern: str) -> str:
-    """The sentence naming ``scene``'s value of ``pattern``'s attribute (single-object scenes except count)."""
+    """The sentence naming ``scene``'s value of ``pattern``'s attribute (single-object scenes except
+    count)."""
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; known patterns: {list(PATTERNS)}")
     attr = PATTERNS[pattern]

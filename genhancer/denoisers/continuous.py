@@ -63,8 +63,8 @@ def transformer_kwargs(
     for key, value in (overrides or {}).items():
         if key in ("in_channels", "patch_size", "guidance_embeds", "out_channels"):
             raise ConfigError(
-                f"denoiser.overrides.{key} is derived (in_channels from the latent space and latent.patch_size, "
-                "guidance_embeds from denoiser.guidance); remove it"
+                f"denoiser.overrides.{key} is derived (in_channels from the latent space and "
+                "latent.patch_size, guidance_embeds from denoiser.guidance); remove it"
             )
         kwargs[key] = value
     kwargs["axes_dims_rope"] = tuple(kwargs["axes_dims_rope"])
@@ -112,7 +112,8 @@ class ContinuousDenoiser(Denoiser):
         self.context_dim = int(transformer.config.joint_attention_dim)
         if int(transformer.config.in_channels) != latent.token_dim:
             raise ConfigError(
-                f"the denoiser takes {transformer.config.in_channels}-channel tokens but the latent space gives "
+                f"the denoiser takes {transformer.config.in_channels}-channel tokens "
+                "but the latent space gives "
                 f"{latent.token_dim} (= {latent.channels} channels x patch {latent.patch_size}^2)"
             )
         if bool(transformer.config.guidance_embeds) != (guidance is not None):
@@ -151,7 +152,8 @@ class ContinuousDenoiser(Denoiser):
         context: torch.Tensor,
         img_ids: torch.Tensor,
     ) -> torch.Tensor:
-        """x_t (B, N, C*p*p) packed tokens, t (B,) in [0, 1], pooled (B, P), context (B, T, J) -> (B, N, C*p*p)."""
+        """x_t (B, N, C*p*p) packed tokens, t (B,) in [0, 1], pooled (B, P), context (B, T, J)
+        -> (B, N, C*p*p)."""
         txt_ids = torch.zeros(context.shape[1], 3, device=x_t.device, dtype=img_ids.dtype)  # (T, 3)
         guidance = None
         if self.guidance is not None:

@@ -5,7 +5,8 @@ see ``genhancer.vq``), a lightweight transformer predicting masked tokens, condi
 global token only. Here the network (``MaskedTokenTransformer``) is a bidirectional transformer over the
 token grid that reads the condition the way a Perceiver's latent array reads its input — every block
 cross-attends from the image tokens to the context token(s) — and is also modulated by the pooled vector
-(adaLN-zero on self-attention and MLP, as in DiT; ungated cross-attention, as in PixArt-alpha). "Perceiver" is the paper's word; its exact layout, width and lr are unverified.
+(adaLN-zero on self-attention and MLP, as in DiT; ungated cross-attention, as in PixArt-alpha).
+"Perceiver" is the paper's word; its exact layout, width and lr are unverified.
 
 Objective (pure functions below, tested on hand-made tokens):
   * mask: per sample, round(r * N) of the N grid positions (at least 1) are replaced by the mask id
@@ -430,7 +431,8 @@ class DiscreteDenoiser(Denoiser):
         context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:
-        """latents: token ids (B, h, w) -> {"loss": masked CE, "mask_ratio": float, "masked_accuracy": float}."""
+        """latents: token ids (B, h, w)
+        -> {"loss": masked CE, "mask_ratio": float, "masked_accuracy": float}."""
         ids = latents.long()
         b, h, w = ids.shape
         flat = ids.reshape(b, h * w)  # (B, N)

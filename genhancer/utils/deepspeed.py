@@ -1,9 +1,10 @@
 """DeepSpeed plumbing both trainers share (GenHancer's accelerate loop and the LLaVA Trainer).
 
-- ``resolve_mixed_precision``: the one reading of a precision setting ("auto" -> bf16 on a bf16 GPU, else fp32).
+- ``resolve_mixed_precision``: the one reading of a precision setting ("auto" -> bf16 on a bf16 GPU, else
+  fp32).
 - ``deepspeed_config``: the one reader of a DeepSpeed JSON, filling the "auto" entries the caller owns.
-- ``distributed_process``: the launcher variables a plain ``python`` process lacks, filled in while a run lasts,
-  and the process-group teardown when it ends.
+- ``distributed_process``: the launcher variables a plain ``python`` process lacks, filled in while a run
+  lasts, and the process-group teardown when it ends.
 
 No model code here: ``llava_integration`` imports this module, never GenHancer's models.
 """

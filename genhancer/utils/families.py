@@ -1,4 +1,5 @@
-"""The one table of facts about CLIP-family encoders, shared by genhancer, eval, llava_integration and toyworld.
+"""The one table of facts about CLIP-family encoders, shared by genhancer, eval, llava_integration and
+toyworld.
 
 Model-free data only: no transformers import, no behaviour. Each package keeps its own *behaviour* (how to
 split a model into its vision side, how to compute logits) in a registry keyed by the rule ids named here,

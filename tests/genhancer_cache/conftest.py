@@ -38,7 +38,8 @@ def tiny_vae(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_cfg(tiny_clip_dir, cache_world, tmp_path):
-    """``make_cfg(*overrides)`` -> GenHancerConfig: tiny CLIP, toy denoiser, pixel space, cache in tmp_path."""
+    """``make_cfg(*overrides)`` -> GenHancerConfig: tiny CLIP, toy denoiser, pixel space, cache in
+    tmp_path."""
     from genhancer.config import load_genhancer_config
 
     def make(*overrides: str):

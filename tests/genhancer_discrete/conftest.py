@@ -61,7 +61,8 @@ def toy_vq64_dir(tmp_path_factory, toy_world64) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_vq_dir(tmp_path_factory, toy_world) -> Path:
-    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by ``python -m toyworld train-vq``."""
+    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by
+    ``python -m toyworld train-vq``."""
     from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("toy_vq") / "vq"

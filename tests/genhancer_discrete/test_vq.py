@@ -1,5 +1,5 @@
-"""Token spaces: the toy patch k-means tokenizer (trained through ``python -m toyworld train-vq``) and diffusers
-VQModel directories."""
+"""Token spaces: the toy patch k-means tokenizer (trained through ``python -m toyworld train-vq``) and
+diffusers VQModel directories."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from genhancer.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs" / "genhancer"
-# the continuous-denoiser paper recipes (other YAMLs here belong to other families/owners and have their tests)
+# the continuous-denoiser paper recipes (other YAMLs here belong to other families/owners and have their
+# tests)
 PAPER_YAMLS = [
     CONFIG_DIR / f"{n}.yaml"
     for n in (

@@ -1,4 +1,5 @@
-"""The data layer: rank sharding, one crop normalised twice, corrupt images, webdataset shards, resumable order."""
+"""The data layer: rank sharding, one crop normalised twice, corrupt images, webdataset shards, resumable
+order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The encoder-family table: the only place the facts live, and every package's behaviour covers it exactly."""
+"""The encoder-family table: the only place the facts live, and every package's behaviour covers it
+exactly."""
 
 from __future__ import annotations
 
