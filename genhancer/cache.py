@@ -38,7 +38,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,7 @@ def _read_views(
         with Image.open(io.BytesIO(source.read_bytes(item))) as im:
             im.load()
             return _view_crops(im, item, cfg, transform)
-    except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, never a crash
+    except Exception as e:  # any decode failure is a bad sample, never a crash
         if cfg.data.strict:
             raise DataError(
                 f"cannot read image {key}: {type(e).__name__}: {e} (fix or remove the file, or set "
@@ -492,7 +492,7 @@ class CachedStream(ImageStream):
         view = int(np.random.default_rng([self.seed, self.rank, epoch, index]).integers(self.cache.num_views))
         return key, view, self.cache.read(key, view)
 
-    def __iter__(self):  # noqa: ANN204 - Iterator[CachedBatch]
+    def __iter__(self) -> Iterator[CachedBatch]:
         n = len(self.source)
         positions = self._positions()
         bad_in_a_row = 0

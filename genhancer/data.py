@@ -367,7 +367,7 @@ class ImageStream:
                 im.load()
                 rng = np.random.default_rng([self.seed, self.rank, epoch, index])
                 pv, tgt = self.transform(im, rng)
-        except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, never a crash
+        except Exception as e:  # any decode failure is a bad sample, never a crash
             if self.strict:
                 raise DataError(
                     f"cannot read image {key}: {type(e).__name__}: {e} "

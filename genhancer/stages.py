@@ -21,6 +21,8 @@ from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from genhancer.module import GenHancerModel
 
 EncoderMode = Literal["frozen", "lora", "full"]
@@ -93,7 +95,7 @@ STAGES.register(
 )
 
 
-def count_parameters(module) -> dict[str, int]:  # noqa: ANN001 - any nn.Module
+def count_parameters(module: nn.Module) -> dict[str, int]:
     """{"trainable": n, "frozen": n} over unique parameters (shared tensors counted once)."""
     seen: set[int] = set()
     trainable = frozen = 0

@@ -197,7 +197,7 @@ def _tokenizer_config(path: str, subfolder: str | None) -> dict[str, Any]:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(path, CONFIG_FILE, subfolder=subfolder)).read_text())
-    except Exception as e:  # noqa: BLE001 - any hub/cache failure is one user-facing message
+    except Exception as e:  # any hub/cache failure is one user-facing message
         raise ModelDirError(
             f"latent.vae_path={path!r}{f' (subfolder {subfolder})' if subfolder else ''} "
             "is neither a local VQ "

@@ -93,7 +93,7 @@ def load_images(
     for i in progress(order.tolist(), desc="read images", unit="img"):
         try:
             img = Image.open(io.BytesIO(src.read_bytes(i))).convert("RGB")
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        except Exception as e:  # PIL raises many kinds
             skipped += 1
             if skipped <= _WARN_SKIPS:
                 log.warning("skipping unreadable image %s (%s)", src.refs[i].key, e)

@@ -103,7 +103,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     real_forward = GenHancerModel.forward
     calls = {"n": 0}
 
-    def forward(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def forward(self, *args, **kwargs):
         out = real_forward(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:  # step 3
