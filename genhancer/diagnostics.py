@@ -21,6 +21,7 @@ stage output directory itself); images are resized and centre-cropped to the enc
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,8 +191,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 def plot_gap(report: dict[str, Any], out_png: str | Path) -> Path:
     """Bars: mean gap per pattern (+ overall) with its bootstrap interval."""
-    import textwrap
-
     from matplotlib.figure import Figure
 
     rows = {**report["patterns"], "overall": report["overall"]}

@@ -30,7 +30,7 @@ from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
 from genhancer.encoders import EncoderOutput, VisionEncoder
 from genhancer.latents import LatentSpace, build_latent_space
 from genhancer.stages import STAGES, StageSpec, apply_stage
-from genhancer.utils.config import dump_yaml
+from genhancer.utils.config import dump_yaml, load_yaml, to_dict
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger
@@ -309,8 +309,6 @@ def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
 
 
 def _warn_on_architecture_drift(cfg: GenHancerConfig, init_dir: Path) -> None:
-    from genhancer.utils.config import load_yaml, to_dict
-
     saved = load_yaml(init_dir / CONFIG_FILE)
     now = to_dict(cfg)
     drift = [

@@ -13,7 +13,7 @@ from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
-from genhancer.utils.fsio import read_jsonl
+from genhancer.utils.fsio import read_json, read_jsonl
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
@@ -75,8 +75,6 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
 
 
 def _label(run: Path) -> str:
-    from genhancer.utils.fsio import read_json
-
     summary = run / "summary.json"
     stage = read_json(summary).get("stage") if summary.is_file() else None
     return f"{run.name} ({stage})" if stage and stage != run.name else run.name

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 
 from genhancer.utils.deepspeed import (
     deepspeed_config,
@@ -40,8 +41,6 @@ class ProcessGroup:
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
-        import torch.distributed as dist
-
         self.device = torch.device(device)  # nccl reduces device tensors, gloo CPU ones
         self._dist = dist if dist.is_available() and dist.is_initialized() else None
         self.rank = self._dist.get_rank() if self._dist else 0

@@ -49,6 +49,7 @@ from genhancer.utils.config import dump_yaml
 from genhancer.utils.errors import ConfigError, UserError
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger, progress
+from genhancer.utils.provenance import read_provenance
 
 log = get_logger("genhancer.train")
 
@@ -156,7 +157,7 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     """The model (built, prepared), AdamW, the warmup schedule and this rank's batches."""
     from transformers import get_constant_schedule_with_warmup
 
-    from genhancer.module import GenHancerModel
+    from genhancer.module import GenHancerModel  # local: heavy (pulls transformers, diffusers)
 
     schedule, group = cfg.current_schedule, session.group
     if group.is_main:
@@ -458,8 +459,7 @@ def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:
 
 def _lineage(cfg: GenHancerConfig) -> dict[str, Any]:
     """What a checkpoint was trained from: its stage and the stage-1 output it started from (if any)."""
-    from genhancer.module import resolve_stage_dir
-    from genhancer.utils.provenance import read_provenance
+    from genhancer.module import resolve_stage_dir  # local: heavy (pulls transformers, diffusers)
 
     parent = None
     if cfg.init_from:

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, load_config, to_dict
 from genhancer.utils.deepspeed import (
@@ -39,9 +41,12 @@ from genhancer.utils.deepspeed import (
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.logging import get_logger
+from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
+from llava_integration.data import LlavaCollator, LlavaDataset, ModalityLengthGroupedSampler
 from llava_integration.export import export
 from llava_integration.stages import STAGES, StageSpec, apply_stage, lora_config, part_of, stage_dirs
+from llava_integration.templates import get_template
 
 log = get_logger("llava_integration.train")
 
@@ -49,7 +54,6 @@ log = get_logger("llava_integration.train")
 def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
     """TrainingArguments for the stage. [IMPORTANT] create them *before* ``from_pretrained``: with a ZeRO-3
     config this registers DeepSpeed so the model is built partitioned (``zero.Init``)."""
-    import torch
     from transformers import TrainingArguments
     from transformers.integrations.integration_utils import is_tensorboard_available
 
@@ -101,8 +105,6 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
 
 def make_trainer_class() -> type:
     from transformers import Trainer
-
-    from llava_integration.data import ModalityLengthGroupedSampler
 
     class LlavaTrainer(Trainer):
         """Trainer with the modality/length-grouped sampler and a separate projector learning rate."""
@@ -196,8 +198,6 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
     ``assemble_if_missing``: build the pretrain stage's starting directory when absent (single-process runs
     only: assembly must happen before any distributed/DeepSpeed state exists).
     """
-    from llava_integration.data import LlavaCollator, LlavaDataset
-
     spec, stage = STAGES[cfg.stage], cfg.stage_config()
     if stage.lora.enabled and not spec.lora_allowed:
         raise ConfigError(f"{cfg.stage}.lora.enabled: LoRA is for the finetune stage only")
@@ -230,8 +230,6 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
 
 def _ensure_start(cfg: LlavaTrainConfig, init_dir: Path, assemble_if_missing: bool) -> None:
     """The stage's starting LLaVA directory exists (the pretrain stage assembles its own when allowed)."""
-    from llava_integration.build import build
-
     if (init_dir / "config.json").is_file():
         return
     if cfg.stage != "pretrain" or cfg.stage_config().init_from:
@@ -251,9 +249,6 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     """(model with the stage's trainable parts, processor with its chat template, parameter counts)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from llava_integration.build import resolve_attn_implementation
-    from llava_integration.templates import get_template
-
     stage = cfg.stage_config()
     attn = resolve_attn_implementation(cfg.model.attn_implementation)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
@@ -265,7 +260,6 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     processor = AutoProcessor.from_pretrained(init_dir)
     processor.chat_template = get_template(stage.template).chat_template  # the format travels with the model
     if stage.lora.enabled:
-        import torch
         from peft import get_peft_model
 
         # the adapters' A matrices are drawn here, before the Trainer seeds: same seed -> same adapters

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import yaml
 
+from genhancer.config import DataConfig, load_genhancer_config
+from genhancer.data import build_source
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config, to_dict
 from genhancer.utils.errors import ConfigError, DataError
@@ -81,9 +83,6 @@ def load_images(
     """Images of a ``DATA_SOURCES`` source (folder, recursive; or webdataset shards) -> ((N, 3, S, S) in
     [-1, 1], number of unreadable images skipped): a seeded random subset of at most ``max_images``."""
     from PIL import Image
-
-    from genhancer.config import DataConfig
-    from genhancer.data import build_source
 
     src = build_source(DataConfig(source=source, path=images))
     order = np.random.default_rng(seed).permutation(len(src))
@@ -231,8 +230,6 @@ def _train_paths(args: argparse.Namespace) -> tuple[str, str, str]:
     """(images, out, source) from the flags, defaulting to a GenHancer run config's data / latent paths."""
     images, out, source = args.images, args.out, args.source
     if args.run_config:
-        from genhancer.config import load_genhancer_config
-
         run = load_genhancer_config(args.run_config, [])
         if run.latent.space != "vq" or not run.latent.vae_path:
             raise ConfigError(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ class Denoiser(nn.Module):
     @staticmethod
     def saved_directory(directory: str | Path) -> Path:
         """``directory`` if it holds a saved denoiser (a config.json), else a ModelDirError."""
-        from genhancer.utils.errors import ModelDirError
-
         d = Path(directory)
         if not (d / "config.json").is_file():
             raise ModelDirError(f"{d} is not a saved denoiser (no config.json)")
@@ -86,8 +85,6 @@ DENOISERS: Registry[type[Denoiser]] = Registry("denoiser")
 
 def check_latent_space(family_id: str, latent_space_id: str) -> None:
     """A clear config error when a denoiser family cannot work in the configured latent space."""
-    from genhancer.utils.errors import ConfigError
-
     family = DENOISERS[family_id]
     if family.latent_spaces and latent_space_id not in family.latent_spaces:
         raise ConfigError(

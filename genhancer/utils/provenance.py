@@ -6,6 +6,7 @@ kind, config_hash}], packages: {name: version}, extra}. The leaderboard reads it
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.config import config_hash
+from genhancer.utils.config import config_hash, to_dict
 from genhancer.utils.fsio import read_json, write_json
 
 FILENAME = "provenance.json"
@@ -77,12 +78,8 @@ def write_provenance(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``directory/provenance.json``. ``config`` may be a dataclass or a dict."""
-    import dataclasses
-
     cfg = config
     if cfg is not None and dataclasses.is_dataclass(cfg):
-        from genhancer.utils.config import to_dict
-
         cfg = to_dict(cfg)
     parent_rows = []
     for parent in parents:
