@@ -23,6 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from eval.lmms.tiny import build_tiny_llava
+from toyworld.lmms_data import write_lmms_data
+
 TASKS = ["toy_mmvp", "toy_pope", "toy_cv_bench"]
 
 
@@ -38,18 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
     args = parser.parse_args(argv)
 
-    from eval.lmms import inprocess, suites
+    from eval.lmms import inprocess, suites  # local: heavy (pulls lmms_eval, transformers)
 
     with tempfile.TemporaryDirectory(prefix="bench_lmms_") as tmp:
         model = args.model
         if model is None:
-            from eval.lmms.tiny import build_tiny_llava
-
             model = build_tiny_llava(Path(tmp) / "llava")
         world = args.world
         if world is None:
-            from toyworld.lmms_data import write_lmms_data
-
             world = Path(tmp) / "world"
             write_lmms_data(
                 world / "lmms",

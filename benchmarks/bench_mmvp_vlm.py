@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from eval.encoders import load_encoder
@@ -55,7 +56,6 @@ OFFICIAL_PATTERNS = (
 
 def make_synthetic_benchmark(root: Path, pairs_per_pattern: int = 15, image_size: int = 96) -> Path:
     """Official layout with random-noise JPEGs: Questions.csv + 'MLLM_VLM Images/<type>/<qid>.jpg'."""
-    import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -75,7 +75,7 @@ def make_synthetic_benchmark(root: Path, pairs_per_pattern: int = 15, image_size
 
 def make_toy_clip(root: Path) -> Path:
     """A randomly initialised toy-world-sized CLIP directory (64 px, the toy 'OpenAI CLIP' shape)."""
-    from toyworld.models import (
+    from toyworld.models import (  # local: heavy (pulls transformers)
         ToyClipShape,
         clip_processor,
         new_toy_clip,
