@@ -185,8 +185,9 @@ def list_checkpoints(checkpoints: str | Path) -> list[Path]:
 class CheckpointWriter:
     """Collective checkpoint write. Every rank calls ``write``; rank 0 owns the directory moves.
 
-    ``barrier`` synchronises the ranks (``accelerator.wait_for_everyone``); the run directory must be on a
-    file system all ranks share (multi-node: a shared mount).
+    ``barrier`` synchronises the ranks (the trainer passes ``ProcessGroup.barrier``: torch.distributed
+    itself, see ``genhancer.session``); the run directory must be on a file system all ranks share
+    (multi-node: a shared mount).
     """
 
     def __init__(

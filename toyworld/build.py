@@ -186,7 +186,7 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
         write_split(root / "train", "train", train_scenes, cfg, split_rng(cfg.seed, "train:captions"))
 
         derived: dict[str, Any] = {}
-        # --- derived datasets (LLaVA JSON, lmms-eval parquet): added by later issues ---
+        # --- derived datasets (lmms-eval parquet, LLaVA JSON) ---
         # Write under `root` (the world's directory while it is being built), use paths relative to it,
         # and record what was written in `derived[name] = {...}` (it goes into world.json).
         derived["lmms_eval"] = write_lmms_data(

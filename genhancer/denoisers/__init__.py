@@ -3,8 +3,9 @@ when a family is added:
 
   * ``continuous`` — Flux MM-DiT (diffusers ``FluxTransformer2DModel``), rectified flow matching on
     continuous latents (``pixel`` / ``vae`` latent spaces).
-  * ``discrete`` (later) — masked prediction of VQ tokens with cross-entropy, on a ``vq`` latent space:
-    one ``DENOISERS`` entry in its own module, registered by importing it below.
+  * ``discrete`` — masked prediction of VQ tokens with cross-entropy, on a ``vq`` latent space.
+
+Each family is one ``DENOISERS`` entry in its own module, registered by importing it below.
 
 Interface (see ``Denoiser``): ``pooled_dim`` / ``context_dim`` size the conditioner; ``training_loss``
 returns {"loss": scalar, ...}; ``generate`` draws latents from a condition; ``save_pretrained`` /
