@@ -20,7 +20,7 @@ def metrics(run: Path) -> list[dict]:
 
 
 def test_stage1_resume_stage2_export_sample(
-    tmp_path, discrete_overrides, toy_world, tiny_clip_dir, single_process_env, monkeypatch
+    tmp_path, discrete_overrides, toy_world, single_process_env, monkeypatch
 ):
     from genhancer.export import main as export_main
     from genhancer.module import GenHancerModel
@@ -124,7 +124,7 @@ def test_end_to_end_stage_trains_everything(make_discrete_cfg):
     assert grads == {"encoder": True, "conditioner": True, "denoiser": True}
 
 
-def test_config_errors(make_discrete_cfg, tiny_vqmodel_dir):
+def test_config_errors(make_discrete_cfg):
     from genhancer.module import GenHancerModel
     from genhancer.utils.errors import ConfigError
 
