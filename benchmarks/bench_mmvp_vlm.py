@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from eval.encoders import load_encoder
@@ -41,15 +42,20 @@ from genhancer.utils.cli import entry_point
 from genhancer.utils.fsio import write_json
 
 OFFICIAL_PATTERNS = (
-    "Orientation and Direction", "Presence of Specific Features", "State and Condition", "Quantity and Count",
-    "Positional and Relational Context", "Color and Appearance", "Structural Characteristics", "Texts",
+    "Orientation and Direction",
+    "Presence of Specific Features",
+    "State and Condition",
+    "Quantity and Count",
+    "Positional and Relational Context",
+    "Color and Appearance",
+    "Structural Characteristics",
+    "Texts",
     "Viewpoint and Perspective",
 )
 
 
 def make_synthetic_benchmark(root: Path, pairs_per_pattern: int = 15, image_size: int = 96) -> Path:
     """Official layout with random-noise JPEGs: Questions.csv + 'MLLM_VLM Images/<type>/<qid>.jpg'."""
-    import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -69,7 +75,7 @@ def make_synthetic_benchmark(root: Path, pairs_per_pattern: int = 15, image_size
 
 def make_toy_clip(root: Path) -> Path:
     """A randomly initialised toy-world-sized CLIP directory (64 px, the toy 'OpenAI CLIP' shape)."""
-    from toyworld.models import (
+    from toyworld.models import (  # local: heavy (pulls transformers)
         ToyClipShape,
         clip_processor,
         new_toy_clip,
@@ -77,7 +83,9 @@ def make_toy_clip(root: Path) -> Path:
         train_clip_tokenizer,
     )
 
-    texts = [f"a photo of the object is facing {s} in scene {i}" for s in ("left", "right") for i in range(50)]
+    texts = [
+        f"a photo of the object is facing {s} in scene {i}" for s in ("left", "right") for i in range(50)
+    ]
     tok = train_clip_tokenizer(texts, vocab_size=400)
     shape = ToyClipShape()
     return save_clip_dir(new_toy_clip(tok, shape, seed=0), clip_processor(tok, shape.image_size), root)
@@ -122,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants = {
             "official": lambda: pair_logits_per_pair(model, processor, pairs, forwards_per_pair=2),
             "per_pair": lambda: pair_logits_per_pair(model, processor, pairs, forwards_per_pair=1),
-            "batched": lambda: pair_logits_batched(model, processor, pairs, args.batch_size, show_progress=False),
+            "batched": lambda: pair_logits_batched(
+                model, processor, pairs, args.batch_size, show_progress=False
+            ),
         }
         seconds, logits = interleaved_best_times(variants, args.repeats)
         preds = {name: _predictions(lg, pairs) for name, lg in logits.items()}
@@ -150,9 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(args.out, result)
     for name, s in seconds.items():
         print(f"{name:>9}: {s:7.3f} s  ({result['ms_per_pair'][name]:6.2f} ms/pair)")
-    print(f"batched is {result['speedup_vs_official']:.1f}x faster than the official loop and "
-          f"{result['speedup_vs_per_pair']:.1f}x faster than one forward per pair; identical predictions on "
-          f"{len(pairs)} pairs (max |logit diff| {max_abs:.2e}); wrote {args.out}")
+    print(
+        f"batched is {result['speedup_vs_official']:.1f}x faster than the official loop and "
+        f"{result['speedup_vs_per_pair']:.1f}x faster than one forward per pair; identical predictions on "
+        f"{len(pairs)} pairs (max |logit diff| {max_abs:.2e}); wrote {args.out}"
+    )
     return 0
 
 

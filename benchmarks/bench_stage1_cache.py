@@ -8,8 +8,8 @@ Everything is built from config in a temporary directory (no weights, no network
   width 64, 3 layers), pixel space, the toy denoiser, batch 32, AdamW; 512 synthetic 64 px scenes, 4 views.
 - ``paper``: paper shapes with random weights: a ViT-L/14-336 CLIP vision tower, a FLUX.1-shaped
   AutoencoderKL (16 latent channels, 8x down: 42x42 latents at 336 px), the ``lightweight`` Flux denoiser
-  (1.31 B parameters), batch ``--paper-batch``; on a CPU it takes plain SGD (AdamW's state of 1.31 B parameters
-  would not fit) and few steps.
+  (1.31 B parameters), batch ``--paper-batch``; on a CPU it takes plain SGD (AdamW's state of 1.31 B
+  parameters would not fit) and few steps.
 
 One step = next batch + forward + backward + optimizer step (the trainer's loop without accelerate and
 logging). The two paths alternate in blocks of ``--steps`` steps (``--repeats`` rounds, after one warm-up
@@ -24,7 +24,10 @@ JSON goes to stdout and to ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import socket
 import statistics
 import tempfile
 import time
@@ -39,6 +42,7 @@ from genhancer.cache import training_stream
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import build_stream
 from genhancer.module import GenHancerModel
+from genhancer.train import main as train_main
 from genhancer.utils.cli import entry_point
 from genhancer.utils.fsio import write_json
 
@@ -246,12 +250,6 @@ def trainer_ratio(overrides: list[str], tmp: Path, steps: int, rounds: int) -> d
     """The real trainer (``genhancer.train``, DeepSpeed as configured), one process, uncached and cached runs
     alternating for ``rounds`` rounds (the cache already built): its loop throughput (``summary.json``
     images_per_s, wall time, start-up excluded)."""
-    import json
-    import os
-    import socket
-
-    from genhancer.train import main as train_main
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -337,8 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row["trainer"] = trainer_ratio(overrides, tmp, args.trainer_steps, args.trainer_rounds)
             result["results"].append(row)
     write_json(args.out, result)
-    import json
-
     print(json.dumps(result, indent=2))
     return 0
 

@@ -30,13 +30,23 @@ from genhancer.utils.logging import progress
 from genhancer.utils.registry import Registry
 
 # Files that carry each part of an encoder directory (any one option of a part is enough).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("spiece.model",),
-                       ("tokenizer.model",))
-FIX_HINT = ("an encoder directory must carry its processor and tokenizer; copy them from the base model, "
-            "e.g. `AutoProcessor.from_pretrained(BASE_MODEL).save_pretrained(MODEL_DIR)` (this writes "
-            "preprocessor/processor_config.json and the tokenizer files)")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILE_SETS = (
+    ("tokenizer.json",),
+    ("vocab.json", "merges.txt"),
+    ("spiece.model",),
+    ("tokenizer.model",),
+)
+FIX_HINT = (
+    "an encoder directory must carry its processor and tokenizer; copy them from the base model, "
+    "e.g. `AutoProcessor.from_pretrained(BASE_MODEL).save_pretrained(MODEL_DIR)` (this writes "
+    "preprocessor/processor_config.json and the tokenizer files)"
+)
 
 
 def _scaled_cosine(model: Any, text_emb: torch.Tensor, image_emb: torch.Tensor) -> torch.Tensor:
@@ -69,8 +79,10 @@ def _full_model_family(model_type: str) -> FamilyFacts:
     """Scoring needs the text tower too: a bare vision tower's model_type is an error naming the full one."""
     facts = family_for_model_type(model_type)
     if model_type != facts.model_type:
-        raise ConfigError(f"model_type {model_type!r} is a bare {facts.vision_model_class}; scoring needs the "
-                          f"full image+text {facts.full_model_class} (model_type {facts.model_type!r})")
+        raise ConfigError(
+            f"model_type {model_type!r} is a bare {facts.vision_model_class}; scoring needs the "
+            f"full image+text {facts.full_model_class} (model_type {facts.model_type!r})"
+        )
     return facts
 
 
@@ -89,14 +101,18 @@ def check_model_dir(model_dir: str | Path) -> FamilyFacts:
     try:
         family = _full_model_family(str(model_type))
     except ConfigError as e:
-        raise ModelDirError(f"{cfg_path}: model_type {model_type!r} is not a supported encoder ({e})") from None
+        raise ModelDirError(
+            f"{cfg_path}: model_type {model_type!r} is not a supported encoder ({e})"
+        ) from None
 
     missing = []
     if not any((d / f).is_file() for f in WEIGHT_FILES):
         missing.append(f"weights (one of {', '.join(WEIGHT_FILES)})")
     if not _has_image_processor(d):
-        missing.append("image processor config (preprocessor_config.json, or processor_config.json with an "
-                       "'image_processor' entry)")
+        missing.append(
+            "image processor config (preprocessor_config.json, or processor_config.json with an "
+            "'image_processor' entry)"
+        )
     if not any(all((d / f).is_file() for f in fs) for fs in TOKENIZER_FILE_SETS):
         options = " or ".join(" + ".join(fs) for fs in TOKENIZER_FILE_SETS)
         missing.append(f"tokenizer files ({options})")
@@ -128,16 +144,22 @@ def load_encoder(
     try:
         processor = transformers.AutoProcessor.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise ModelDirError(f"{model_dir}: could not load the processor/tokenizer ({e}). Fix: {FIX_HINT}") from None
+        raise ModelDirError(
+            f"{model_dir}: could not load the processor/tokenizer ({e}). Fix: {FIX_HINT}"
+        ) from None
     if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-        raise ModelDirError(f"{model_dir}: the processor has no image processor or tokenizer "
-                            f"(got {type(processor).__name__}). Fix: {FIX_HINT}")
+        raise ModelDirError(
+            f"{model_dir}: the processor has no image processor or tokenizer "
+            f"(got {type(processor).__name__}). Fix: {FIX_HINT}"
+        )
     model_cls = getattr(transformers, family.full_model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         model = model_cls.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"{model_dir}: could not load the {family.full_model_class} weights ({e})") from None
+        raise ModelDirError(
+            f"{model_dir}: could not load the {family.full_model_class} weights ({e})"
+        ) from None
     return model.eval().to(device), processor
 
 
@@ -160,8 +182,13 @@ def tokenize(model: Any, processor: Any, texts: Sequence[str]) -> dict[str, torc
     [IMPORTANT] Only the inputs of the family's text-input rule are kept: SigLIP's tokenizer also returns
     an attention_mask, but SigLIP is used (and was trained) on max-length padding without one.
     """
-    enc = processor.tokenizer(list(texts), padding="max_length", truncation=True,
-                              max_length=text_max_length(model, processor), return_tensors="pt")
+    enc = processor.tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=text_max_length(model, processor),
+        return_tensors="pt",
+    )
     return {k: v for k, v in enc.items() if k in family_of(model).text_inputs}
 
 
@@ -191,14 +218,18 @@ def _device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
 
 @torch.no_grad()
 def encode_images(
-    model: Any, processor: Any, image_paths: Sequence[str | Path], batch_size: int = 32, show_progress: bool = True
+    model: Any,
+    processor: Any,
+    image_paths: Sequence[str | Path],
+    batch_size: int = 32,
+    show_progress: bool = True,
 ) -> torch.Tensor:
     """Image files -> (N, D) L2-normalised image embeddings (float32, on the model's device)."""
     device, dtype = _device_dtype(model)
     out = []
     starts = range(0, len(image_paths), batch_size)
     for s in progress(starts, desc="images", leave=False, disable=not show_progress):
-        images = [load_image(p) for p in image_paths[s:s + batch_size]]
+        images = [load_image(p) for p in image_paths[s : s + batch_size]]
         pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         emb = _pooled(model.get_image_features(pixel_values=pixels.to(device, dtype))).float()  # (b, D)
         out.append(emb / emb.norm(p=2, dim=-1, keepdim=True))
@@ -214,7 +245,7 @@ def encode_texts(
     out = []
     starts = range(0, len(texts), batch_size)
     for s in progress(starts, desc="texts", leave=False, disable=not show_progress):
-        enc = {k: v.to(device) for k, v in tokenize(model, processor, texts[s:s + batch_size]).items()}
+        enc = {k: v.to(device) for k, v in tokenize(model, processor, texts[s : s + batch_size]).items()}
         emb = _pooled(model.get_text_features(**enc)).float()  # (b, D)
         out.append(emb / emb.norm(p=2, dim=-1, keepdim=True))
     return torch.cat(out) if out else torch.empty(0, 0)

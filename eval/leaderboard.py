@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.lmms.modeldir import describe_model_dir
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_yaml
 from genhancer.utils.errors import ConfigError, DataError
@@ -375,8 +376,6 @@ def _rows_from_lmms(summary: dict[str, Any], where: Path) -> Row:
     if not isinstance(scores, dict):
         raise DataError(f"{where}: no 'scores' mapping in an eval.lmms results file")
     if model.get("path") and Path(model["path"]).is_dir():  # the model dir's provenance.json is the truth
-        from eval.lmms.modeldir import describe_model_dir
-
         fresh = describe_model_dir(model["path"])
         model = {**model, **{k: v for k, v in fresh.items() if v is not None}}
     row = Row(

@@ -92,18 +92,31 @@ def score_pairs(pair_logits: torch.Tensor, qids: Sequence[tuple[int, int]], patt
         c = counts.setdefault(pattern, {"correct": 0, "pairs": 0})
         c["pairs"] += 1
         c["correct"] += int(correct[i])
-        records.append({"qids": list(pq), "pattern": pattern, "probs_image1": probs[i].tolist(),
-                        "predictions": pred[i].tolist(), "ground_truth": gt[i].tolist(),
-                        "correct": bool(correct[i])})
+        records.append(
+            {
+                "qids": list(pq),
+                "pattern": pattern,
+                "probs_image1": probs[i].tolist(),
+                "predictions": pred[i].tolist(),
+                "ground_truth": gt[i].tolist(),
+                "correct": bool(correct[i]),
+            }
+        )
     scores = {p: 100.0 * c["correct"] / c["pairs"] for p, c in counts.items()}
     average = sum(scores.values()) / len(scores) if scores else 0.0
-    return {"scores": scores, "counts": counts, "average": average, "num_pairs": len(records),
-            "pairs": records}
+    return {
+        "scores": scores,
+        "counts": counts,
+        "average": average,
+        "num_pairs": len(records),
+        "pairs": records,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- logits
-def pair_logits_batched(model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int = 32,
-                        show_progress: bool = True) -> torch.Tensor:
+def pair_logits_batched(
+    model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int = 32, show_progress: bool = True
+) -> torch.Tensor:
     """Embed every image and statement once (batched), then gather (P, 2, 2) pair logits."""
     images = list(dict.fromkeys(p for pair in pairs for p in pair.images))
     texts = list(dict.fromkeys(TEXT_PREFIX + s for pair in pairs for s in pair.statements))
@@ -118,8 +131,9 @@ def pair_logits_batched(model: Any, processor: Any, pairs: Sequence[MMVPPair], b
 
 
 @torch.no_grad()
-def pair_logits_per_pair(model: Any, processor: Any, pairs: Sequence[MMVPPair],
-                         forwards_per_pair: int = 1) -> torch.Tensor:
+def pair_logits_per_pair(
+    model: Any, processor: Any, pairs: Sequence[MMVPPair], forwards_per_pair: int = 1
+) -> torch.Tensor:
     """The official loop, for comparison: per pair, preprocess 2 images + texts and run the full model.
 
     ``forwards_per_pair=2`` is exactly the official script (one forward per statement, both images each time);
@@ -129,8 +143,9 @@ def pair_logits_per_pair(model: Any, processor: Any, pairs: Sequence[MMVPPair],
     dtype = next(model.parameters()).dtype
     out = []
     for pair in pairs:
-        pixels = processor.image_processor(images=[load_image(p) for p in pair.images],
-                                           return_tensors="pt")["pixel_values"].to(device, dtype)
+        pixels = processor.image_processor(images=[load_image(p) for p in pair.images], return_tensors="pt")[
+            "pixel_values"
+        ].to(device, dtype)
         texts = [TEXT_PREFIX + s for s in pair.statements]
         groups = [texts] if forwards_per_pair == 1 else [[t] for t in texts]
         rows = []
@@ -153,8 +168,9 @@ def _correct_by_pattern(result: dict) -> dict[str, dict[tuple[int, ...], bool]] 
     return out
 
 
-def score_intervals(result: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
-                    seed: int = 0) -> dict | None:
+def score_intervals(
+    result: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> dict | None:
     """Percentile-bootstrap intervals of every pattern score and of the average (0-100).
 
     Pairs are resampled *within* each pattern (the pattern sizes stay fixed), one resample for all patterns
@@ -169,10 +185,14 @@ def score_intervals(result: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float 
     means = 100.0 * stratified_bootstrap_means(groups, n_boot, seed)  # (B, G)
     per_pattern = percentile_interval(means, level)  # (2, G)
     avg = percentile_interval(means.mean(axis=1), level)
-    return {"method": "percentile bootstrap over pairs, resampled within each pattern", "level": level,
-            "n_boot": n_boot, "seed": seed,
-            "scores": {p: [float(per_pattern[0, g]), float(per_pattern[1, g])] for g, p in enumerate(patterns)},
-            "average": [float(avg[0]), float(avg[1])]}
+    return {
+        "method": "percentile bootstrap over pairs, resampled within each pattern",
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+        "scores": {p: [float(per_pattern[0, g]), float(per_pattern[1, g])] for g, p in enumerate(patterns)},
+        "average": [float(avg[0]), float(avg[1])],
+    }
 
 
 def _flips(before: dict[tuple[int, ...], bool], after: dict[tuple[int, ...], bool]) -> tuple[int, int]:
@@ -189,12 +209,16 @@ def score_changes(a: dict, b: dict) -> dict:
     rows = {p: {"before": a["scores"].get(p), "after": b["scores"].get(p)} for p in patterns}
     for r in rows.values():
         r["delta"] = r["after"] - r["before"] if None not in (r["before"], r["after"]) else None
-    return {"paired": False, "patterns": rows,
-            "average": {"before": a["average"], "after": b["average"], "delta": b["average"] - a["average"]}}
+    return {
+        "paired": False,
+        "patterns": rows,
+        "average": {"before": a["average"], "after": b["average"], "delta": b["average"] - a["average"]},
+    }
 
 
-def paired_comparison(a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL,
-                      seed: int = 0) -> dict:
+def paired_comparison(
+    a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> dict:
     """Change from result ``a`` to result ``b`` on the same benchmark, pair by pair.
 
     Per pattern and for the average: the score change, the paired-bootstrap interval of that change (the same
@@ -206,8 +230,11 @@ def paired_comparison(a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: 
     rows = out["patterns"]
     ca, cb = _correct_by_pattern(a), _correct_by_pattern(b)
     if ca is None or cb is None or {p: set(v) for p, v in ca.items()} != {p: set(v) for p, v in cb.items()}:
-        out["why_unpaired"] = ("a result has no per-pair records" if ca is None or cb is None
-                               else "the two results do not hold the same pairs (different benchmarks?)")
+        out["why_unpaired"] = (
+            "a result has no per-pair records"
+            if ca is None or cb is None
+            else "the two results do not hold the same pairs (different benchmarks?)"
+        )
         return out
     groups = [np.array([float(cb[p][k]) - float(ca[p][k]) for k in ca[p]]) for p in ca]
     means = 100.0 * stratified_bootstrap_means(groups, n_boot, seed)  # (B, G) paired differences
@@ -216,20 +243,39 @@ def paired_comparison(a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: 
     for g, p in enumerate(ca):
         gained, lost = _flips(ca[p], cb[p])
         total = [total[0] + gained, total[1] + lost]
-        rows[p].update(delta_interval=[float(per_pattern[0, g]), float(per_pattern[1, g])],
-                       wrong_to_right=gained, right_to_wrong=lost, p_value=sign_test_p(gained, lost))
-    out["average"].update(delta_interval=[float(avg[0]), float(avg[1])], wrong_to_right=total[0],
-                          right_to_wrong=total[1], p_value=sign_test_p(*total))
-    out.update(paired=True, test="exact McNemar (two-sided sign test on the pairs that flipped)",
-               interval="paired percentile bootstrap over pairs, resampled within each pattern",
-               level=level, n_boot=n_boot, seed=seed)
+        rows[p].update(
+            delta_interval=[float(per_pattern[0, g]), float(per_pattern[1, g])],
+            wrong_to_right=gained,
+            right_to_wrong=lost,
+            p_value=sign_test_p(gained, lost),
+        )
+    out["average"].update(
+        delta_interval=[float(avg[0]), float(avg[1])],
+        wrong_to_right=total[0],
+        right_to_wrong=total[1],
+        p_value=sign_test_p(*total),
+    )
+    out.update(
+        paired=True,
+        test="exact McNemar (two-sided sign test on the pairs that flipped)",
+        interval="paired percentile bootstrap over pairs, resampled within each pattern",
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+    )
     return out
 
 
 # ----------------------------------------------------------------------------------------------- API
-def evaluate_mmvp_vlm(model_dir: str | Path, bench_dir: str | Path, batch_size: int = 32,
-                      device: str = "cpu", show_progress: bool = True, n_boot: int = DEFAULT_BOOTSTRAP,
-                      seed: int = 0) -> dict:
+def evaluate_mmvp_vlm(
+    model_dir: str | Path,
+    bench_dir: str | Path,
+    batch_size: int = 32,
+    device: str = "cpu",
+    show_progress: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> dict:
     """Evaluate an HF CLIP/SigLIP directory on an MMVP-VLM folder; returns the RESULT.json dict.
 
     Keys: benchmark, model_dir, bench_dir, model_family, protocol, scores {pattern: 0-100}, counts, average,
@@ -253,9 +299,14 @@ def evaluate_mmvp_vlm(model_dir: str | Path, bench_dir: str | Path, batch_size: 
         "model_dir": str(model_dir),
         "bench_dir": str(bench_dir),
         "model_family": family_of(model).name,
-        "protocol": {"text_prefix": TEXT_PREFIX, "padding": "max_length",
-                     "max_length": text_max_length(model, processor), "threshold": THRESHOLD,
-                     "ground_truth": "image 1 for odd qid", "pair_correct": "both statements"},
+        "protocol": {
+            "text_prefix": TEXT_PREFIX,
+            "padding": "max_length",
+            "max_length": text_max_length(model, processor),
+            "threshold": THRESHOLD,
+            "ground_truth": "image 1 for odd qid",
+            "pair_correct": "both statements",
+        },
         **{k: scored[k] for k in ("scores", "counts", "average", "num_pairs")},
         "pairs": scored["pairs"],
         "provenance": read_provenance(model_dir),
@@ -284,8 +335,11 @@ def format_table(result: dict) -> str:
         ci = "  " + _interval_cell(iv["scores"].get(pattern)) if iv else ""
         lines.append(f"{pattern:<{width}}  {c['pairs']:>5}  {c['correct']:>7}  {score:6.1f}{ci}")
     ci = "  " + _interval_cell(iv["average"]) if iv else ""
-    lines += ["-" * (width + 25 + len(ci_head)), f"{'average':<{width}}  {result['num_pairs']:>5}  "
-              f"{sum(c['correct'] for c in result['counts'].values()):>7}  {result['average']:6.1f}{ci}"]
+    lines += [
+        "-" * (width + 25 + len(ci_head)),
+        f"{'average':<{width}}  {result['num_pairs']:>5}  "
+        f"{sum(c['correct'] for c in result['counts'].values()):>7}  {result['average']:6.1f}{ci}",
+    ]
     return "\n".join(lines)
 
 
@@ -293,13 +347,16 @@ def load_result(path: str | Path) -> dict:
     """Read a RESULT.json written by this module; a file without scores is a ``DataError``."""
     res = read_json(path)
     if not isinstance(res, dict) or not isinstance(res.get("scores"), dict) or "average" not in res:
-        raise DataError(f"{path}: not an MMVP-VLM result (needs 'scores' and 'average'); write one with "
-                        f"`python -m eval.mmvp_vlm --model ... --benchmark ... --out {path}`")
+        raise DataError(
+            f"{path}: not an MMVP-VLM result (needs 'scores' and 'average'); write one with "
+            f"`python -m eval.mmvp_vlm --model ... --benchmark ... --out {path}`"
+        )
     return res
 
 
-def compare_table(a: dict, b: dict, labels: tuple[str, str] = ("before", "after"),
-                  comparison: dict | None = None) -> str:
+def compare_table(
+    a: dict, b: dict, labels: tuple[str, str] = ("before", "after"), comparison: dict | None = None
+) -> str:
     """Per-pattern before/after table with deltas (patterns missing on one side show '-').
 
     With a paired ``comparison`` (``paired_comparison(a, b)``) each row also shows the interval of the
@@ -318,15 +375,23 @@ def compare_table(a: dict, b: dict, labels: tuple[str, str] = ("before", "after"
         delta = f"{r['delta']:+7.1f}" if r["delta"] is not None else f"{'-':>7}"
         text = f"{name:<{width}}  {cell(r['before'])}  {cell(r['after'])}  {delta}"
         if paired and "p_value" in r:
-            text += (f"  {_interval_cell(r['delta_interval'], 15)}  "
-                     f"{str(r['wrong_to_right']) + '/' + str(r['right_to_wrong']):>9}  {_p_cell(r['p_value'])}")
+            text += (
+                f"  {_interval_cell(r['delta_interval'], 15)}  "
+                f"{str(r['wrong_to_right']) + '/' + str(r['right_to_wrong']):>9}  {_p_cell(r['p_value'])}"
+            )
         return text
 
     head = f"{'pattern':<{width}}  {labels[0]:>{w}}  {labels[1]:>{w}}  {'delta':>7}"
     if paired:
         head += f"  {str(round(100 * cmp['level'])) + '% int. (delta)':>15}  {'flips +/-':>9}  {'p':>7}"
     rule = "-" * len(head)
-    lines = [head, rule, *(row(p, cmp["patterns"][p]) for p in patterns), rule, row("average", cmp["average"])]
+    lines = [
+        head,
+        rule,
+        *(row(p, cmp["patterns"][p]) for p in patterns),
+        rule,
+        row("average", cmp["average"]),
+    ]
     return "\n".join(lines)
 
 
@@ -346,8 +411,10 @@ def plot_scores(results: Sequence[dict], labels: Sequence[str], out_png: str | P
         yerr = None
         if iv:
             bounds = [iv["scores"].get(p, [v, v]) for p, v in zip(patterns[:-1], vals)] + [iv["average"]]
-            yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, bounds)],
-                    [max(0.0, hi - v) for v, (_, hi) in zip(vals, bounds)]]
+            yerr = [
+                [max(0.0, v - lo) for v, (lo, _) in zip(vals, bounds)],
+                [max(0.0, hi - v) for v, (_, hi) in zip(vals, bounds)],
+            ]
         ax.bar(xs, vals, width=width, label=label, yerr=yerr, capsize=2, error_kw={"elinewidth": 0.8})
     names = [textwrap.fill(p.replace(" and ", " & "), width=15, break_long_words=False) for p in patterns]
     ax.set_xticks(range(len(patterns)), names, fontsize=7)
@@ -373,7 +440,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two results instead")
     p.add_argument("--labels", nargs=2, default=["before", "after"], metavar=("A", "B"))
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (default 10000)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     return p
 
@@ -388,11 +457,20 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not cmp["paired"]:
         log.warning("no paired statistics: %s", cmp["why_unpaired"])
     if args.out:
-        write_json(args.out, {"benchmark": "mmvp_vlm_comparison", "labels": list(args.labels),
-                              "results": list(args.compare), **cmp})
+        write_json(
+            args.out,
+            {
+                "benchmark": "mmvp_vlm_comparison",
+                "labels": list(args.labels),
+                "results": list(args.compare),
+                **cmp,
+            },
+        )
         log.info("wrote %s", args.out)
     if args.plot:
-        log.info("wrote %s", plot_scores([a, b], args.labels, args.plot, "MMVP-VLM: " + " vs ".join(args.labels)))
+        log.info(
+            "wrote %s", plot_scores([a, b], args.labels, args.plot, "MMVP-VLM: " + " vs ".join(args.labels))
+        )
     return 0
 
 
@@ -406,16 +484,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_compare(args)
     missing = [f"--{k}" for k in ("model", "benchmark", "out") if not getattr(args, k)]
     if missing:
-        raise ConfigError(f"missing {', '.join(missing)}: usage `python -m eval.mmvp_vlm --model MODEL_DIR "
-                          "--benchmark BENCH_DIR --out RESULT.json [--plot PNG]` (or --compare A.json B.json)")
-    result = evaluate_mmvp_vlm(args.model, args.benchmark, batch_size=args.batch_size, device=args.device,
-                               n_boot=args.bootstrap, seed=args.seed)
+        raise ConfigError(
+            f"missing {', '.join(missing)}: usage `python -m eval.mmvp_vlm --model MODEL_DIR "
+            "--benchmark BENCH_DIR --out RESULT.json [--plot PNG]` (or --compare A.json B.json)"
+        )
+    result = evaluate_mmvp_vlm(
+        args.model,
+        args.benchmark,
+        batch_size=args.batch_size,
+        device=args.device,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+    )
     write_json(args.out, result)
     print(format_table(result))
     log.info("wrote %s (%d pairs, %.1f s)", args.out, result["num_pairs"], result["seconds"])
     if args.plot:
-        log.info("wrote %s", plot_scores([result], [Path(args.model).name], args.plot,
-                                         f"MMVP-VLM: {Path(args.model).name} (average {result['average']:.1f})"))
+        log.info(
+            "wrote %s",
+            plot_scores(
+                [result],
+                [Path(args.model).name],
+                args.plot,
+                f"MMVP-VLM: {Path(args.model).name} (average {result['average']:.1f})",
+            ),
+        )
     return 0
 
 

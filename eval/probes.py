@@ -21,10 +21,11 @@ Features (any CLIP/SigLIP directory ``eval.encoders`` loads), from one vision fo
   * ``mean_patch``: the mean of the last layer's patch tokens (class token excluded).
 Each is standardised with the training mean / std. Probe: multinomial logistic regression (L2 weight
 ``--l2``, fixed, never tuned on the val split), full-batch preconditioned L-BFGS from zero weights in
-float64 -- a convex problem with no random draw, so the same features give the same probe. Output per feature and attribute:
-val accuracy (0-1), the majority-class baseline, train accuracy and the per-item correctness (0/1, in the
-order of ``items``) that ``--compare`` resamples: the change of each accuracy and of the fine-attribute mean
-(every attribute except ``--coarse``), with paired-bootstrap intervals over val items.
+float64 -- a convex problem with no random draw, so the same features give the same probe. Output per
+feature and attribute: val accuracy (0-1), the majority-class baseline, train accuracy and the per-item
+correctness (0/1, in the order of ``items``) that ``--compare`` resamples: the change of each accuracy and
+of the fine-attribute mean (every attribute except ``--coarse``), with paired-bootstrap intervals over val
+items.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ def read_spec(spec_path: str | Path) -> dict[str, Any]:
             raise DataError(f"{path}: missing key {key!r} (a spec has 'template', 'classes', 'items')")
     template = spec["template"]
     if not isinstance(template, str) or template.count("{}") != 1:
-        raise DataError(f"{path}: 'template' must be a string with one '{{}}' for the class name, "
-                        f"got {template!r}")
+        raise DataError(
+            f"{path}: 'template' must be a string with one '{{}}' for the class name, got {template!r}"
+        )
     classes = spec["classes"]
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{path}: 'classes' must be a list of at least 2 class names")
@@ -63,18 +64,31 @@ def read_spec(spec_path: str | Path) -> dict[str, Any]:
     return {"template": template, "classes": classes, "items": items}
 
 
-def predict_classes(model: Any, processor: Any, template: str, classes: Sequence[str],
-                    images: Sequence[str | Path], batch_size: int = 32, show_progress: bool = True) -> list[int]:
+def predict_classes(
+    model: Any,
+    processor: Any,
+    template: str,
+    classes: Sequence[str],
+    images: Sequence[str | Path],
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> list[int]:
     """Class index per image (N,): argmax over the classes of its image->text logits, for a loaded model."""
-    text_emb = encode_texts(model, processor, [template.format(c) for c in classes], batch_size,
-                            show_progress)  # (C, D)
+    text_emb = encode_texts(
+        model, processor, [template.format(c) for c in classes], batch_size, show_progress
+    )  # (C, D)
     image_emb = encode_images(model, processor, images, batch_size, show_progress)  # (N, D)
     logits = text_image_logits(model, text_emb, image_emb)  # (C, N)
     return logits.argmax(dim=0).tolist()
 
 
-def evaluate_zeroshot(model_dir: str | Path, spec_path: str | Path, batch_size: int = 32,
-                      device: str = "cpu", show_progress: bool = True) -> dict:
+def evaluate_zeroshot(
+    model_dir: str | Path,
+    spec_path: str | Path,
+    batch_size: int = 32,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> dict:
     """Zero-shot accuracy of an HF CLIP/SigLIP directory on SPEC.json.
 
     Returns {benchmark, model_dir, spec, template, classes, accuracy (0-100), per_class {class: {accuracy,
@@ -86,8 +100,9 @@ def evaluate_zeroshot(model_dir: str | Path, spec_path: str | Path, batch_size: 
     model, processor = load_encoder(model_dir, device=device)
     start = time.perf_counter()
     classes, items = spec["classes"], spec["items"]
-    pred = predict_classes(model, processor, spec["template"], classes, [it["image"] for it in items],
-                           batch_size, show_progress)
+    pred = predict_classes(
+        model, processor, spec["template"], classes, [it["image"] for it in items], batch_size, show_progress
+    )
     seconds = time.perf_counter() - start
 
     per_class = {c: {"correct": 0, "n": 0} for c in classes}
@@ -122,8 +137,10 @@ def format_table(result: dict) -> str:
         acc = f"{r['accuracy']:8.1f}" if r["accuracy"] is not None else f"{'-':>8}"
         lines.append(f"{c:<{width}}  {r['n']:>5}  {r['correct']:>7}  {acc}")
     total = sum(r["correct"] for r in result["per_class"].values())
-    lines += ["-" * (width + 27), f"{'overall':<{width}}  {result['num_items']:>5}  {total:>7}  "
-              f"{result['accuracy']:8.1f}"]
+    lines += [
+        "-" * (width + 27),
+        f"{'overall':<{width}}  {result['num_items']:>5}  {total:>7}  {result['accuracy']:8.1f}",
+    ]
     return "\n".join(lines)
 
 

@@ -1,15 +1,16 @@
 """Stage-1 feature cache: what the frozen encoder and the latent space make of each crop view, computed once.
 
 In stage 1 the encoder and the latent space never change, so a crop's global token and latent target are the
-same every time it is drawn. With ``cache.enabled`` the trainer computes them once per crop view and then reads
-them back each step instead of decoding, cropping, and running encoder + VAE. Per image, V views
+same every time it is drawn. With ``cache.enabled`` the trainer computes them once per crop view and then
+reads them back each step instead of decoding, cropping, and running encoder + VAE. Per image, V views
 (``cache.views`` random crops drawn with ``data.crop_scale`` and ``train.seed``; 0 = the centre crop only):
 
   global_token  (V, D)             the encoder's global token
   patch_tokens  (V, N, Dp)         only when conditioning.local_token_fraction > 0 (the local-token ablation)
   crop          (V, 3, S, S) uint8 pixel space: the crop itself; the [-1, 1] target is rebuilt from it exactly
-  latent_input  (V, ...)           other spaces: ``latent.encode_for_cache`` of the crop: the VAE posterior's
-                                   moments (mean, logvar), so the posterior is still sampled every step; VQ ids
+  latent_input  (V, ...)           other spaces: ``latent.encode_for_cache`` of the crop: the VAE
+                                   posterior's moments (mean, logvar), so the posterior is still sampled
+                                   every step; VQ ids
 
 Layout of the cache directory (``cache.dir``, default ``<train.run_dir>/../cache``, shared by the stages):
   manifest.json                           format, fingerprint digests, views, tensor specs, keys per shard,
@@ -37,7 +38,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,7 @@ def _read_views(
         with Image.open(io.BytesIO(source.read_bytes(item))) as im:
             im.load()
             return _view_crops(im, item, cfg, transform)
-    except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, never a crash
+    except Exception as e:  # any decode failure is a bad sample, never a crash
         if cfg.data.strict:
             raise DataError(
                 f"cannot read image {key}: {type(e).__name__}: {e} (fix or remove the file, or set "
@@ -390,7 +391,8 @@ def build_cache(
 # -------------------------------------------------------------------------------------------------- read
 class FeatureCache:
     """Random access to a built cache: ``read(key, view) -> {tensor name: (...)}``. A cache of at most
-    ``max_ram_bytes`` is held in memory (each shard loaded on first use), a larger one read per view from disk."""
+    ``max_ram_bytes`` is held in memory (each shard loaded on first use), a larger one read per view from
+    disk."""
 
     def __init__(self, directory: str | Path, max_ram_bytes: int = 4 * 2**30) -> None:
         self.directory = Path(directory)
@@ -447,7 +449,8 @@ class CachedBatch:
     patch_tokens: torch.Tensor | None = None  # (B, N, Dp), local-token ablation only
 
     def model_inputs(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``GenHancerModel.forward``; floating tensors cast to ``dtype`` (ids stay ids)."""
+        """Keyword arguments of ``GenHancerModel.forward``; floating tensors cast to ``dtype`` (ids stay
+        ids)."""
         out = {"global_token": self.global_token, "latent_input": self.latent_input}
         if self.patch_tokens is not None:
             out["patch_tokens"] = self.patch_tokens
@@ -489,7 +492,7 @@ class CachedStream(ImageStream):
         view = int(np.random.default_rng([self.seed, self.rank, epoch, index]).integers(self.cache.num_views))
         return key, view, self.cache.read(key, view)
 
-    def __iter__(self):  # noqa: ANN204 - Iterator[CachedBatch]
+    def __iter__(self) -> Iterator[CachedBatch]:
         n = len(self.source)
         positions = self._positions()
         bad_in_a_row = 0
@@ -584,8 +587,8 @@ def training_stream(
     device: torch.device | str = "cpu",
     input_dtype: torch.dtype = torch.float32,
 ) -> ImageStream:
-    """The batches a training stage reads: a ``CachedStream`` when ``cache.enabled`` and the stage's encoder is
-    frozen, else the image stream. Either kind's batches have ``model_inputs(device, dtype)``."""
+    """The batches a training stage reads: a ``CachedStream`` when ``cache.enabled`` and the stage's encoder
+    is frozen, else the image stream. Either kind's batches have ``model_inputs(device, dtype)``."""
     spec = model.encoder_image_spec()
     common = dict(batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank)
     use_cache = cfg.cache.enabled and STAGES[cfg.stage].encoder == "frozen"

@@ -48,7 +48,8 @@ _MARKERS = {_T, _ND, _TUP, _DICT, _OBJ}
 
 # ------------------------------------------------------------------------------------- flatten/unflatten
 def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Tensor]]:
-    """Nested state -> (JSON skeleton, {name: tensor}). Tensors are cloned contiguous (safetensors needs it)."""
+    """Nested state -> (JSON skeleton, {name: tensor}). Tensors are cloned contiguous (safetensors needs
+    it)."""
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(x: Any, path: str) -> Any:
@@ -56,8 +57,9 @@ def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Ten
             tensors[path] = x.detach().to("cpu").contiguous().clone()
             return {_T: path}
         if isinstance(x, np.ndarray):
-            tensors[path] = torch.from_numpy(np.ascontiguousarray(x).astype(np.int64 if x.dtype.kind in "iu"
-                                                                             else x.dtype)).clone()
+            tensors[path] = torch.from_numpy(
+                np.ascontiguousarray(x).astype(np.int64 if x.dtype.kind in "iu" else x.dtype)
+            ).clone()
             return {_ND: path, "dtype": str(x.dtype)}
         if isinstance(x, Enum):
             return walk(x.value, path)
@@ -72,7 +74,11 @@ def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Ten
         if isinstance(x, dict):
             if all(isinstance(k, str) and k not in _MARKERS for k in x):
                 return {k: walk(v, f"{path}.{k}") for k, v in x.items()}
-            return {_DICT: [[walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(x.items())]}
+            return {
+                _DICT: [
+                    [walk(k, f"{path}.k{i}"), walk(v, f"{path}.{i}")] for i, (k, v) in enumerate(x.items())
+                ]
+            }
         return {_OBJ: type(x).__name__}
 
     return walk(obj, prefix), tensors
@@ -120,7 +126,9 @@ def save_state(state: Any, stem: Path) -> None:
 
 
 def load_state(stem: Path, fallback: Any = None) -> Any:
-    tensors = load_file(str(stem.with_suffix(".safetensors"))) if stem.with_suffix(".safetensors").is_file() else {}
+    tensors = (
+        load_file(str(stem.with_suffix(".safetensors"))) if stem.with_suffix(".safetensors").is_file() else {}
+    )
     return unflatten_state(read_json(stem.with_suffix(".json")), tensors, fallback)
 
 
@@ -159,8 +167,10 @@ def latest_checkpoint(checkpoints: str | Path) -> Path | None:
         return None
     target = root / pointer.read_text().strip()
     if not (target / "meta.json").is_file():
-        raise DataError(f"{pointer} names {target.name}, which is missing or incomplete; "
-                        "delete the pointer to start fresh or point it at a complete step-* directory")
+        raise DataError(
+            f"{pointer} names {target.name}, which is missing or incomplete; "
+            "delete the pointer to start fresh or point it at a complete step-* directory"
+        )
     return target
 
 
@@ -175,20 +185,29 @@ def list_checkpoints(checkpoints: str | Path) -> list[Path]:
 class CheckpointWriter:
     """Collective checkpoint write. Every rank calls ``write``; rank 0 owns the directory moves.
 
-    ``barrier`` synchronises the ranks (``accelerator.wait_for_everyone``); the run directory must be on a
-    file system all ranks share (multi-node: a shared mount).
+    ``barrier`` synchronises the ranks (the trainer passes ``ProcessGroup.barrier``: torch.distributed
+    itself, see ``genhancer.session``); the run directory must be on a file system all ranks share
+    (multi-node: a shared mount).
     """
 
-    def __init__(self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int,
-                 barrier: Callable[[], None]):
+    def __init__(
+        self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int, barrier: Callable[[], None]
+    ):
         self.root = Path(checkpoints)
         self.rank = rank
         self.world_size = world_size
         self.keep = max(1, keep)
         self.barrier = barrier
 
-    def write(self, step: int, *, meta: dict[str, Any], model_state: Callable[[], dict[str, torch.Tensor]],
-              scheduler_state: dict[str, Any], rank_state: dict[str, Any]) -> Path:
+    def write(
+        self,
+        step: int,
+        *,
+        meta: dict[str, Any],
+        model_state: Callable[[], dict[str, torch.Tensor]],
+        scheduler_state: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> Path:
         """``model_state`` is called on every rank (ZeRO-3 gathering is collective); rank 0 writes it."""
         name = step_dir_name(step)
         final = self.root / name
@@ -200,16 +219,22 @@ class CheckpointWriter:
         weights = model_state()
         save_state(rank_state, tmp / f"rank-{self.rank:05d}")
         if self.rank == 0:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
-                      str(tmp / "model.safetensors"))
+            save_file(
+                {k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
+                str(tmp / "model.safetensors"),
+            )
             write_json(tmp / "scheduler.json", flatten_state(scheduler_state)[0])
         self.barrier()
         if self.rank == 0:
             missing = [r for r in range(self.world_size) if not (tmp / f"rank-{r:05d}.json").is_file()]
             if missing:
-                raise DataError(f"checkpoint {final}: ranks {missing} wrote no state into {tmp} "
-                                "(is the run directory on a file system every node shares?)")
-            write_json(tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta})
+                raise DataError(
+                    f"checkpoint {final}: ranks {missing} wrote no state into {tmp} "
+                    "(is the run directory on a file system every node shares?)"
+                )
+            write_json(
+                tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta}
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -221,8 +246,9 @@ class CheckpointWriter:
         return final
 
 
-def read_checkpoint(directory: str | Path, *, rank: int, world_size: int,
-                    optimizer_fallback: Any = None) -> dict[str, Any]:
+def read_checkpoint(
+    directory: str | Path, *, rank: int, world_size: int, optimizer_fallback: Any = None
+) -> dict[str, Any]:
     """Everything one rank needs to resume: meta, model weights, scheduler state, its own rank state."""
     d = Path(directory)
     meta = read_json(d / "meta.json")
@@ -230,9 +256,9 @@ def read_checkpoint(directory: str | Path, *, rank: int, world_size: int,
         raise DataError(f"{d}: not a {FORMAT} checkpoint (meta.json format {meta.get('format')!r})")
     if int(meta["world_size"]) != world_size:
         raise DataError(
-            f"{d} was written by {meta['world_size']} processes, this run has {world_size}; optimizer partitions "
-            "and data positions are per process, so resume with the same number of processes "
-            "(or start a new run from <run>/final)"
+            f"{d} was written by {meta['world_size']} processes, this run has {world_size}; "
+            "optimizer partitions and data positions are per process, so resume with the same number of "
+            "processes (or start a new run from <run>/final)"
         )
     return {
         "meta": meta,

@@ -20,7 +20,9 @@ class MlpProjector(nn.Sequential):
     """LayerNorm -> Linear -> GELU -> Linear: (..., in_dim) -> (..., out_dim)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+        super().__init__(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
+        )
 
 
 class GlobalTokenConditioner(nn.Module):

@@ -32,7 +32,8 @@ class ConditioningConfig:
     # ablation: append this fraction of patch tokens to the context; even 0.1 makes reconstruction too easy
     local_token_fraction: float = 0.0
     # control runs only: the denoiser sees a zero vector instead of the global token, so it never learns to
-    # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses it?)
+    # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses
+    # it?)
     zero_condition: bool = False
 
     def __post_init__(self) -> None:
@@ -118,7 +119,9 @@ class CacheConfig:
     each crop view, computed once and read back each step instead of running encoder + VAE."""
 
     enabled: bool = False  # used in stages whose encoder is frozen (stage1); other stages ignore it
-    views: int = 4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+    views: int = (
+        4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+    )
     dir: str | None = None  # None: <train.run_dir>/../cache (next to the stage run directories)
     build_batch_size: int = 64  # crop views per encoder/VAE forward while building
 
@@ -164,7 +167,8 @@ class GenHancerConfig:
     def __post_init__(self) -> None:
         if self.stage not in self.schedule:
             raise ValueError(
-                f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' (known: {sorted(self.schedule)})"
+                f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' "
+                f"(known: {sorted(self.schedule)})"
             )
         if not self.train.run_dir:
             self.train.run_dir = f"runs/{self.name}/{self.stage}"
@@ -174,6 +178,8 @@ class GenHancerConfig:
         return self.schedule[self.stage]
 
 
-def load_genhancer_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> GenHancerConfig:
+def load_genhancer_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> GenHancerConfig:
     """YAML + ``key.sub=value`` overrides -> validated ``GenHancerConfig``."""
     return load_config(GenHancerConfig, path, overrides)

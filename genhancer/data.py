@@ -99,10 +99,13 @@ def folder_source(cfg: DataConfig, rank: int, world_size: int) -> ImageSource:
     files = list_images(cfg.path)
     if not files:
         raise DataError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.path!r}; point data.path at an image folder"
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {cfg.path!r}; "
+            "point data.path at an image folder"
         )
     mine = split_by_rank(files, rank, world_size)
-    return ImageSource([SampleRef(str(p)) for p in mine], f"folder {cfg.path}: {len(mine)}/{len(files)} images")
+    return ImageSource(
+        [SampleRef(str(p)) for p in mine], f"folder {cfg.path}: {len(mine)}/{len(files)} images"
+    )
 
 
 def expand_shards(spec: str) -> list[str]:
@@ -114,7 +117,9 @@ def expand_shards(spec: str) -> list[str]:
     if m:
         lo, hi = m.group(1), m.group(2)
         width = len(lo)
-        names = [spec[: m.start()] + str(i).zfill(width) + spec[m.end() :] for i in range(int(lo), int(hi) + 1)]
+        names = [
+            spec[: m.start()] + str(i).zfill(width) + spec[m.end() :] for i in range(int(lo), int(hi) + 1)
+        ]
         return [n for n in names if Path(n).is_file()]
     return sorted(glob.glob(spec))
 
@@ -165,7 +170,9 @@ def shard_members(path: str) -> list[str]:
 def webdataset_source(cfg: DataConfig, rank: int, world_size: int) -> ImageSource:
     shards = expand_shards(cfg.path)
     if not shards:
-        raise DataError(f"no .tar shards match data.path {cfg.path!r} (a directory, a glob or a{{000..009}} range)")
+        raise DataError(
+            f"no .tar shards match data.path {cfg.path!r} (a directory, a glob or a{{000..009}} range)"
+        )
     if len(shards) >= world_size:
         mine = split_by_rank(shards, rank, world_size)
         refs = [SampleRef(s, m) for s in mine for m in shard_members(s)]
@@ -198,7 +205,10 @@ def source_files(cfg: DataConfig) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------- transform
 def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    rng: np.random.Generator,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of a crop with area fraction in ``scale`` and aspect in ``ratio``.
@@ -237,8 +247,13 @@ def centre_crop_box(width: int, height: int) -> tuple[int, int, int, int]:
 class CropAndNormalize:
     """PIL image -> (pixel_values (3,S,S) encoder-normalised, target (3,S,S) in [-1, 1]) from one crop."""
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 crop_scale: tuple[float, float] = (0.9, 1.0)):
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_scale: tuple[float, float] = (0.9, 1.0),
+    ):
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"data.crop_scale must satisfy 0 < lo <= hi <= 1, got {list(crop_scale)}")
         self.image_size = int(image_size)
@@ -251,7 +266,9 @@ class CropAndNormalize:
         box = random_resized_crop_box(image.width, image.height, self.crop_scale, rng)
         size = (self.image_size, self.image_size)
         crop = image.resize(size, Image.Resampling.BICUBIC, box=box)
-        x = torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0  # (3,S,S)
+        x = (
+            torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        )  # (3,S,S)
         return (x - self.mean) / self.std, x * 2.0 - 1.0
 
     def crop_uint8(self, image: Image.Image, box: tuple[int, int, int, int]) -> torch.Tensor:
@@ -261,7 +278,8 @@ class CropAndNormalize:
         return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
 
     def normalise(self, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 crops (..., 3, S, S) -> (encoder-normalised, [-1, 1]) with ``__call__``'s exact arithmetic."""
+        """uint8 crops (..., 3, S, S) -> (encoder-normalised, [-1, 1]) with ``__call__``'s exact
+        arithmetic."""
         x = crop.float() / 255.0
         return (x - self.mean) / self.std, x * 2.0 - 1.0
 
@@ -286,8 +304,17 @@ class ImageStream:
     counts only what was handed out.
     """
 
-    def __init__(self, source: ImageSource, transform: CropAndNormalize, batch_size: int, *, seed: int,
-                 rank: int = 0, strict: bool = False, num_workers: int = 0):
+    def __init__(
+        self,
+        source: ImageSource,
+        transform: CropAndNormalize,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        strict: bool = False,
+        num_workers: int = 0,
+    ):
         if batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {batch_size}")
         self.source = source
@@ -306,13 +333,19 @@ class ImageStream:
 
     # position ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index, "skipped": self.skipped, "num_samples": len(self.source)}
+        return {
+            "epoch": self.epoch,
+            "index": self.index,
+            "skipped": self.skipped,
+            "num_samples": len(self.source),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = int(state.get("num_samples", len(self.source)))
         if n != len(self.source):
             raise DataError(
-                f"the data changed since the checkpoint: rank {self.rank} had {n} samples, now {len(self.source)}; "
+                f"the data changed since the checkpoint: rank {self.rank} had {n} samples, "
+                f"now {len(self.source)}; "
                 "resume with the same data and number of processes, or start fresh with train.resume=never"
             )
         self.epoch, self.index, self.skipped = int(state["epoch"]), int(state["index"]), int(state["skipped"])
@@ -334,7 +367,7 @@ class ImageStream:
                 im.load()
                 rng = np.random.default_rng([self.seed, self.rank, epoch, index])
                 pv, tgt = self.transform(im, rng)
-        except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, never a crash
+        except Exception as e:  # any decode failure is a bad sample, never a crash
             if self.strict:
                 raise DataError(
                     f"cannot read image {key}: {type(e).__name__}: {e} "
@@ -380,8 +413,10 @@ class ImageStream:
                     self.skipped += 1
                     bad_in_a_row += 1
                     if bad_in_a_row >= n:
-                        raise DataError(f"rank {self.rank}: none of the {n} images of {self.source.description} "
-                                        "could be read")
+                        raise DataError(
+                            f"rank {self.rank}: none of the {n} images of {self.source.description} "
+                            "could be read"
+                        )
                     continue
                 bad_in_a_row = 0
                 items.append(item)
@@ -398,11 +433,21 @@ class ImageStream:
         self.source.close()
 
 
-def build_stream(cfg: DataConfig, *, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> ImageStream:
+def build_stream(
+    cfg: DataConfig,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> ImageStream:
     """The training stream of one process (``rank`` of ``world_size``)."""
     source = build_source(cfg, rank, world_size)
     transform = CropAndNormalize(image_size, mean, std, tuple(cfg.crop_scale))  # type: ignore[arg-type]
     log.info("data: %s (rank %d of %d)", source.description, rank, world_size)
-    return ImageStream(source, transform, batch_size, seed=seed, rank=rank, strict=cfg.strict,
-                       num_workers=cfg.num_workers)
+    return ImageStream(
+        source, transform, batch_size, seed=seed, rank=rank, strict=cfg.strict, num_workers=cfg.num_workers
+    )

@@ -1,7 +1,8 @@
 """Diagnostics of a GenHancer stage directory.
 
-    python -m genhancer.diagnostics cond-gap --stage-dir RUN --benchmark MMVP_DIR [--out GAP.json] [--plot PNG]
-        [--draws 8] [--seed 0] [--max-pairs N] [--batch-pairs 16] [--device cpu] [--bootstrap 10000]
+    python -m genhancer.diagnostics cond-gap --stage-dir RUN --benchmark MMVP_DIR [--out GAP.json]
+        [--plot PNG] [--draws 8] [--seed 0] [--max-pairs N] [--batch-pairs 16] [--device cpu]
+        [--bootstrap 10000]
 
 ``cond-gap``: does the denoiser *use* the detail that tells the two images of an MMVP-style pair apart? A
 frozen stage-1 denoiser can only pass gradient to the encoder along directions of the condition it learned to
@@ -20,6 +21,7 @@ stage output directory itself); images are resized and centre-cropped to the enc
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,11 +166,13 @@ def _stats(losses: np.ndarray, gaps: np.ndarray, n_boot: int, level: float, seed
 
 # ----------------------------------------------------------------------------------------------- output
 def format_table(report: dict[str, Any]) -> str:
-    """Per-pattern table: pairs, own / twin loss, gap with its interval, relative gap, share of positive gaps."""
+    """Per-pattern table: pairs, own / twin loss, gap with its interval, relative gap, share of positive
+    gaps."""
     rows = {**report["patterns"], "overall": report["overall"]}
     width = max(map(len, rows))
     pct = f"{round(100 * report['level'])}% interval"
-    # gaps span orders of magnitude (an untrained denoiser: ~1e-6; a colour-aware one: ~0.1): 3 significant digits
+    # gaps span orders of magnitude (an untrained denoiser: ~1e-6; a colour-aware one: ~0.1):
+    # 3 significant digits
     head = (
         f"{'pattern':<{width}}  {'pairs':>5}  {'own':>8}  {'twin':>8}  {'gap':>10}  {pct:>23}  {'rel.':>8}"
         f"  {'>0':>5}"
@@ -187,8 +191,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 def plot_gap(report: dict[str, Any], out_png: str | Path) -> Path:
     """Bars: mean gap per pattern (+ overall) with its bootstrap interval."""
-    import textwrap
-
     from matplotlib.figure import Figure
 
     rows = {**report["patterns"], "overall": report["overall"]}

@@ -65,7 +65,9 @@ class ProjectedPooler(GlobalTokenRule):
     def vision_side(self, full_model: nn.Module) -> _VisionSide:
         # transformers v5: CLIPModel.vision_model is a CLIPVisionModel whose children are embeddings,
         # pre_layrnorm, encoder, post_layernorm (no inner .vision_model wrapper any more).
-        return _VisionSide(vision_model=full_model.vision_model, visual_projection=full_model.visual_projection)
+        return _VisionSide(
+            vision_model=full_model.vision_model, visual_projection=full_model.visual_projection
+        )
 
     def global_dim(self, vision_side: nn.Module) -> int:
         return vision_side.visual_projection.out_features
@@ -81,7 +83,9 @@ class Pooler(GlobalTokenRule):
 
     def vision_side(self, full_model: nn.Module) -> _VisionSide:
         if not getattr(full_model.config.vision_config, "vision_use_head", True):
-            raise ModelDirError("this SigLIP has no attention-pool head (vision_use_head=False): no global token")
+            raise ModelDirError(
+                "this SigLIP has no attention-pool head (vision_use_head=False): no global token"
+            )
         return _VisionSide(vision_model=full_model.vision_model)
 
     def global_dim(self, vision_side: nn.Module) -> int:
@@ -140,7 +144,7 @@ class EncoderFamily:
     def encode(self, vision_side: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
         out = vision_side.vision_model(pixel_values=pixel_values)
         global_token = self.rule.global_token(vision_side, out)  # (B, D_global)
-        patch_tokens = out.last_hidden_state[:, self.facts.extra_tokens:]  # (B, N, hidden): CLS dropped
+        patch_tokens = out.last_hidden_state[:, self.facts.extra_tokens :]  # (B, N, hidden): CLS dropped
         return EncoderOutput(global_token, patch_tokens)
 
     def load_full_model(self, path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -151,14 +155,16 @@ class EncoderFamily:
             config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as e:
             raise ModelDirError(
-                f"cannot read a model config from encoder.path={path!r} ({e}); give a local directory of a full "
-                f"{self.full_model_class} (config.json + model.safetensors) or a hub id available offline"
+                f"cannot read a model config from encoder.path={path!r} ({e}); "
+                f"give a local directory of a full {self.full_model_class} (config.json + model.safetensors) "
+                "or a hub id available offline"
             ) from None
         if config.model_type != self.model_type:
             raise ConfigError(
-                f"encoder.path={path!r} holds a {config.model_type!r} model but encoder.family={self.name!r} "
-                f"expects the full {self.full_model_class} (model_type {self.model_type!r}); fix encoder.family "
-                "or point encoder.path at the full image+text model"
+                f"encoder.path={path!r} holds a {config.model_type!r} model "
+                f"but encoder.family={self.name!r} "
+                f"expects the full {self.full_model_class} (model_type {self.model_type!r}); "
+                "fix encoder.family or point encoder.path at the full image+text model"
             )
         try:
             return self.full_model_cls().from_pretrained(path, dtype=dtype, use_safetensors=True)
@@ -182,7 +188,8 @@ def lora_target_regex(vision_side: nn.Module, targets: list[str] | tuple[str, ..
     # forward, so a LoRA wrapped around it is silently bypassed (its lora_A/B never get gradients). Skip it.
     mha = [name + "." for name, m in vision_side.named_modules() if isinstance(m, nn.MultiheadAttention)]
     linear = [
-        name for name, m in vision_side.named_modules()
+        name
+        for name, m in vision_side.named_modules()
         if isinstance(m, nn.Linear) and not any(name.startswith(p) for p in mha)
     ]
     leaves_present = {n.rsplit(".", 1)[-1] for n in linear}
@@ -193,8 +200,12 @@ def lora_target_regex(vision_side: nn.Module, targets: list[str] | tuple[str, ..
             f"lora.targets {unknown} match no linear layer of the encoder; linear layers here are named "
             f"{sorted(leaves_present)} (or use '{ALL_LINEAR}')"
         )
-    patterns = sorted({re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", p) for p in
-                       (re.escape(n) for n in linear if n.rsplit(".", 1)[-1] in wanted)})
+    patterns = sorted(
+        {
+            re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", p)
+            for p in (re.escape(n) for n in linear if n.rsplit(".", 1)[-1] in wanted)
+        }
+    )
     return "^(?:" + "|".join(patterns) + ")$"
 
 
@@ -206,7 +217,8 @@ def read_image_spec(path: str, image_size: int | None = None) -> dict[str, Any]:
         proc = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise ModelDirError(
-            f"no image processor in encoder.path={path!r} ({e}); the directory needs preprocessor_config.json "
+            f"no image processor in encoder.path={path!r} ({e}); "
+            "the directory needs preprocessor_config.json "
             "(save it with AutoProcessor.from_pretrained(<base>).save_pretrained(<dir>))"
         ) from None
     size = image_size
@@ -215,9 +227,14 @@ def read_image_spec(path: str, image_size: int | None = None) -> dict[str, Any]:
         src = crop or getattr(proc, "size", None) or {}
         size = src.get("height") or src.get("shortest_edge")
     if not size:
-        raise ModelDirError(f"cannot tell the input size from the image processor in {path!r}; set encoder.image_size")
-    return {"image_size": int(size), "mean": [float(x) for x in proc.image_mean],
-            "std": [float(x) for x in proc.image_std]}
+        raise ModelDirError(
+            f"cannot tell the input size from the image processor in {path!r}; set encoder.image_size"
+        )
+    return {
+        "image_size": int(size),
+        "mean": [float(x) for x in proc.image_mean],
+        "std": [float(x) for x in proc.image_std],
+    }
 
 
 class VisionEncoder(nn.Module):
@@ -226,8 +243,9 @@ class VisionEncoder(nn.Module):
     ``forward(pixel_values (B, 3, H, W) normalised with the processor's mean/std) -> EncoderOutput``.
     """
 
-    def __init__(self, family: EncoderFamily, vision_side: nn.Module, source: str,
-                 image_spec: dict[str, Any]) -> None:
+    def __init__(
+        self, family: EncoderFamily, vision_side: nn.Module, source: str, image_spec: dict[str, Any]
+    ) -> None:
         super().__init__()
         self.family = family
         self.backbone = vision_side  # becomes a peft PeftModel once LoRA is attached
@@ -261,14 +279,18 @@ class VisionEncoder(nn.Module):
             raise RuntimeError("the encoder already has a LoRA adapter")
         targets = list(lora_cfg.targets) or list(self.family.default_lora_targets)
         config = LoraConfig(
-            r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout, bias=lora_cfg.bias,
+            r=lora_cfg.r,
+            lora_alpha=lora_cfg.alpha,
+            lora_dropout=lora_cfg.dropout,
+            bias=lora_cfg.bias,
             target_modules=lora_target_regex(self.backbone, targets),
         )
         self.backbone = get_peft_model(self.backbone, config)
         self._remember_lora_trainable()
 
     def load_lora(self, adapter_dir: str | Path, trainable: bool = True) -> None:
-        """Attach a LoRA saved by ``save_lora`` (peft format: adapter_config.json + adapter_model.safetensors)."""
+        """Attach a LoRA saved by ``save_lora`` (peft format: adapter_config.json +
+        adapter_model.safetensors)."""
         from peft import PeftModel
 
         if self.has_lora:
@@ -286,7 +308,8 @@ class VisionEncoder(nn.Module):
         # stage can re-freeze/unfreeze the encoder later without re-deriving peft's rules.
         self._lora_trainable = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
         get_logger("genhancer.encoders").info(
-            "encoder LoRA: %d adapter tensors trainable", len(self._lora_trainable))
+            "encoder LoRA: %d adapter tensors trainable", len(self._lora_trainable)
+        )
 
     def set_trainable(self, mode: str) -> None:
         """frozen: nothing trains; lora: only the adapter (+ lora_only biases); full: everything."""

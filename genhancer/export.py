@@ -40,12 +40,16 @@ def _save_processor(base: str, out: Path) -> None:
         AutoProcessor.from_pretrained(base).save_pretrained(out)
         return
     except (OSError, ValueError, TypeError) as e:
-        log.warning("AutoProcessor could not load %s (%s); copying image processor and tokenizer separately", base, e)
+        log.warning(
+            "AutoProcessor could not load %s (%s); copying image processor and tokenizer separately", base, e
+        )
     try:
         AutoImageProcessor.from_pretrained(base).save_pretrained(out)
         AutoTokenizer.from_pretrained(base).save_pretrained(out)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"the base {base} has no loadable processor/tokenizer to ship with the export: {e}") from None
+        raise ModelDirError(
+            f"the base {base} has no loadable processor/tokenizer to ship with the export: {e}"
+        ) from None
 
 
 def _load_mmvp(path: str | Path) -> dict[str, Any]:
@@ -55,18 +59,26 @@ def _load_mmvp(path: str | Path) -> dict[str, Any]:
     return res
 
 
-def model_card(cfg: GenHancerConfig, base: str, stage_dir: Path, step: Any, mmvp: dict[str, Any] | None) -> str:
+def model_card(
+    cfg: GenHancerConfig, base: str, stage_dir: Path, step: Any, mmvp: dict[str, Any] | None
+) -> str:
     family = ENCODERS[cfg.encoder.family]
     lines = [
-        "---", "library_name: transformers", f"base_model: {base}", "tags: [genhancer, clip, vision-encoder]", "---",
+        "---",
+        "library_name: transformers",
+        f"base_model: {base}",
+        "tags: [genhancer, clip, vision-encoder]",
+        "---",
         "",
         f"# {cfg.name}: GenHancer-enhanced {family.full_model_class}",
         "",
-        f"The vision tower of `{base}` post-trained with GenHancer (arXiv 2503.19480): a lightweight denoiser "
+        f"The vision tower of `{base}` post-trained with GenHancer (arXiv 2503.19480): "
+        "a lightweight denoiser "
         "reconstructs each image from the encoder's global token only; stage 2 tunes the encoder through the "
         "frozen stage-1 denoiser with LoRA, merged here. The text tower is the base model's, unchanged.",
         "",
-        "| | |", "|---|---|",
+        "| | |",
+        "|---|---|",
         f"| base | `{base}` |",
         f"| family | {cfg.encoder.family} ({family.full_model_class}) |",
         f"| stage | {cfg.stage} |",
@@ -82,9 +94,16 @@ def model_card(cfg: GenHancerConfig, base: str, stage_dir: Path, step: Any, mmvp
         lines += ["## MMVP-VLM", "", "| pattern | score |", "|---|---|"]
         lines += [f"| {p} | {float(s):.1f} |" for p, s in mmvp["scores"].items()]
         lines += [f"| **average** | **{float(mmvp['average']):.1f}** |", ""]
-    lines += ["Load it like the base model:", "", "```python", "from transformers import AutoModel, AutoProcessor",
-              "model = AutoModel.from_pretrained('<this directory>')",
-              "processor = AutoProcessor.from_pretrained('<this directory>')", "```", ""]
+    lines += [
+        "Load it like the base model:",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoProcessor",
+        "model = AutoModel.from_pretrained('<this directory>')",
+        "processor = AutoProcessor.from_pretrained('<this directory>')",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -112,7 +131,8 @@ def randomise_update(peft_model: torch.nn.Module, seed: int) -> dict[str, float]
 
 
 def _randomise_biases(base_biases: dict[str, torch.Tensor], adapted: torch.nn.Module, seed: int) -> float:
-    """The bias half of the control: each bias the adapter changed moves by a random vector of the same norm."""
+    """The bias half of the control: each bias the adapter changed moves by a random vector of the same
+    norm."""
     gen = torch.Generator().manual_seed(seed + 1)
     total = 0.0
     for name, param in adapted.named_parameters():
@@ -126,8 +146,13 @@ def _randomise_biases(base_biases: dict[str, torch.Tensor], adapted: torch.nn.Mo
     return total**0.5
 
 
-def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
-                   mmvp_result: str | Path | None = None, random_update_seed: int | None = None) -> Path:
+def export_encoder(
+    run: str | Path,
+    out: str | Path,
+    base: str | None = None,
+    mmvp_result: str | Path | None = None,
+    random_update_seed: int | None = None,
+) -> Path:
     """Merge the stage's encoder LoRA into the base full model and write an HF directory at ``out``.
 
     ``random_update_seed``: write the *control* instead — the same base with a random update of the trained
@@ -138,7 +163,8 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
     stage_dir = resolve_stage_dir(run, what="--run")
     if not (stage_dir / LORA_DIR / "adapter_config.json").is_file():
         raise ModelDirError(
-            f"{stage_dir} has no {LORA_DIR}/adapter_config.json: it is a stage-1 output (the encoder was frozen, "
+            f"{stage_dir} has no {LORA_DIR}/adapter_config.json: "
+            "it is a stage-1 output (the encoder was frozen, "
             "nothing to export); export the stage-2 run instead"
         )
     cfg = load_genhancer_config(stage_dir / CONFIG_FILE)
@@ -154,7 +180,9 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
     if random_update_seed is not None:
         control = randomise_update(adapted, random_update_seed)
         control["bias"] = _randomise_biases(base_state, adapted.get_base_model(), random_update_seed)
-        log.info("control export: random update of the trained size (seed %d): %s", random_update_seed, control)
+        log.info(
+            "control export: random update of the trained size (seed %d): %s", random_update_seed, control
+        )
     merged = adapted.merge_and_unload()
     if isinstance(base_dtype, torch.dtype) and base_dtype in (torch.float16, torch.bfloat16):
         merged = merged.to(base_dtype)  # keep the base's storage dtype (text tower casts back losslessly)
@@ -166,11 +194,21 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
         merged.save_pretrained(tmp, safe_serialization=True)
         _save_processor(base, tmp)
         (tmp / "README.md").write_text(model_card(cfg, base, stage_dir, step, mmvp))
-        write_provenance(tmp, "genhancer-encoder", config=cfg, parents=[stage_dir, base],
-                         extra={"stage": cfg.stage, "step": step, "base": base,
-                                "mmvp_vlm_average": mmvp["average"] if mmvp else None,
-                                "control": None if control is None else
-                                {"kind": "random-update", "seed": random_update_seed, "norms": control}})
+        write_provenance(
+            tmp,
+            "genhancer-encoder",
+            config=cfg,
+            parents=[stage_dir, base],
+            extra={
+                "stage": cfg.stage,
+                "step": step,
+                "base": base,
+                "mmvp_vlm_average": mmvp["average"] if mmvp else None,
+                "control": None
+                if control is None
+                else {"kind": "random-update", "seed": random_update_seed, "norms": control},
+            },
+        )
     log.info("exported %s + %s -> %s", base, stage_dir / LORA_DIR, out)
     return Path(out)
 
@@ -178,20 +216,30 @@ def export_encoder(run: str | Path, out: str | Path, base: str | None = None,
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="stage-2 run directory (containing final/) or the final/ dir")
+    parser.add_argument(
+        "--run", required=True, help="stage-2 run directory (containing final/) or the final/ dir"
+    )
     parser.add_argument("--out", help="output HF directory (required unless --print-config)")
-    parser.add_argument("--base", default=None, help="base model dir/hub id (default: the config's encoder.path)")
+    parser.add_argument(
+        "--base", default=None, help="base model dir/hub id (default: the config's encoder.path)"
+    )
     parser.add_argument("--mmvp", default=None, help="an MMVP-VLM RESULT.json to quote in the model card")
-    parser.add_argument("--random-update", type=int, default=None, metavar="SEED",
-                        help="control: export a random update of the trained update's size instead")
+    parser.add_argument(
+        "--random-update",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="control: export a random update of the trained update's size instead",
+    )
     add_print_config_argument(parser, "the run's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
     if args.print_config:
         print_config_and_exit(load_genhancer_config(resolve_stage_dir(args.run, what="--run") / CONFIG_FILE))
     if not args.out:
         parser.error("the following arguments are required: --out")
-    out = export_encoder(args.run, args.out, base=args.base, mmvp_result=args.mmvp,
-                         random_update_seed=args.random_update)
+    out = export_encoder(
+        args.run, args.out, base=args.base, mmvp_result=args.mmvp, random_update_seed=args.random_update
+    )
     print(out)
     return 0
 

@@ -42,7 +42,9 @@ def sample_timesteps(
     return t.to(device) if device is not None else t
 
 
-def _gen_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device | str | None:
+def _gen_device(
+    generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.device | str | None:
     # A generator draws on its own device; draw there and move, so a CPU generator works for a GPU batch.
     return generator.device if generator is not None else device
 

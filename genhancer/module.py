@@ -11,8 +11,8 @@ Stage output directory (the only stage -> stage hand-off):
     genhancer.yaml            the resolved config
     conditioner.safetensors   GlobalTokenConditioner weights
     denoiser/                 the denoiser (diffusers save_pretrained, safetensors)
-    encoder_lora/             peft LoRA adapter of the encoder (adapter_config.json + adapter_model.safetensors),
-                              only when the stage attached one
+    encoder_lora/             peft LoRA adapter of the encoder (adapter_config.json +
+                              adapter_model.safetensors), only when the stage attached one
     provenance.json
 """
 
@@ -30,7 +30,7 @@ from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
 from genhancer.encoders import EncoderOutput, VisionEncoder
 from genhancer.latents import LatentSpace, build_latent_space
 from genhancer.stages import STAGES, StageSpec, apply_stage
-from genhancer.utils.config import dump_yaml
+from genhancer.utils.config import dump_yaml, load_yaml, to_dict
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger
@@ -48,8 +48,12 @@ def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
     """``directory`` if it is a stage output directory, else a ModelDirError naming the missing files."""
     d = Path(directory)
     if not d.is_dir():
-        raise ModelDirError(f"{what}={d} is not a directory; give a stage output directory such as <run>/final")
-    missing = [f for f in (CONFIG_FILE, CONDITIONER_FILE, f"{DENOISER_DIR}/config.json") if not (d / f).is_file()]
+        raise ModelDirError(
+            f"{what}={d} is not a directory; give a stage output directory such as <run>/final"
+        )
+    missing = [
+        f for f in (CONFIG_FILE, CONDITIONER_FILE, f"{DENOISER_DIR}/config.json") if not (d / f).is_file()
+    ]
     if missing:
         raise ModelDirError(
             f"{what}={d} is not a GenHancer stage output directory: missing {', '.join(missing)} "
@@ -67,10 +71,17 @@ def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
 
 
 class GenHancerModel(nn.Module):
-    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``, ``latent``."""
+    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``,
+    ``latent``."""
 
-    def __init__(self, cfg: GenHancerConfig, encoder: VisionEncoder, conditioner: GlobalTokenConditioner,
-                 denoiser: Denoiser, latent: LatentSpace) -> None:
+    def __init__(
+        self,
+        cfg: GenHancerConfig,
+        encoder: VisionEncoder,
+        conditioner: GlobalTokenConditioner,
+        denoiser: Denoiser,
+        latent: LatentSpace,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
@@ -81,11 +92,13 @@ class GenHancerModel(nn.Module):
     # -- construction -------------------------------------------------------------------------------
     @classmethod
     def build(cls, cfg: GenHancerConfig) -> GenHancerModel:
-        """Model for training ``cfg.stage``: fresh, or from ``cfg.init_from``; stage applied (requires_grad set)."""
+        """Model for training ``cfg.stage``: fresh, or from ``cfg.init_from``; stage applied (requires_grad
+        set)."""
         spec = STAGES[cfg.stage]
         if spec.needs_init_from and not cfg.init_from:
             raise ConfigError(
-                f"stage {cfg.stage!r} starts from a stage-1 output directory: set init_from=<stage-1 run>/final"
+                f"stage {cfg.stage!r} starts from a stage-1 output directory: "
+                "set init_from=<stage-1 run>/final"
             )
         init_dir = check_stage_dir(cfg.init_from) if cfg.init_from else None
         if init_dir is not None:
@@ -104,7 +117,9 @@ class GenHancerModel(nn.Module):
         return model.eval()
 
     @classmethod
-    def _assemble(cls, cfg: GenHancerConfig, weights_dir: Path | None, lora_trainable: bool) -> GenHancerModel:
+    def _assemble(
+        cls, cfg: GenHancerConfig, weights_dir: Path | None, lora_trainable: bool
+    ) -> GenHancerModel:
         check_latent_space(cfg.denoiser.type, cfg.latent.space)
         encoder = VisionEncoder.load(cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size)
         latent = build_latent_space(cfg.latent)
@@ -115,8 +130,11 @@ class GenHancerModel(nn.Module):
         else:
             denoiser = family.from_pretrained(weights_dir / DENOISER_DIR, cfg, latent)
         conditioner = GlobalTokenConditioner(
-            global_dim=encoder.global_dim, pooled_dim=denoiser.pooled_dim, context_dim=denoiser.context_dim,
-            patch_dim=encoder.patch_dim, hidden_mult=cfg.conditioning.hidden_mult,
+            global_dim=encoder.global_dim,
+            pooled_dim=denoiser.pooled_dim,
+            context_dim=denoiser.context_dim,
+            patch_dim=encoder.patch_dim,
+            hidden_mult=cfg.conditioning.hidden_mult,
             local_token_fraction=cfg.conditioning.local_token_fraction,
             zero_condition=cfg.conditioning.zero_condition,
         )
@@ -136,8 +154,9 @@ class GenHancerModel(nn.Module):
         return dict(self.encoder.image_spec)
 
     # -- compute ------------------------------------------------------------------------------------
-    def condition(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(
+        self, pixel_values: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """pixel_values (B, 3, H, W), processor-normalised -> (pooled (B, P), context (B, T, J))."""
         if any(p.requires_grad for p in self.encoder.parameters()):
             tokens = self._encode(pixel_values)
@@ -156,25 +175,33 @@ class GenHancerModel(nn.Module):
         """True when the conditioner appends local (patch) tokens: the local_token_fraction ablation."""
         return self.conditioner.local_proj is not None
 
-    def forward(self, pixel_values: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, *, global_token: torch.Tensor | None = None,
-                patch_tokens: torch.Tensor | None = None, latent_input: torch.Tensor | None = None
-                ) -> dict[str, Any]:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        global_token: torch.Tensor | None = None,
+        patch_tokens: torch.Tensor | None = None,
+        latent_input: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         """Training loss, from pixels or from a stage-1 cache's precomputed features.
 
-        Pixels: pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target (B, 3, H', W')
-        in [-1, 1] (the same crop). Precomputed (``cache_features`` of the same crop): global_token (B, D),
-        patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what ``latent.encode_for_cache`` gave);
-        only with a frozen encoder. Either way the generator is drawn in the same order, so the same crop and
-        generator give the same loss. Returns {"loss": scalar tensor, "t_mean": float}.
+        Pixels: pixel_values (B, 3, H, W) normalised with the encoder processor's mean/std; target
+        (B, 3, H', W') in [-1, 1] (the same crop). Precomputed (``cache_features`` of the same crop):
+        global_token (B, D), patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what
+        ``latent.encode_for_cache`` gave); only with a frozen encoder. Either way the generator is drawn in
+        the same order, so the same crop and generator give the same loss. Returns {"loss": scalar tensor,
+        "t_mean": float}.
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
             latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
         else:
             self._check_precomputed_allowed()
-            pooled, context = self.conditioner(global_token, patch_tokens if self.uses_patch_tokens else None,
-                                               generator)
+            pooled, context = self.conditioner(
+                global_token, patch_tokens if self.uses_patch_tokens else None, generator
+            )
             latents = self.latent.from_cache(latent_input, generator)
         return self.denoiser.training_loss(latents, pooled, context, generator)
 
@@ -197,8 +224,13 @@ class GenHancerModel(nn.Module):
             )
 
     @torch.no_grad()
-    def reconstruct(self, pixel_values: torch.Tensor, steps: int | None = None,
-                    generator: torch.Generator | None = None, image_size: int | None = None) -> torch.Tensor:
+    def reconstruct(
+        self,
+        pixel_values: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        image_size: int | None = None,
+    ) -> torch.Tensor:
         """What the denoiser imagines from each image's global token: (B, 3, S, S) in about [-1, 1]."""
         pooled, context = self.condition(pixel_values, generator)
         _, h, w = self.latent.latent_shape(image_size or self.encoder.image_spec["image_size"])
@@ -208,8 +240,11 @@ class GenHancerModel(nn.Module):
     # -- state --------------------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """{name: tensor} of every trainable parameter: CPU copies, contiguous, no shared storage."""
-        return {n: p.detach().to("cpu", copy=True).contiguous()
-                for n, p in self.named_parameters() if p.requires_grad}
+        return {
+            n: p.detach().to("cpu", copy=True).contiguous()
+            for n, p in self.named_parameters()
+            if p.requires_grad
+        }
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of ``trainable_state_dict``; the key sets must match exactly."""
@@ -218,12 +253,15 @@ class GenHancerModel(nn.Module):
         if missing or unexpected:
             raise ModelDirError(
                 f"checkpoint does not fit this model/stage: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) — was it saved by another stage/config?"
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}) "
+                "— was it saved by another stage/config?"
             )
         with torch.no_grad():
             for name, p in params.items():
                 if state[name].shape != p.shape:
-                    raise ModelDirError(f"checkpoint tensor {name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}")
+                    raise ModelDirError(
+                        f"checkpoint tensor {name}: shape {tuple(state[name].shape)} != {tuple(p.shape)}"
+                    )
                 p.copy_(state[name])
 
     def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -233,15 +271,25 @@ class GenHancerModel(nn.Module):
 
         out_dir = Path(out_dir)
         with atomic_directory(out_dir) as tmp:
-            save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.conditioner.state_dict().items()},
-                      str(tmp / CONDITIONER_FILE))
+            save_file(
+                {
+                    k: v.detach().to("cpu", copy=True).contiguous()
+                    for k, v in self.conditioner.state_dict().items()
+                },
+                str(tmp / CONDITIONER_FILE),
+            )
             self.denoiser.save_pretrained(tmp / DENOISER_DIR)
             if self.encoder.has_lora:
                 self.encoder.save_lora(tmp / LORA_DIR)
             dump_yaml(self.cfg, tmp / CONFIG_FILE)
             parents = [p for p in (self.cfg.encoder.path, self.cfg.init_from) if p]
-            write_provenance(tmp, "genhancer-stage", config=self.cfg, parents=parents,
-                             extra={"stage": self.cfg.stage, **(extra or {})})
+            write_provenance(
+                tmp,
+                "genhancer-stage",
+                config=self.cfg,
+                parents=parents,
+                extra={"stage": self.cfg.stage, **(extra or {})},
+            )
         get_logger("genhancer.module").info("saved stage %s output to %s", self.cfg.stage, out_dir)
         return out_dir
 
@@ -254,19 +302,25 @@ def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
         conditioner.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelDirError(
-            f"{path} does not fit the configured conditioner (conditioning.* or the encoder differ from the run "
+            f"{path} does not fit the configured conditioner "
+            "(conditioning.* or the encoder differ from the run "
             f"that wrote it): {str(e).splitlines()[0]}"
         ) from None
 
 
 def _warn_on_architecture_drift(cfg: GenHancerConfig, init_dir: Path) -> None:
-    from genhancer.utils.config import load_yaml, to_dict
-
     saved = load_yaml(init_dir / CONFIG_FILE)
     now = to_dict(cfg)
-    drift = [f"{s}.{k}" for s in _MODEL_SECTIONS for k in now.get(s, {})
-             if s in saved and isinstance(saved[s], dict) and saved[s].get(k) != now[s][k]]
+    drift = [
+        f"{s}.{k}"
+        for s in _MODEL_SECTIONS
+        for k in now.get(s, {})
+        if s in saved and isinstance(saved[s], dict) and saved[s].get(k) != now[s][k]
+    ]
     if drift:
         get_logger("genhancer.module").warning(
             "config differs from %s/%s in %s; the saved weights decide the architecture",
-            init_dir, CONFIG_FILE, ", ".join(drift))
+            init_dir,
+            CONFIG_FILE,
+            ", ".join(drift),
+        )

@@ -13,7 +13,7 @@ from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
-from genhancer.utils.fsio import read_jsonl
+from genhancer.utils.fsio import read_json, read_jsonl
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
@@ -55,8 +55,16 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
         ax.grid(alpha=0.3)
         ips = [r["images_per_s"] for r in rows if r.get("images_per_s")]
         if ips:
-            ax.text(0.98, 0.95, f"{sorted(ips)[len(ips) // 2]:.0f} img/s", transform=ax.transAxes,
-                    ha="right", va="top", fontsize=8, color="0.4")
+            ax.text(
+                0.98,
+                0.95,
+                f"{sorted(ips)[len(ips) // 2]:.0f} img/s",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="0.4",
+            )
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)
@@ -67,8 +75,6 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
 
 
 def _label(run: Path) -> str:
-    from genhancer.utils.fsio import read_json
-
     summary = run / "summary.json"
     stage = read_json(summary).get("stage") if summary.is_file() else None
     return f"{run.name} ({stage})" if stage and stage != run.name else run.name

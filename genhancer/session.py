@@ -1,4 +1,5 @@
-"""The accelerate + DeepSpeed session of one training run: ``with training_session(cfg.train) as session: ...``.
+"""The accelerate + DeepSpeed session of one training run:
+``with training_session(cfg.train) as session: ...``.
 
 Entering: the launcher variables a plain ``python`` process lacks are filled in (DeepSpeed would look for
 MPI otherwise), accelerate's process-wide state starts clean, and the ``Accelerator`` gets a
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 
 from genhancer.utils.deepspeed import (
     deepspeed_config,
@@ -39,8 +41,6 @@ class ProcessGroup:
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
-        import torch.distributed as dist
-
         self.device = torch.device(device)  # nccl reduces device tensors, gloo CPU ones
         self._dist = dist if dist.is_available() and dist.is_initialized() else None
         self.rank = self._dist.get_rank() if self._dist else 0

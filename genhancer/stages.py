@@ -1,4 +1,5 @@
-"""Stages are data: a ``StageSpec`` says what trains and what a stage starts from; ``apply_stage`` enforces it.
+"""Stages are data: a ``StageSpec`` says what trains and what a stage starts from; ``apply_stage`` enforces
+it.
 
 | stage      | conditioner | denoiser | encoder | starts from                     |
 |------------|-------------|----------|---------|---------------------------------|
@@ -20,6 +21,8 @@ from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from genhancer.module import GenHancerModel
 
 EncoderMode = Literal["frozen", "lora", "full"]
@@ -46,21 +49,53 @@ class StageSpec:
 
 
 STAGES: Registry[StageSpec] = Registry("stage")
-STAGES.register("stage1", StageSpec(
-    "stage1", trains_conditioner=True, trains_denoiser=True, encoder="frozen", needs_init_from=False,
-    description="denoiser + projectors learn to reconstruct from the frozen encoder's global token"))
-STAGES.register("stage2", StageSpec(
-    "stage2", trains_conditioner=False, trains_denoiser=False, encoder="lora", needs_init_from=True,
-    description="LoRA on the encoder, tuned through the frozen stage-1 denoiser + projectors"))
-STAGES.register("stage2-all", StageSpec(
-    "stage2-all", trains_conditioner=True, trains_denoiser=True, encoder="lora", needs_init_from=True,
-    description="stage-2 variant: LoRA + denoiser + projectors all train"))
-STAGES.register("end-to-end", StageSpec(
-    "end-to-end", trains_conditioner=True, trains_denoiser=True, encoder="lora", needs_init_from=False,
-    description="one stage: encoder LoRA together with a fresh denoiser (the paper's worse baseline)"))
+STAGES.register(
+    "stage1",
+    StageSpec(
+        "stage1",
+        trains_conditioner=True,
+        trains_denoiser=True,
+        encoder="frozen",
+        needs_init_from=False,
+        description="denoiser + projectors learn to reconstruct from the frozen encoder's global token",
+    ),
+)
+STAGES.register(
+    "stage2",
+    StageSpec(
+        "stage2",
+        trains_conditioner=False,
+        trains_denoiser=False,
+        encoder="lora",
+        needs_init_from=True,
+        description="LoRA on the encoder, tuned through the frozen stage-1 denoiser + projectors",
+    ),
+)
+STAGES.register(
+    "stage2-all",
+    StageSpec(
+        "stage2-all",
+        trains_conditioner=True,
+        trains_denoiser=True,
+        encoder="lora",
+        needs_init_from=True,
+        description="stage-2 variant: LoRA + denoiser + projectors all train",
+    ),
+)
+STAGES.register(
+    "end-to-end",
+    StageSpec(
+        "end-to-end",
+        trains_conditioner=True,
+        trains_denoiser=True,
+        encoder="lora",
+        needs_init_from=False,
+        description="one stage: encoder LoRA together with a fresh denoiser (the paper's worse baseline)",
+    ),
+)
 
 
-def count_parameters(module) -> dict[str, int]:  # noqa: ANN001 - any nn.Module
+def count_parameters(module: nn.Module) -> dict[str, int]:
     """{"trainable": n, "frozen": n} over unique parameters (shared tensors counted once)."""
     seen: set[int] = set()
     trainable = frozen = 0
@@ -97,7 +132,9 @@ def apply_stage(model: GenHancerModel, spec: StageSpec) -> dict[str, int]:
     log = get_logger("genhancer.stages")
     log.info(
         "stage %s: %s trainable / %s frozen parameters (%s)",
-        spec.name, f"{counts['trainable']:,}", f"{counts['frozen']:,}",
+        spec.name,
+        f"{counts['trainable']:,}",
+        f"{counts['frozen']:,}",
         ", ".join(f"{k} {v['trainable']:,}/{v['trainable'] + v['frozen']:,}" for k, v in parts.items()),
     )
     return counts

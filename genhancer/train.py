@@ -1,4 +1,5 @@
-"""Train one GenHancer stage: ``python -m genhancer.train --config configs/genhancer/toy.yaml [key.sub=value ...]``.
+"""Train one GenHancer stage:
+``python -m genhancer.train --config configs/genhancer/toy.yaml [key.sub=value ...]``.
 
     python -m genhancer.train --config configs/genhancer/toy.yaml train.run_dir=runs/toy/stage1
     python -m genhancer.train --config configs/genhancer/toy.yaml stage=stage2 \
@@ -12,9 +13,9 @@ a plain ``python`` run needs no launcher variables). The loop: a torch AdamW, co
 gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory gets the resolved
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
-(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues from ``checkpoints/latest``: weights, optimizer,
-scheduler, RNG and data position. A non-finite loss stops the run before the bad update is applied; the
-last good checkpoint stays as it was.
+(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
+from ``checkpoints/latest``: weights, optimizer, scheduler, RNG and data position. A non-finite loss stops
+the run before the bad update is applied; the last good checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from genhancer.utils.config import dump_yaml
 from genhancer.utils.errors import ConfigError, UserError
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger, progress
+from genhancer.utils.provenance import read_provenance
 
 log = get_logger("genhancer.train")
 
@@ -155,16 +157,25 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     """The model (built, prepared), AdamW, the warmup schedule and this rank's batches."""
     from transformers import get_constant_schedule_with_warmup
 
-    from genhancer.module import GenHancerModel
+    from genhancer.module import GenHancerModel  # local: heavy (pulls transformers, diffusers)
 
     schedule, group = cfg.current_schedule, session.group
     if group.is_main:
         Path(cfg.train.run_dir).mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, Path(cfg.train.run_dir) / "config.yaml")
-    log.info("stage %s: %d steps, lr %g, warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
-             cfg.stage, schedule.steps, schedule.lr, schedule.warmup_steps, cfg.train.batch_size,
-             group.world_size, cfg.train.grad_accum, session.device, session.zero_stage or "off",
-             session.accelerator.mixed_precision)
+    log.info(
+        "stage %s: %d steps, lr %g, warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
+        cfg.stage,
+        schedule.steps,
+        schedule.lr,
+        schedule.warmup_steps,
+        cfg.train.batch_size,
+        group.world_size,
+        cfg.train.grad_accum,
+        session.device,
+        session.zero_stage or "off",
+        session.accelerator.mixed_precision,
+    )
     # the same seed on every rank while building, so fresh modules start identical everywhere
     torch.manual_seed(cfg.train.seed)
     with session.building():
@@ -172,15 +183,24 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=schedule.lr, betas=tuple(cfg.train.betas),
-                                  weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=schedule.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay
+    )
     # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)
     model, optimizer = session.accelerator.prepare(model, optimizer)
     stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
-    return _Run(cfg, session, model, session.accelerator.unwrap_model(model), optimizer, scheduler, stream,
-                lineage=_lineage(cfg))
+    return _Run(
+        cfg,
+        session,
+        model,
+        session.accelerator.unwrap_model(model),
+        optimizer,
+        scheduler,
+        stream,
+        lineage=_lineage(cfg),
+    )
 
 
 def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> ImageStream:
@@ -188,8 +208,15 @@ def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> 
     ``epoch``, ``skipped``) of ``Batch``es — images cropped and normalised for the encoder, or the stage-1
     feature cache (``cache.enabled`` with a frozen encoder; built here on first use)."""
     group = session.group
-    return training_stream(cfg, model, rank=group.rank, world_size=group.world_size, barrier=group.barrier,
-                           device=session.device, input_dtype=session.input_dtype)
+    return training_stream(
+        cfg,
+        model,
+        rank=group.rank,
+        world_size=group.world_size,
+        barrier=group.barrier,
+        device=session.device,
+        input_dtype=session.input_dtype,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -201,8 +228,12 @@ def _resume(run: _Run) -> None:
         torch.manual_seed(cfg.train.seed + group.rank)  # per-rank noise from here on
         return
     _check_lineage(source, run.lineage)
-    ck = read_checkpoint(source, rank=group.rank, world_size=group.world_size,
-                         optimizer_fallback=session.optimizer_state(run.optimizer))
+    ck = read_checkpoint(
+        source,
+        rank=group.rank,
+        world_size=group.world_size,
+        optimizer_fallback=session.optimizer_state(run.optimizer),
+    )
     with session.gathered(run.trainable, modifier_rank=0):
         run.inner.load_trainable_state_dict(ck["model"])
     session.load_optimizer_state(run.optimizer, ck["rank"]["optimizer"])
@@ -210,8 +241,13 @@ def _resume(run: _Run) -> None:
     run.stream.load_state_dict(ck["rank"]["data"])
     set_rng_state(ck["rank"]["rng"])
     run.step, run.resumed_from = int(ck["meta"]["step"]), source
-    log.info("resumed from %s at step %d (data epoch %d, index %d)", source, run.step, run.stream.epoch,
-             run.stream.index)
+    log.info(
+        "resumed from %s at step %d (data epoch %d, index %d)",
+        source,
+        run.step,
+        run.stream.epoch,
+        run.stream.index,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- loop
@@ -233,7 +269,9 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
     for _ in range(accum):
         batch = next(batches)
         if samples is not None:
-            samples.write(json.dumps({"step": run.step + 1, "rank": run.session.group.rank, "keys": batch.keys}) + "\n")
+            samples.write(
+                json.dumps({"step": run.step + 1, "rank": run.session.group.rank, "keys": batch.keys}) + "\n"
+            )
             samples.flush()
         with accelerator.accumulate(run.model):
             loss = _loss(run, batch)
@@ -250,7 +288,8 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
 
 
 def _loss(run: _Run, batch: Batch) -> torch.Tensor:
-    """The flow-matching loss [] of one micro-batch: pixels (encoder input + target crop), or cached features."""
+    """The flow-matching loss [] of one micro-batch: pixels (encoder input + target crop), or cached
+    features."""
     return run.model(**batch.model_inputs(run.session.device, run.session.input_dtype))["loss"]
 
 
@@ -266,7 +305,9 @@ class _Report:
 
             self.tb = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step if run.step else None)
             closing.callback(self.tb.close)
-        self.bar = progress(total=run.steps, initial=run.step, desc=f"{run.cfg.name}/{run.cfg.stage}", unit="step")
+        self.bar = progress(
+            total=run.steps, initial=run.step, desc=f"{run.cfg.name}/{run.cfg.stage}", unit="step"
+        )
         self.loss, self.window, self.loop = RunningMean(), Throughput(), Throughput()
         self.last_loss, self.train_s = float("nan"), 0.0
 
@@ -282,10 +323,15 @@ class _Report:
         run = self.run
         self.last_loss = run.session.group.mean(self.loss.mean)
         record = {
-            "step": run.step, "loss": self.last_loss, "lr": run.scheduler.get_last_lr()[0],
-            "images_per_s": self.window.rate, "images_seen": run.images_seen,
+            "step": run.step,
+            "loss": self.last_loss,
+            "lr": run.scheduler.get_last_lr()[0],
+            "images_per_s": self.window.rate,
+            "images_seen": run.images_seen,
             "grad_norm": None if grad_norm is None else float(grad_norm),
-            "epoch": run.stream.epoch, "skipped_images": run.stream.skipped, "time": time.time(),
+            "epoch": run.stream.epoch,
+            "skipped_images": run.stream.skipped,
+            "time": time.time(),
         }
         if self.tb is not None:  # rank 0
             with (run.run_dir / "metrics.jsonl").open("a") as f:
@@ -311,7 +357,9 @@ def _sample_log(run: _Run, closing: ExitStack) -> IO[str] | None:
     if not run.cfg.train.debug_log_samples:
         return None
     (run.run_dir / "debug").mkdir(parents=True, exist_ok=True)
-    return closing.enter_context((run.run_dir / "debug" / f"samples-rank{run.session.group.rank:05d}.jsonl").open("a"))
+    return closing.enter_context(
+        (run.run_dir / "debug" / f"samples-rank{run.session.group.rank:05d}.jsonl").open("a")
+    )
 
 
 def _save(run: _Run) -> Path:
@@ -322,16 +370,28 @@ def _save(run: _Run) -> Path:
         with session.gathered(run.trainable):
             return {k: v.detach().clone() for k, v in run.inner.trainable_state_dict().items()}
 
-    writer = CheckpointWriter(run.ckpt_root, rank=group.rank, world_size=group.world_size,
-                              keep=run.cfg.train.keep_checkpoints, barrier=group.barrier)
+    writer = CheckpointWriter(
+        run.ckpt_root,
+        rank=group.rank,
+        world_size=group.world_size,
+        keep=run.cfg.train.keep_checkpoints,
+        barrier=group.barrier,
+    )
     path = writer.write(
         run.step,
-        meta={"stage": run.cfg.stage, "zero_stage": session.zero_stage, "images_seen": run.images_seen,
-              "lineage": run.lineage},
+        meta={
+            "stage": run.cfg.stage,
+            "zero_stage": session.zero_stage,
+            "images_seen": run.images_seen,
+            "lineage": run.lineage,
+        },
         model_state=model_state,
         scheduler_state=run.scheduler.state_dict(),
-        rank_state={"optimizer": session.optimizer_state(run.optimizer), "rng": rng_state(),
-                    "data": run.stream.state_dict()},
+        rank_state={
+            "optimizer": session.optimizer_state(run.optimizer),
+            "rng": rng_state(),
+            "data": run.stream.state_dict(),
+        },
     )
     log.info("checkpoint %s", path)
     return path
@@ -347,13 +407,19 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
             run.inner.save_pretrained(final, extra={"steps": run.step, "run_dir": str(run.run_dir)})
     group.barrier()
     summary = {
-        "stage": run.cfg.stage, "steps": run.step,
+        "stage": run.cfg.stage,
+        "steps": run.step,
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
-        "world_size": group.world_size, "zero_stage": session.zero_stage,
-        "mixed_precision": session.accelerator.mixed_precision, "batch_per_step": run.images_per_step,
-        "wall_s": time.time() - t_start, "train_s": report.train_s, "images_per_s": report.images_per_s,
+        "world_size": group.world_size,
+        "zero_stage": session.zero_stage,
+        "mixed_precision": session.accelerator.mixed_precision,
+        "batch_per_step": run.images_per_step,
+        "wall_s": time.time() - t_start,
+        "train_s": report.train_s,
+        "images_per_s": report.images_per_s,
         "final_loss": report.last_loss if math.isfinite(report.last_loss) else None,
-        "skipped_images": int(group.sum(run.stream.skipped)), "final": str(final),
+        "skipped_images": int(group.sum(run.stream.skipped)),
+        "final": str(final),
     }
     if group.is_main:
         write_json(run.run_dir / "summary.json", summary)
@@ -384,21 +450,26 @@ def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:
         return latest_checkpoint(ckpt_root)
     path = Path(choice)
     if not (path / "meta.json").is_file():
-        raise ConfigError(f"train.resume: {choice!r} is not a checkpoint directory (expected meta.json inside); "
-                          "use auto, never or a checkpoints/step-NNNNNN path")
+        raise ConfigError(
+            f"train.resume: {choice!r} is not a checkpoint directory (expected meta.json inside); "
+            "use auto, never or a checkpoints/step-NNNNNN path"
+        )
     return path
 
 
 def _lineage(cfg: GenHancerConfig) -> dict[str, Any]:
     """What a checkpoint was trained from: its stage and the stage-1 output it started from (if any)."""
-    from genhancer.module import resolve_stage_dir
-    from genhancer.utils.provenance import read_provenance
+    from genhancer.module import resolve_stage_dir  # local: heavy (pulls transformers, diffusers)
 
     parent = None
     if cfg.init_from:
         d = resolve_stage_dir(cfg.init_from, what="init_from")
         prov = read_provenance(d) or {}
-        parent = {"path": str(d.resolve()), "created": prov.get("created"), "config_hash": prov.get("config_hash")}
+        parent = {
+            "path": str(d.resolve()),
+            "created": prov.get("created"),
+            "config_hash": prov.get("config_hash"),
+        }
     return {"stage": cfg.stage, "init_from": parent}
 
 
@@ -410,7 +481,8 @@ def _check_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
         return
     raise ConfigError(
         f"{checkpoint} was trained from {saved}, but this run starts from {lineage}; "
-        f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) to start afresh"
+        f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) "
+        "to start afresh"
     )
 
 
@@ -418,7 +490,9 @@ def _trim_metrics(path: Path, step: int) -> None:
     """A resumed run drops metric lines from after its checkpoint (the crashed tail is recomputed)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -37,7 +37,8 @@ KMEANS_WEIGHTS = "model.safetensors"
 
 # --------------------------------------------------------------------------------------------- tokenizers
 class VQTokenizer(nn.Module):
-    """An image <-> token-grid codec. ``downsample``: pixels per token side; ``codebook_size``: number of codes."""
+    """An image <-> token-grid codec. ``downsample``: pixels per token side; ``codebook_size``: number of
+    codes."""
 
     codebook_size: int
     downsample: int
@@ -109,7 +110,9 @@ class PatchKMeansTokenizer(VQTokenizer):
     def __init__(self, codebook: torch.Tensor, patch_size: int) -> None:
         super().__init__()
         if codebook.ndim != 2 or codebook.shape[1] != 3 * patch_size * patch_size:
-            raise ModelDirError(f"codebook of shape {tuple(codebook.shape)} does not fit patch size {patch_size}")
+            raise ModelDirError(
+                f"codebook of shape {tuple(codebook.shape)} does not fit patch size {patch_size}"
+            )
         self.register_buffer("codebook", codebook.float().contiguous())
         self.codebook_size = int(codebook.shape[0])
         self.downsample = int(patch_size)
@@ -122,7 +125,9 @@ class PatchKMeansTokenizer(VQTokenizer):
         cfg = _read_tokenizer_config(d)
         weights = d / KMEANS_WEIGHTS
         if not weights.is_file():
-            raise ModelDirError(f"{d} has no {KMEANS_WEIGHTS} (a PatchKMeansTokenizer directory holds the codebook)")
+            raise ModelDirError(
+                f"{d} has no {KMEANS_WEIGHTS} (a PatchKMeansTokenizer directory holds the codebook)"
+            )
         return cls(load_file(str(weights))["codebook"], int(cfg["patch_size"]))
 
     def save_pretrained(self, directory: str | Path, extra_config: dict[str, Any] | None = None) -> None:
@@ -131,8 +136,15 @@ class PatchKMeansTokenizer(VQTokenizer):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save_file({"codebook": self.codebook.detach().cpu().contiguous()}, str(d / KMEANS_WEIGHTS))
-        write_json(d / CONFIG_FILE, {"_class_name": "PatchKMeansTokenizer", "patch_size": self.downsample,
-                                     "codebook_size": self.codebook_size, **(extra_config or {})})
+        write_json(
+            d / CONFIG_FILE,
+            {
+                "_class_name": "PatchKMeansTokenizer",
+                "patch_size": self.downsample,
+                "codebook_size": self.codebook_size,
+                **(extra_config or {}),
+            },
+        )
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, h*w, 3*p*p) non-overlapping patches in row-major order."""
@@ -171,7 +183,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 65536) ->
 
 
 def _read_tokenizer_config(d: Path) -> dict[str, Any]:
-    return read_json(d / CONFIG_FILE, ModelDirError, missing=f"{d} is not a VQ tokenizer directory (no {CONFIG_FILE})")
+    return read_json(
+        d / CONFIG_FILE, ModelDirError, missing=f"{d} is not a VQ tokenizer directory (no {CONFIG_FILE})"
+    )
 
 
 def _tokenizer_config(path: str, subfolder: str | None) -> dict[str, Any]:
@@ -183,9 +197,10 @@ def _tokenizer_config(path: str, subfolder: str | None) -> dict[str, Any]:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(path, CONFIG_FILE, subfolder=subfolder)).read_text())
-    except Exception as e:  # noqa: BLE001 - any hub/cache failure is one user-facing message
+    except Exception as e:  # any hub/cache failure is one user-facing message
         raise ModelDirError(
-            f"latent.vae_path={path!r}{f' (subfolder {subfolder})' if subfolder else ''} is neither a local VQ "
+            f"latent.vae_path={path!r}{f' (subfolder {subfolder})' if subfolder else ''} "
+            "is neither a local VQ "
             f"tokenizer directory nor a hub repository available here ({type(e).__name__}: {e})"
         ) from None
 
@@ -226,17 +241,22 @@ class VqSpace(LatentSpace):
         if not latent_cfg.vae_path:
             raise ConfigError(
                 "latent.space=vq needs latent.vae_path: a VQ tokenizer directory (diffusers VQModel, e.g. "
-                "amused/amused-256 with latent.vae_subfolder=vqvae, or one written by `python -m toyworld train-vq`)"
+                "amused/amused-256 with latent.vae_subfolder=vqvae, "
+                "or one written by `python -m toyworld train-vq`)"
             )
         if latent_cfg.patch_size != 1:
-            raise ConfigError(f"latent.space=vq: one token is one code, so latent.patch_size must be 1 "
-                              f"(got {latent_cfg.patch_size})")
+            raise ConfigError(
+                f"latent.space=vq: one token is one code, so latent.patch_size must be 1 "
+                f"(got {latent_cfg.patch_size})"
+            )
         return cls(load_tokenizer(latent_cfg.vae_path, latent_cfg.vae_subfolder))
 
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         if image_size % self.downsample:
-            raise ConfigError(f"image size {image_size} must be divisible by the VQ tokenizer's downsampling "
-                              f"{self.downsample}")
+            raise ConfigError(
+                f"image size {image_size} must be divisible by the VQ tokenizer's downsampling "
+                f"{self.downsample}"
+            )
         return 1, image_size // self.downsample, image_size // self.downsample
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,1 +1,2 @@
-"""LLaVA-1.5-style integration: any encoder directory + any causal LM -> an HF LlavaForConditionalGeneration."""
+"""LLaVA-1.5-style integration: any encoder directory + any causal LM -> an HF
+LlavaForConditionalGeneration."""

@@ -13,7 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genhancer.utils.provenance import write_provenance
+from llava_integration.build import stop_token_ids
 from llava_integration.config import LlavaTrainConfig
 from llava_integration.stages import lora_config
 
@@ -22,8 +25,6 @@ def export(
     trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, out: Path, extra: dict[str, Any]
 ) -> Path:
     """Write the trained model as a plain HF LLaVA directory (LoRA merged). Every rank must call this."""
-    import torch
-
     tmp = out.parent / f".partial-{out.name}"
     if trainer.is_world_process_zero() and tmp.exists():
         shutil.rmtree(tmp)
@@ -71,8 +72,6 @@ def _complete(
 ) -> None:
     """Main process: generation config (stop tokens), processor, ``use_cache``, provenance."""
     from transformers import GenerationConfig
-
-    from llava_integration.build import stop_token_ids
 
     stage = cfg.stage_config()
     (tmp / "training_args.bin").unlink(missing_ok=True)

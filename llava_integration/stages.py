@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genhancer.utils.errors import ModelDirError
 from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
@@ -79,8 +81,6 @@ def apply_stage(model: Any, spec: StageSpec, lora: bool) -> dict[str, dict[str, 
 
 def lora_target_regex(model: Any) -> str:
     """Every linear layer of the language model (not the vision tower, not the projector, not lm_head)."""
-    import torch
-
     leaves = sorted(
         {
             n.rsplit(".", 1)[-1]

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, load_config, to_dict
 from genhancer.utils.deepspeed import (
@@ -39,9 +41,12 @@ from genhancer.utils.deepspeed import (
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.logging import get_logger
+from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
+from llava_integration.data import LlavaCollator, LlavaDataset, ModalityLengthGroupedSampler
 from llava_integration.export import export
 from llava_integration.stages import STAGES, StageSpec, apply_stage, lora_config, part_of, stage_dirs
+from llava_integration.templates import get_template
 
 log = get_logger("llava_integration.train")
 
@@ -49,7 +54,6 @@ log = get_logger("llava_integration.train")
 def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
     """TrainingArguments for the stage. [IMPORTANT] create them *before* ``from_pretrained``: with a ZeRO-3
     config this registers DeepSpeed so the model is built partitioned (``zero.Init``)."""
-    import torch
     from transformers import TrainingArguments
     from transformers.integrations.integration_utils import is_tensorboard_available
 
@@ -58,10 +62,14 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
     precision = resolve_mixed_precision(cfg.train.precision, use_cpu=use_cpu)
     report_to = list(cfg.train.report_to)
     if "tensorboard" in report_to and not is_tensorboard_available():
-        log.warning("tensorboard is not installed: not writing tensorboard events (metrics.jsonl still written)")
+        log.warning(
+            "tensorboard is not installed: not writing tensorboard events (metrics.jsonl still written)"
+        )
         report_to.remove("tensorboard")
     ds = None
-    if stage.deepspeed:  # the Trainer fills the batch/precision "auto"s and the bucket sizes from the LLM's width
+    if (
+        stage.deepspeed
+    ):  # the Trainer fills the batch/precision "auto"s and the bucket sizes from the LLM's width
         ds = deepspeed_config(stage.deepspeed, key=f"{cfg.stage}.deepspeed", keep_auto=HIDDEN_SIZE_AUTO)
     return TrainingArguments(
         output_dir=str(stage_dir),
@@ -98,13 +106,12 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
 def make_trainer_class() -> type:
     from transformers import Trainer
 
-    from llava_integration.data import ModalityLengthGroupedSampler
-
     class LlavaTrainer(Trainer):
         """Trainer with the modality/length-grouped sampler and a separate projector learning rate."""
 
-        def __init__(self, *args: Any, group_by_modality: bool = True, projector_lr: float | None = None,
-                     **kwargs: Any):
+        def __init__(
+            self, *args: Any, group_by_modality: bool = True, projector_lr: float | None = None, **kwargs: Any
+        ):
             self.group_by_modality = group_by_modality
             self.projector_lr = projector_lr
             super().__init__(*args, **kwargs)
@@ -113,8 +120,9 @@ def make_trainer_class() -> type:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             if not self.group_by_modality or not hasattr(dataset, "modality_lengths"):
                 return super()._get_train_sampler(train_dataset)
-            return ModalityLengthGroupedSampler(dataset.modality_lengths(),
-                                                self.args.train_batch_size * self.args.world_size, self.args.seed)
+            return ModalityLengthGroupedSampler(
+                dataset.modality_lengths(), self.args.train_batch_size * self.args.world_size, self.args.seed
+            )
 
         def create_optimizer(self, model: Any = None) -> Any:
             if self.projector_lr is None or self.optimizer is not None:
@@ -127,8 +135,11 @@ def make_trainer_class() -> type:
                     groups.setdefault((part_of(n) == "projector", n in decay), []).append(p)
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             param_groups = [
-                {"params": ps, "weight_decay": self.args.weight_decay if dec else 0.0,
-                 **({"lr": self.projector_lr} if proj else {})}
+                {
+                    "params": ps,
+                    "weight_decay": self.args.weight_decay if dec else 0.0,
+                    **({"lr": self.projector_lr} if proj else {}),
+                }
                 for (proj, dec), ps in groups.items()
             ]
             self.optimizer = cls(param_groups, **kwargs)
@@ -155,8 +166,12 @@ def make_metrics_callback(path: Path) -> Any:
             if not state.is_world_process_zero:
                 return
             secs = time.perf_counter() - self.t0
-            row = {"step": state.global_step, "seconds": round(secs, 2), **(logs or {}),
-                   "tokens_per_second": round((state.num_input_tokens_seen - self.tokens0) / max(secs, 1e-9), 1)}
+            row = {
+                "step": state.global_step,
+                "seconds": round(secs, 2),
+                **(logs or {}),
+                "tokens_per_second": round((state.num_input_tokens_seen - self.tokens0) / max(secs, 1e-9), 1),
+            }
             self.last = row
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as f:
@@ -183,8 +198,6 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
     ``assemble_if_missing``: build the pretrain stage's starting directory when absent (single-process runs
     only: assembly must happen before any distributed/DeepSpeed state exists).
     """
-    from llava_integration.data import LlavaCollator, LlavaDataset
-
     spec, stage = STAGES[cfg.stage], cfg.stage_config()
     if stage.lora.enabled and not spec.lora_allowed:
         raise ConfigError(f"{cfg.stage}.lora.enabled: LoRA is for the finetune stage only")
@@ -201,7 +214,9 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
     dataset = LlavaDataset(stage.data, processor, processor.chat_template, model.config.image_seq_length)
     log.info("%s: %d records from %s", cfg.stage, len(dataset), stage.data.path)
     trainer = make_trainer_class()(
-        model=model, args=args, train_dataset=dataset,
+        model=model,
+        args=args,
+        train_dataset=dataset,
         data_collator=LlavaCollator(processor.tokenizer.pad_token_id),
         callbacks=[make_metrics_callback(stage_dir / "metrics.jsonl")],
         group_by_modality=stage.data.group_by_modality_length,
@@ -215,16 +230,18 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
 
 def _ensure_start(cfg: LlavaTrainConfig, init_dir: Path, assemble_if_missing: bool) -> None:
     """The stage's starting LLaVA directory exists (the pretrain stage assembles its own when allowed)."""
-    from llava_integration.build import build
-
     if (init_dir / "config.json").is_file():
         return
     if cfg.stage != "pretrain" or cfg.stage_config().init_from:
-        raise ModelDirError(f"{cfg.stage}: the starting LLaVA directory {init_dir} does not exist "
-                            "(run the pretrain stage first, or set the stage's init_from)")
+        raise ModelDirError(
+            f"{cfg.stage}: the starting LLaVA directory {init_dir} does not exist "
+            "(run the pretrain stage first, or set the stage's init_from)"
+        )
     if not assemble_if_missing:
-        raise ModelDirError(f"{init_dir} is missing: assemble it first with "
-                            "`python -m llava_integration.build` (the scripts do) before a multi-process run")
+        raise ModelDirError(
+            f"{init_dir} is missing: assemble it first with "
+            "`python -m llava_integration.build` (the scripts do) before a multi-process run"
+        )
     build(cfg.model, init_dir, seed=cfg.seed)
 
 
@@ -232,20 +249,17 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     """(model with the stage's trainable parts, processor with its chat template, parameter counts)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from llava_integration.build import resolve_attn_implementation
-    from llava_integration.templates import get_template
-
     stage = cfg.stage_config()
     attn = resolve_attn_implementation(cfg.model.attn_implementation)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
     log.info("%s: attention %s, precision %s, deepspeed %s", cfg.stage, attn, precision, stage.deepspeed)
-    model = LlavaForConditionalGeneration.from_pretrained(init_dir, dtype=precision_dtype(precision),
-                                                          attn_implementation=attn)
+    model = LlavaForConditionalGeneration.from_pretrained(
+        init_dir, dtype=precision_dtype(precision), attn_implementation=attn
+    )
     model.config.use_cache = False
     processor = AutoProcessor.from_pretrained(init_dir)
     processor.chat_template = get_template(stage.template).chat_template  # the format travels with the model
     if stage.lora.enabled:
-        import torch
         from peft import get_peft_model
 
         # the adapters' A matrices are drawn here, before the Trainer seeds: same seed -> same adapters
@@ -257,25 +271,46 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     return model, processor, counts
 
 
-def _train_report(cfg: LlavaTrainConfig, trainer: Any, result: Any, secs: float, dataset: Any,
-                  counts: dict) -> dict[str, Any]:
+def _train_report(
+    cfg: LlavaTrainConfig, trainer: Any, result: Any, secs: float, dataset: Any, counts: dict
+) -> dict[str, Any]:
     """Log the stage's numbers; return them for the exported model's provenance."""
     tokens = trainer.state.num_input_tokens_seen
-    log.info("%s done in %.1f s: %d steps, loss %.4f, %.0f tokens/s; data: %s", cfg.stage, secs,
-             trainer.state.global_step, result.training_loss, tokens / max(secs, 1e-9), dataset.report.summary())
-    return {"train_seconds": round(secs, 1), "steps": trainer.state.global_step,
-            "train_loss": round(float(result.training_loss), 4), "tokens_seen": int(tokens),
-            "tokens_per_second": round(tokens / max(secs, 1e-9), 1), "parameters": counts,
-            "data": {"records": len(dataset), "skipped_malformed": len(dataset.report.bad_records),
-                     "skipped_over_length": dataset.report.over_length, "truncated": dataset.report.truncated}}
+    log.info(
+        "%s done in %.1f s: %d steps, loss %.4f, %.0f tokens/s; data: %s",
+        cfg.stage,
+        secs,
+        trainer.state.global_step,
+        result.training_loss,
+        tokens / max(secs, 1e-9),
+        dataset.report.summary(),
+    )
+    return {
+        "train_seconds": round(secs, 1),
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(result.training_loss), 4),
+        "tokens_seen": int(tokens),
+        "tokens_per_second": round(tokens / max(secs, 1e-9), 1),
+        "parameters": counts,
+        "data": {
+            "records": len(dataset),
+            "skipped_malformed": len(dataset.report.bad_records),
+            "skipped_over_length": dataset.report.over_length,
+            "truncated": dataset.report.truncated,
+        },
+    }
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llava_integration.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m llava_integration.train", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--config", type=Path, help="configs/llava/*.yaml (default: the embedded toy config)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. stage=finetune finetune.max_steps=10")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="e.g. stage=finetune finetune.max_steps=10"
+    )
     args = parser.parse_args(argv)
     cfg = load_config(LlavaTrainConfig, args.config, args.overrides)
     if args.print_config:

@@ -33,7 +33,16 @@ def tiny_clip_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_clip")
     tok = train_clip_tokenizer(TOY_TEXTS * 4, vocab_size=300)
-    shape = ToyClipShape(image_size=32, patch_size=8, vision_width=32, vision_layers=2, vision_heads=2,
-                         text_width=32, text_layers=2, text_heads=2, projection_dim=16)
+    shape = ToyClipShape(
+        image_size=32,
+        patch_size=8,
+        vision_width=32,
+        vision_layers=2,
+        vision_heads=2,
+        text_width=32,
+        text_layers=2,
+        text_heads=2,
+        projection_dim=16,
+    )
     model = new_toy_clip(tok, shape, seed=0)
     return save_clip_dir(model, clip_processor(tok, shape.image_size), out)

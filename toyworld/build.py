@@ -8,7 +8,8 @@ Layout written (atomically: a crash never leaves a half-written DIR)::
     DIR/val/images/NNNNNN.png       + DIR/val/scenes.jsonl, DIR/val/zeroshot_shape.json
     DIR/mmvp_vlm/Questions.csv      + DIR/mmvp_vlm/MLLM_VLM Images/<type>/<qid>.jpg (official layout)
     DIR/mmvp_vlm_decision/          the same layout, ``decision_pairs_per_pattern`` pairs per pattern: the
-                                    set to report decisions on (its 15-pair sibling is too small to see changes)
+                                    set to report decisions on (its 15-pair sibling is too small to see
+                                    changes)
     DIR/mmvp_vlm_val/               the same layout, ``val_pairs_per_pattern`` pairs per pattern: for choosing
                                     checkpoints and tuning, so that the reported sets are never tuned on
 
@@ -112,8 +113,13 @@ def write_split(
         render_scene(scene, cfg.image_size, supersample=cfg.supersample).save(
             out / rel, format="PNG", compress_level=cfg.png_compress_level
         )
-        records.append({"image": rel, "caption": caption_scene(scene, caption_rng, cfg.captions),
-                        "scene": scene.to_dict()})
+        records.append(
+            {
+                "image": rel,
+                "caption": caption_scene(scene, caption_rng, cfg.captions),
+                "scene": scene.to_dict(),
+            }
+        )
     write_jsonl(out / "scenes.jsonl", records)
     return records
 
@@ -122,8 +128,10 @@ def write_extra_benchmarks(root: Path, cfg: WorldConfig, held_out: set[tuple[Any
     """The decision and validation benchmarks (each its own random stream, disjoint from ``held_out`` and from
     each other); adds their scene keys to ``held_out``; returns {name: {"pairs_per_pattern", "images"}}."""
     written = {}
-    for name, n in (("mmvp_vlm_decision", cfg.decision_pairs_per_pattern),
-                    ("mmvp_vlm_val", cfg.val_pairs_per_pattern)):
+    for name, n in (
+        ("mmvp_vlm_decision", cfg.decision_pairs_per_pattern),
+        ("mmvp_vlm_val", cfg.val_pairs_per_pattern),
+    ):
         if n == 0:
             continue
         items = sample_benchmark(split_rng(cfg.seed, name), n, exclude=held_out)
@@ -138,11 +146,15 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out {out}: exists and is not a directory; choose another path")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise UserError(f"--out {out}: directory exists and is not empty; pass --overwrite to replace it "
-                            "or choose another path")
+            raise UserError(
+                f"--out {out}: directory exists and is not empty; pass --overwrite to replace it "
+                "or choose another path"
+            )
         if not (out / "world.json").is_file():
-            raise UserError(f"--out {out}: not a toy world (no world.json); refusing to replace it even with "
-                            "--overwrite -- choose another path")
+            raise UserError(
+                f"--out {out}: not a toy world (no world.json); refusing to replace it even with "
+                "--overwrite -- choose another path"
+            )
 
 
 def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -160,31 +172,42 @@ def build_world(cfg: WorldConfig, out: str | Path, overwrite: bool = False) -> d
 
         val_scenes, val_redrawn = sample_split(split_rng(cfg.seed, "val"), cfg.n_val, held_out)
         val = write_split(root / "val", "val", val_scenes, cfg, split_rng(cfg.seed, "val:captions"))
-        write_json(root / "val" / "zeroshot_shape.json", {
-            "template": ZEROSHOT_TEMPLATE,
-            "classes": list(SHAPES),
-            "items": [{"image": r["image"], "label": r["scene"]["shape"]} for r in val],
-        })
+        write_json(
+            root / "val" / "zeroshot_shape.json",
+            {
+                "template": ZEROSHOT_TEMPLATE,
+                "classes": list(SHAPES),
+                "items": [{"image": r["image"], "label": r["scene"]["shape"]} for r in val],
+            },
+        )
         held_out |= {s.key() for s in val_scenes}
 
         train_scenes, train_redrawn = sample_split(split_rng(cfg.seed, "train"), cfg.n_train, held_out)
         write_split(root / "train", "train", train_scenes, cfg, split_rng(cfg.seed, "train:captions"))
 
         derived: dict[str, Any] = {}
-        # --- derived datasets (LLaVA JSON, lmms-eval parquet): added by later issues ---
+        # --- derived datasets (lmms-eval parquet, LLaVA JSON) ---
         # Write under `root` (the world's directory while it is being built), use paths relative to it,
         # and record what was written in `derived[name] = {...}` (it goes into world.json).
         derived["lmms_eval"] = write_lmms_data(
-            root / "lmms", seed=cfg.seed, image_size=cfg.image_size, supersample=cfg.supersample,
-            exclude=held_out | {s.key() for s in train_scenes})
+            root / "lmms",
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+            supersample=cfg.supersample,
+            exclude=held_out | {s.key() for s in train_scenes},
+        )
         derived["llava"] = write_llava_data(root, seed=cfg.seed)
 
         world = {
             "version": genhancer.__version__,
             "seed": cfg.seed,
             "image_size": cfg.image_size,
-            "counts": {"train": cfg.n_train, "val": cfg.n_val, "mmvp_vlm_images": len(bench),
-                       "mmvp_vlm_pairs_per_pattern": cfg.pairs_per_pattern},
+            "counts": {
+                "train": cfg.n_train,
+                "val": cfg.n_val,
+                "mmvp_vlm_images": len(bench),
+                "mmvp_vlm_pairs_per_pattern": cfg.pairs_per_pattern,
+            },
             "benchmarks": benchmarks,
             "redrawn_to_keep_splits_disjoint": {"val": val_redrawn, "train": train_redrawn},
             "vocabularies": vocabularies(),
@@ -205,15 +228,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m toyworld build",
         description="Write the toy world: train/val image folders with captions and scene JSONL, and the "
-                    "MMVP-VLM-style benchmark.",
+        "MMVP-VLM-style benchmark.",
     )
     parser.add_argument("--out", type=Path, help="directory to write (must not exist or be empty)")
-    parser.add_argument("--config", type=Path, help="YAML instance of WorldConfig (default: built-in defaults = "
-                        "configs/toyworld/world.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML instance of WorldConfig (default: built-in defaults = configs/toyworld/world.yaml)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing toy world at --out")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. seed=7 n_train=500 pairs_per_pattern=100 captions.color=0.5")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. seed=7 n_train=500 pairs_per_pattern=100 captions.color=0.5",
+    )
     args = parser.parse_args(argv)
     cfg = load_config(WorldConfig, args.config, args.overrides)
     if args.print_config:
@@ -224,12 +256,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = build_world(cfg, args.out, overwrite=args.overwrite)
     c = world["counts"]
     print(f"toy world -> {args.out}  (seed {cfg.seed}, {cfg.image_size}px, {world['build_seconds']} s)")
-    print(f"  train: {c['train']} images + captions   val: {c['val']} images + zero-shot spec "
-          f"({len(SHAPES)} shapes)")
-    print(f"  mmvp_vlm: {c['mmvp_vlm_images']} images = {len(PATTERNS)} patterns x "
-          f"{cfg.pairs_per_pattern} pairs x 2")
+    print(
+        f"  train: {c['train']} images + captions   val: {c['val']} images + zero-shot spec "
+        f"({len(SHAPES)} shapes)"
+    )
+    print(
+        f"  mmvp_vlm: {c['mmvp_vlm_images']} images = {len(PATTERNS)} patterns x "
+        f"{cfg.pairs_per_pattern} pairs x 2"
+    )
     for name, b in world["benchmarks"].items():
-        print(f"  {name}: {b['images']} images = {len(PATTERNS)} patterns x {b['pairs_per_pattern']} pairs x 2")
+        print(
+            f"  {name}: {b['images']} images = {len(PATTERNS)} patterns x {b['pairs_per_pattern']} pairs x 2"
+        )
     return 0
 
 

@@ -22,9 +22,19 @@ _TEMPLATES = (
     "simple drawing of {np}",
     "{np}, clip art",
 )
-_ORIENTATION = {"up": "pointing up", "down": "pointing down", "left": "pointing left", "right": "pointing right"}
-_POSITION = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-             "center": "in the middle"}
+_ORIENTATION = {
+    "up": "pointing up",
+    "down": "pointing down",
+    "left": "pointing left",
+    "right": "pointing right",
+}
+_POSITION = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "center": "in the middle",
+}
 _TEXTURE = {"striped": "striped", "checkered": "checkered"}
 
 

@@ -1,7 +1,7 @@
 """The effect study: does stage 2 put fine detail into the encoder, beyond what the controls show?
 
     python -m toyworld effect --world runs/toyworld --clip runs/toy/clip --out runs/effect --seeds 0 1 2
-    python -m toyworld effect --out runs/effect --report-only        # re-read finished runs, rewrite the report
+    python -m toyworld effect --out runs/effect --report-only  # re-read finished runs, rewrite the report
 
 For each training seed, three arms, each an ordinary run through the real entry points (``genhancer.train``,
 ``genhancer.export``; the same commands ``scripts/enhance_clip.sh`` runs):
@@ -84,25 +84,84 @@ def _evaluate(p: Paths, model: Path, dest: Path) -> None:
     """Probes, MMVP-VLM decision set and zero-shot of one encoder directory into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     w = p.world
-    _run(["eval.probes", "--model", str(model), "--train", str(w / "train"), "--val", str(w / "val"),
-          "--out", str(dest / "probes.json")], dest / "probes.json")
-    _run(["eval.mmvp_vlm", "--model", str(model), "--benchmark", str(w / "mmvp_vlm_decision"),
-          "--out", str(dest / "mmvp_decision.json")], dest / "mmvp_decision.json")
-    _run(["eval.zeroshot", "--model", str(model), "--spec", str(w / "val" / "zeroshot_shape.json"),
-          "--out", str(dest / "zeroshot.json")], dest / "zeroshot.json")
+    _run(
+        [
+            "eval.probes",
+            "--model",
+            str(model),
+            "--train",
+            str(w / "train"),
+            "--val",
+            str(w / "val"),
+            "--out",
+            str(dest / "probes.json"),
+        ],
+        dest / "probes.json",
+    )
+    _run(
+        [
+            "eval.mmvp_vlm",
+            "--model",
+            str(model),
+            "--benchmark",
+            str(w / "mmvp_vlm_decision"),
+            "--out",
+            str(dest / "mmvp_decision.json"),
+        ],
+        dest / "mmvp_decision.json",
+    )
+    _run(
+        [
+            "eval.zeroshot",
+            "--model",
+            str(model),
+            "--spec",
+            str(w / "val" / "zeroshot_shape.json"),
+            "--out",
+            str(dest / "zeroshot.json"),
+        ],
+        dest / "zeroshot.json",
+    )
 
 
 def _train_arm(p: Paths, seed: int, arm: Arm) -> Path:
     """Stage 1 and stage 2 of one arm and seed; returns the stage-2 run directory."""
     root = p.arm(seed, arm.name)
-    common = ["--config", str(p.config), f"encoder.path={p.clip}", f"data.path={p.world / 'train'}",
-              f"train.seed={seed}", f"cache.dir={p.out / 'cache'}"]
-    _run(["genhancer.train", *common, *arm.stage1, f"train.run_dir={root / 'stage1'}"],
-         root / "stage1" / "final")
-    _run(["genhancer.diagnostics", "cond-gap", "--stage-dir", str(root / "stage1"), "--benchmark",
-          str(p.world / "mmvp_vlm_val"), "--out", str(root / "cond_gap.json")], root / "cond_gap.json")
-    _run(["genhancer.train", *common, "stage=stage2", f"init_from={root / 'stage1' / 'final'}",
-          f"train.run_dir={root / 'stage2'}"], root / "stage2" / "final")
+    common = [
+        "--config",
+        str(p.config),
+        f"encoder.path={p.clip}",
+        f"data.path={p.world / 'train'}",
+        f"train.seed={seed}",
+        f"cache.dir={p.out / 'cache'}",
+    ]
+    _run(
+        ["genhancer.train", *common, *arm.stage1, f"train.run_dir={root / 'stage1'}"],
+        root / "stage1" / "final",
+    )
+    _run(
+        [
+            "genhancer.diagnostics",
+            "cond-gap",
+            "--stage-dir",
+            str(root / "stage1"),
+            "--benchmark",
+            str(p.world / "mmvp_vlm_val"),
+            "--out",
+            str(root / "cond_gap.json"),
+        ],
+        root / "cond_gap.json",
+    )
+    _run(
+        [
+            "genhancer.train",
+            *common,
+            "stage=stage2",
+            f"init_from={root / 'stage1' / 'final'}",
+            f"train.run_dir={root / 'stage2'}",
+        ],
+        root / "stage2" / "final",
+    )
     return root / "stage2"
 
 
@@ -120,8 +179,15 @@ def run_study(p: Paths, seeds: Sequence[int], control_seeds: Sequence[int] | Non
                 export = ["genhancer.export", "--run", str(stage2), "--out", str(root / "encoder")]
             else:
                 stage2 = p.arm(seed, arm.export_of) / "stage2"
-                export = ["genhancer.export", "--run", str(stage2), "--out", str(root / "encoder"),
-                          "--random-update", str(seed)]
+                export = [
+                    "genhancer.export",
+                    "--run",
+                    str(stage2),
+                    "--out",
+                    str(root / "encoder"),
+                    "--random-update",
+                    str(seed),
+                ]
             _run(export, root / "encoder" / "config.json")
             _evaluate(p, root / "encoder", root / "eval")
 
@@ -138,8 +204,9 @@ def _probe_diffs(base: dict[str, Any], after: dict[str, Any], feature: str = "gl
         raise DataError("probe results on different val items: rerun the study's evaluations")
     pa, pb = base["probes"][feature], after["probes"][feature]
     fine = [k for k in pa if k in pb and k not in COARSE]
-    return np.array([[float(y) - float(x) for x, y in zip(pa[k]["correct"], pb[k]["correct"])]
-                     for k in fine]).mean(axis=0)
+    return np.array(
+        [[float(y) - float(x) for x, y in zip(pa[k]["correct"], pb[k]["correct"])] for k in fine]
+    ).mean(axis=0)
 
 
 def _pair_correct(result: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -156,8 +223,9 @@ def _mmvp_diffs(base: dict[str, Any], after: dict[str, Any]) -> list[np.ndarray]
 
 
 def _zeroshot_diffs(base: dict[str, Any], after: dict[str, Any], labels: list[str]) -> np.ndarray:
-    return 100.0 * np.array([float(y == t) - float(x == t)
-                             for x, y, t in zip(base["predictions"], after["predictions"], labels)])
+    return 100.0 * np.array(
+        [float(y == t) - float(x == t) for x, y, t in zip(base["predictions"], after["predictions"], labels)]
+    )
 
 
 def _pooled(per_seed: list[Any], stratified: bool) -> dict[str, Any]:
@@ -169,7 +237,11 @@ def _pooled(per_seed: list[Any], stratified: bool) -> dict[str, Any]:
         mean = float(np.mean([g.mean() for g in groups]))
     else:
         pooled = np.mean(per_seed, axis=0)
-        boots, seeds, mean = bootstrap_means(pooled, seed=0), [float(s.mean()) for s in per_seed], float(pooled.mean())
+        boots, seeds, mean = (
+            bootstrap_means(pooled, seed=0),
+            [float(s.mean()) for s in per_seed],
+            float(pooled.mean()),
+        )
     return {"delta": mean, "interval": _interval(boots), "per_seed": seeds}
 
 
@@ -185,8 +257,11 @@ def build_report(out: Path) -> dict[str, Any]:
     base = {k: read_json(out / "base" / f"{k}.json") for k in ("probes", "mmvp_decision", "zeroshot")}
     labels = [it["label"] for it in read_spec(base["zeroshot"]["spec"])["items"]]
     seeds = sorted(int(d.name.split("-")[1]) for d in out.glob("seed-*"))
-    report: dict[str, Any] = {"seeds": seeds, "base": {"mmvp_decision": base["mmvp_decision"]["average"],
-                                                       "zeroshot": base["zeroshot"]["accuracy"]}, "arms": {}}
+    report: dict[str, Any] = {
+        "seeds": seeds,
+        "base": {"mmvp_decision": base["mmvp_decision"]["average"], "zeroshot": base["zeroshot"]["accuracy"]},
+        "arms": {},
+    }
     for arm in ARMS:
         evals = [out / f"seed-{s}" / arm.name / "eval" for s in seeds]
         evals = [e for e in evals if (e / "zeroshot.json").is_file()]
@@ -196,18 +271,25 @@ def build_report(out: Path) -> dict[str, Any]:
         report["arms"][arm.name] = {
             "seeds": len(evals),
             "probe_fine_mean": _pooled([_probe_diffs(base["probes"], r["probes"]) for r in res], False),
-            "mmvp_decision": _pooled([_mmvp_diffs(base["mmvp_decision"], r["mmvp_decision"]) for r in res], True),
-            "zeroshot": _pooled([_zeroshot_diffs(base["zeroshot"], r["zeroshot"], labels) for r in res], False),
+            "mmvp_decision": _pooled(
+                [_mmvp_diffs(base["mmvp_decision"], r["mmvp_decision"]) for r in res], True
+            ),
+            "zeroshot": _pooled(
+                [_zeroshot_diffs(base["zeroshot"], r["zeroshot"], labels) for r in res], False
+            ),
             "cond_gap_stage1": [_gap_summary(e.parent / "cond_gap.json") for e in evals],
         }
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"Effect study, seeds {report['seeds']} (change vs the base encoder; seeds pooled per item; "
-             "95% bootstrap interval over items)", "",
-             "| arm | fine-probe mean (points) | MMVP-VLM-150 average (points) | zero-shot (points) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"Effect study, seeds {report['seeds']} (change vs the base encoder; seeds pooled per item; "
+        "95% bootstrap interval over items)",
+        "",
+        "| arm | fine-probe mean (points) | MMVP-VLM-150 average (points) | zero-shot (points) |",
+        "|---|---|---|---|",
+    ]
 
     def cell(d: dict[str, Any], scale: float = 1.0) -> str:
         lo, hi = (x * scale for x in d["interval"])
@@ -215,8 +297,10 @@ def format_report(report: dict[str, Any]) -> str:
         return f"{d['delta'] * scale:+.2f} [{lo:+.2f}, {hi:+.2f}] (seeds {seeds})"
 
     for name, arm in report["arms"].items():
-        lines.append(f"| {name} | {cell(arm['probe_fine_mean'], 100.0)} | {cell(arm['mmvp_decision'])} | "
-                     f"{cell(arm['zeroshot'])} |")
+        lines.append(
+            f"| {name} | {cell(arm['probe_fine_mean'], 100.0)} | {cell(arm['mmvp_decision'])} | "
+            f"{cell(arm['zeroshot'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +312,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("configs/genhancer/toy.yaml"), help="run config")
     parser.add_argument("--out", type=Path, default=Path("runs/effect"), help="study directory")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--control-seeds", type=int, nargs="*", default=None,
-                        help="seeds the zero-condition control trains on (default: every seed)")
-    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
+    parser.add_argument(
+        "--control-seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="seeds the zero-condition control trains on (default: every seed)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from finished runs"
+    )
     args = parser.parse_args(argv)
     if not args.report_only:
         run_study(Paths(args.world, args.clip, args.config, args.out), args.seeds, args.control_seeds)

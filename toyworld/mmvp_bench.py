@@ -40,8 +40,12 @@ class BenchItem:
         return f"{IMAGE_DIR}/{self.pattern}/{self.qid}.jpg"
 
 
-def sample_benchmark(rng: random.Random, pairs_per_pattern: int, max_tries: int = 200,
-                     exclude: set[tuple[Any, ...]] | None = None) -> list[BenchItem]:
+def sample_benchmark(
+    rng: random.Random,
+    pairs_per_pattern: int,
+    max_tries: int = 200,
+    exclude: set[tuple[Any, ...]] | None = None,
+) -> list[BenchItem]:
     """Draw ``pairs_per_pattern`` distinct pairs for each of the 9 patterns (in the official order).
 
     ``exclude``: scene keys no image may show (e.g. another benchmark's), so that benchmarks stay disjoint.
@@ -95,7 +99,15 @@ def write_benchmark(
     atomic_write_text(out / "Questions.csv", questions_csv(items))
     write_jsonl(
         out / "scenes.jsonl",
-        [{"qid": it.qid, "type": it.pattern, "statement": it.statement, "image": it.image,
-          "scene": it.scene.to_dict()} for it in items],
+        [
+            {
+                "qid": it.qid,
+                "type": it.pattern,
+                "statement": it.statement,
+                "image": it.image,
+                "scene": it.scene.to_dict(),
+            }
+            for it in items
+        ],
     )
     return out

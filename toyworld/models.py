@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tokenizers import Regex, normalizers, pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -121,8 +122,6 @@ class ToyClipShape:
 
 def new_toy_clip(tokenizer: CLIPTokenizer, shape: ToyClipShape | None = None, seed: int = 0) -> CLIPModel:
     """A randomly initialised ``CLIPModel`` sized by ``shape``, with text ids matching ``tokenizer``."""
-    import torch
-
     s = shape or ToyClipShape()
     config = CLIPConfig(
         text_config=dict(

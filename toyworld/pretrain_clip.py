@@ -10,7 +10,8 @@ final loss, held-out zero-shot shape accuracy, toy MMVP-VLM score per pattern).
 
 Reads only the world's files (the data contract of ``python -m toyworld build``):
   DIR/train/scenes.jsonl  lines {"image": "images/000000.png", "caption": "...", "scene": {...}}
-  DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...], "items": [{"image", "label"}]}
+  DIR/val/zeroshot_shape.json  {"template": "a photo of a {}.", "classes": [...],
+                               "items": [{"image", "label"}]}
   DIR/mmvp_vlm/Questions.csv + "MLLM_VLM Images/<type>/<qid>.jpg"  (official MMVP-VLM layout; optional)
 
 Caching: when OUT already holds a complete toy CLIP made from the same world with the same config hash, the
@@ -60,8 +61,15 @@ from toyworld.models import (
 KIND = "toy-clip"
 SUMMARY_FILE = "training_summary.json"
 # Files that make OUT a complete toy CLIP (anything missing means: not cached, retrain).
-_REQUIRED_OUT_FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
-                       "tokenizer_config.json", "provenance.json", SUMMARY_FILE)
+_REQUIRED_OUT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "provenance.json",
+    SUMMARY_FILE,
+)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -133,7 +141,8 @@ def world_files(world: str | Path) -> WorldFiles:
 
 
 def world_fingerprint(files: WorldFiles) -> str:
-    """Hash of the world's index files (captions, scenes, labels, questions): the world half of the cache key."""
+    """Hash of the world's index files (captions, scenes, labels, questions): the world half of the cache
+    key."""
     h = hashlib.sha256()
     paths = [files.train_scenes, files.zeroshot] + ([files.mmvp / "Questions.csv"] if files.mmvp else [])
     for p in paths:
@@ -180,7 +189,8 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image (B, 3, S, S) by its own random offset in [-max_shift, max_shift] (edge-replicated)."""
+    """Translate each image (B, 3, S, S) by its own random offset in [-max_shift, max_shift]
+    (edge-replicated)."""
     if max_shift <= 0:
         return images
     b, _, s, _ = images.shape
@@ -195,12 +205,21 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 def zeroshot_accuracy(model: Any, processor: Any, spec: dict[str, Any], batch_size: int) -> float:
     """Top-1 accuracy (0-1) on a read zero-shot spec, scored by ``eval.zeroshot`` as for a saved directory."""
     classes, items = spec["classes"], spec["items"]
-    pred = predict_classes(model, processor, spec["template"], classes, [it["image"] for it in items],
-                           batch_size, show_progress=False)  # (N,) class indices
+    pred = predict_classes(
+        model,
+        processor,
+        spec["template"],
+        classes,
+        [it["image"] for it in items],
+        batch_size,
+        show_progress=False,
+    )  # (N,) class indices
     return sum(classes[p] == it["label"] for p, it in zip(pred, items)) / len(items)
 
 
-def mmvp_vlm_scores(model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int) -> dict[str, float]:
+def mmvp_vlm_scores(
+    model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int
+) -> dict[str, float]:
     """Toy MMVP-VLM scored by ``eval.mmvp_vlm`` (the official protocol): {pattern: 0-100} + ``average``."""
     logits = pair_logits_batched(model, processor, pairs, batch_size, show_progress=False)  # (P, 2, 2)
     scored = score_pairs(logits, [p.qids for p in pairs], [p.pattern for p in pairs])
@@ -209,7 +228,8 @@ def mmvp_vlm_scores(model: Any, processor: Any, pairs: Sequence[MMVPPair], batch
 
 # ---------------------------------------------------------------------------------------------- training
 def multi_positive_targets(caption_ids: torch.Tensor) -> torch.Tensor:
-    """Caption ids (B,) -> targets (B, B): row i spreads its mass evenly over the items whose caption equals i's.
+    """Caption ids (B,) -> targets (B, B): row i spreads its mass evenly over the items whose caption
+    equals i's.
 
     [IMPORTANT] With duplicate captions in a batch, one-hot targets would push identical captions apart.
     """
@@ -236,7 +256,8 @@ def lr_lambda(cfg: TrainConfig) -> Any:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices only; biases, LayerNorm gains, position embeddings, logit_scale: none."""
+    """Weight decay on weight matrices only; biases, LayerNorm gains, position embeddings, logit_scale:
+    none."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -245,9 +266,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train_clip(model: Any, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               caption_ids: torch.Tensor, cfg: TrainConfig, device: torch.device
-               ) -> tuple[list[dict[str, float]], float]:
+def train_clip(
+    model: Any,
+    images: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    caption_ids: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[list[dict[str, float]], float]:
     """Train ``model`` in place; returns (metrics rows, seconds spent in the loop).
 
     images (N, 3, S, S) uint8; input_ids / attention_mask (U, L) of the U distinct captions; caption_ids (N,)
@@ -274,8 +301,9 @@ def train_clip(model: Any, images: torch.Tensor, input_ids: torch.Tensor, attent
         px = normalise(random_shift(images[idx], cfg.shift_px, gen).to(device))  # (B, 3, S, S)
         ids, mask = input_ids[cid], attention_mask[cid]  # (B, L)
         width = int(mask.sum(1).max())  # trim padding shared by the whole batch
-        out = model(input_ids=ids[:, :width].to(device), attention_mask=mask[:, :width].to(device),
-                    pixel_values=px)
+        out = model(
+            input_ids=ids[:, :width].to(device), attention_mask=mask[:, :width].to(device), pixel_values=px
+        )
         loss = contrastive_loss(out.logits_per_image, cid.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -288,9 +316,13 @@ def train_clip(model: Any, images: torch.Tensor, input_ids: torch.Tensor, attent
         running += float(loss.detach())
         seen += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {"step": step + 1, "loss": running / seen, "lr": opt.param_groups[0]["lr"],
-                   "logit_scale": float(model.logit_scale.detach().exp()),
-                   "seconds": round(time.perf_counter() - start, 3)}
+            row = {
+                "step": step + 1,
+                "loss": running / seen,
+                "lr": opt.param_groups[0]["lr"],
+                "logit_scale": float(model.logit_scale.detach().exp()),
+                "seconds": round(time.perf_counter() - start, 3),
+            }
             rows.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
             running, seen = 0.0, 0
@@ -300,7 +332,8 @@ def train_clip(model: Any, images: torch.Tensor, input_ids: torch.Tensor, attent
 
 # ---------------------------------------------------------------------------------------------- cache
 def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
-    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else None."""
+    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else
+    None."""
     if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
         return None
     try:
@@ -308,13 +341,23 @@ def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any]
         summary = read_json(out / SUMMARY_FILE)
     except DataError:
         return None
-    same = (prov.get("kind") == KIND and prov.get("config_hash") == cfg_hash
-            and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint)
+    same = (
+        prov.get("kind") == KIND
+        and prov.get("config_hash") == cfg_hash
+        and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint
+    )
     return summary if same else None
 
 
-def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, device: str = "auto",
-             force: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+def pretrain(
+    cfg: PretrainClipConfig,
+    world: str | Path,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    force: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     """Train (or reuse) the toy CLIP of ``world`` into ``out``; returns the training summary."""
     log = get_logger(__name__)
     files = world_files(world)
@@ -326,8 +369,9 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
         if summary is not None:
             return {**summary, "cached": True}
     t0 = time.perf_counter()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     torch.manual_seed(cfg.train.seed)
 
     paths, captions = read_train_split(files)
@@ -340,17 +384,26 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
     cid_of = {c: i for i, c in enumerate(unique)}
     enc = tokenizer(unique, padding="longest", truncation=True, return_tensors="pt")  # (U, L)
     caption_ids = torch.tensor([cid_of[c] for c in captions])  # (N,)
-    log.info("world %s: %d train images, %d distinct captions, vocab %d", files.root, len(paths), len(unique),
-             len(tokenizer))
+    log.info(
+        "world %s: %d train images, %d distinct captions, vocab %d",
+        files.root,
+        len(paths),
+        len(unique),
+        len(tokenizer),
+    )
     images = load_images(paths, cfg.model.image_size, "loading train images")  # (N, 3, S, S) uint8
     model = new_toy_clip(tokenizer, cfg.model, seed=cfg.train.seed).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("toy CLIP: %.2f M parameters, %d image tokens", n_params / 1e6,
-             (cfg.model.image_size // cfg.model.patch_size) ** 2)
+    log.info(
+        "toy CLIP: %.2f M parameters, %d image tokens",
+        n_params / 1e6,
+        (cfg.model.image_size // cfg.model.patch_size) ** 2,
+    )
     prep_s = time.perf_counter() - t0
 
-    rows, train_s = train_clip(model, images, enc["input_ids"], enc["attention_mask"], caption_ids, cfg.train,
-                               dev)
+    rows, train_s = train_clip(
+        model, images, enc["input_ids"], enc["attention_mask"], caption_ids, cfg.train, dev
+    )
 
     processor = clip_processor(tokenizer, cfg.model.image_size)
     acc = zeroshot_accuracy(model, processor, zeroshot, cfg.eval_batch_size)
@@ -382,8 +435,14 @@ def pretrain(cfg: PretrainClipConfig, world: str | Path, out: str | Path, *, dev
         write_jsonl(tmp / "metrics.jsonl", rows)
         summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / SUMMARY_FILE, summary)
-        write_provenance(tmp, KIND, config=cfg, parents=[files.root], command=command,
-                         extra={"world_fingerprint": fingerprint})
+        write_provenance(
+            tmp,
+            KIND,
+            config=cfg,
+            parents=[files.root],
+            command=command,
+            extra={"world_fingerprint": fingerprint},
+        )
     return {**summary, "cached": False}
 
 
@@ -402,17 +461,27 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m toyworld pretrain-clip", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld pretrain-clip",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
     p.add_argument("--out", help="output directory: the toy CLIP (HF CLIPModel directory)")
-    p.add_argument("--config", help="YAML instance of PretrainClipConfig (default: built-in defaults = "
-                   "configs/toyworld/clip.yaml)")
+    p.add_argument(
+        "--config",
+        help="YAML instance of PretrainClipConfig (default: built-in defaults = configs/toyworld/clip.yaml)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=200")
     p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching cached model")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice, all cores). On a machine "
-                   "shared with other jobs use 1: oversubscribed threads can be 10x slower")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, all cores). On a machine "
+        "shared with other jobs use 1: oversubscribed threads can be 10x slower",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
@@ -429,12 +498,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = ["python", "-m", "toyworld", "pretrain-clip",
-               *(list(sys.argv[1:]) if argv is None else list(argv))]
+    command = [
+        "python",
+        "-m",
+        "toyworld",
+        "pretrain-clip",
+        *(list(sys.argv[1:]) if argv is None else list(argv)),
+    ]
     summary = pretrain(cfg, args.world, args.out, device=args.device, force=args.force, command=command)
     if summary["cached"]:
-        print(f"cached: {args.out} already holds this toy CLIP (config hash {summary['config_hash']}); "
-              "use --force to retrain")
+        print(
+            f"cached: {args.out} already holds this toy CLIP (config hash {summary['config_hash']}); "
+            "use --force to retrain"
+        )
         print(format_summary(summary))
         return 0
     print(format_summary(summary))

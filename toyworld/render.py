@@ -56,13 +56,30 @@ CLOSE_PULL = 0.4
 # Shapes in object units (radius 1, y down), in their base direction.
 _SQUARE = [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]
 _TRIANGLE_UP = [(0.0, -1.0), (0.95, 0.85), (-0.95, 0.85)]
-_ARROW_RIGHT = [(-1.0, -0.32), (-0.1, -0.32), (-0.1, -0.85), (1.0, 0.0), (-0.1, 0.85), (-0.1, 0.32), (-1.0, 0.32)]
+_ARROW_RIGHT = [
+    (-1.0, -0.32),
+    (-0.1, -0.32),
+    (-0.1, -0.85),
+    (1.0, 0.0),
+    (-0.1, 0.85),
+    (-0.1, 0.32),
+    (-1.0, 0.32),
+]
 _STAR = [
-    ((1.0 if i % 2 == 0 else 0.45) * math.sin(i * math.pi / 5), -(1.0 if i % 2 == 0 else 0.45) * math.cos(i * math.pi / 5))
+    (
+        (1.0 if i % 2 == 0 else 0.45) * math.sin(i * math.pi / 5),
+        -(1.0 if i % 2 == 0 else 0.45) * math.cos(i * math.pi / 5),
+    )
     for i in range(10)
 ]
 # Where the mark / letter sits (object units, base direction): inside the widest part of the shape.
-_ANCHOR: dict[str, Point] = {"circle": (0, 0), "square": (0, 0), "triangle": (0, 0.27), "arrow": (0.25, 0), "star": (0, 0)}
+_ANCHOR: dict[str, Point] = {
+    "circle": (0, 0),
+    "square": (0, 0),
+    "triangle": (0, 0.27),
+    "arrow": (0.25, 0),
+    "star": (0, 0),
+}
 # Quarter turns clockwise from the base direction (triangle: up, arrow: right).
 _TURNS = {
     "triangle": {"up": 0, "right": 1, "down": 2, "left": 3},
@@ -177,7 +194,8 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                 k = 0
                 while top + k * period < bottom:
                     y0 = top + k * period
-                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one pixel tall
+                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one
+                    # pixel tall
                     ldraw.rectangle([left, y0, right, max(y0, y0 + period / 2 - 1)], fill=dark)
                     k += 1
             else:  # checkered
@@ -187,7 +205,9 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                     for j in range(n):
                         if (i + j) % 2 == 0:
                             x0, y0 = left + i * cell, top + j * cell
-                            ldraw.rectangle([x0, y0, max(x0, x0 + cell - 1), max(y0, y0 + cell - 1)], fill=dark)
+                            ldraw.rectangle(
+                                [x0, y0, max(x0, x0 + cell - 1), max(y0, y0 + cell - 1)], fill=dark
+                            )
         img.paste(layer, (0, 0), mask)
 
         # Marks: a black dot / ring, or a letter, in the middle of the object.
@@ -197,12 +217,16 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
             draw.ellipse([ax - d, ay - d, ax + d, ay + d], fill=MARK_RGB)
         elif scene.feature == "ring":
             d = RING_RADIUS * r_px
-            draw.ellipse([ax - d, ay - d, ax + d, ay + d], outline=MARK_RGB, width=max(1, round(RING_WIDTH * r_px)))
+            draw.ellipse(
+                [ax - d, ay - d, ax + d, ay + d], outline=MARK_RGB, width=max(1, round(RING_WIDTH * r_px))
+            )
         if scene.text is not None:
             g = GLYPH_HALF * r_px
             w = max(1, round(GLYPH_WIDTH * r_px))
             for stroke in GLYPHS[scene.text]:
-                draw.line([(ax + x * g, ay + y * g) for x, y in stroke], fill=MARK_RGB, width=w, joint="curve")
+                draw.line(
+                    [(ax + x * g, ay + y * g) for x, y in stroke], fill=MARK_RGB, width=w, joint="curve"
+                )
 
     if big != size:
         img = img.resize((size, size), Image.Resampling.BOX)

@@ -210,15 +210,21 @@ def sample_scene(rng: random.Random, **fixed: Any) -> Scene:
     count = pick("count", lambda: _weighted(rng, {1: 0.6, 2: 0.2, 3: 0.2}))
     position = pick(
         "position",
-        lambda: "center" if count > 1 else _weighted(
-            rng, {"center": 0.4, "left": 0.15, "right": 0.15, "top": 0.15, "bottom": 0.15}
+        lambda: (
+            "center"
+            if count > 1
+            else _weighted(rng, {"center": 0.4, "left": 0.15, "right": 0.15, "top": 0.15, "bottom": 0.15})
         ),
     )
     orientation = pick("orientation", lambda: rng.choice(ORIENTATIONS) if shape in ORIENTED_SHAPES else None)
     fill = pick("fill", lambda: _weighted(rng, {"solid": 0.7, "outline": 0.3}))
     texture = pick(
         "texture",
-        lambda: "plain" if fill == "outline" else _weighted(rng, {"plain": 0.5, "striped": 0.25, "checkered": 0.25}),
+        lambda: (
+            "plain"
+            if fill == "outline"
+            else _weighted(rng, {"plain": 0.5, "striped": 0.25, "checkered": 0.25})
+        ),
     )
     if "feature" in fixed or "text" in fixed:
         feature = fixed.get("feature")
@@ -235,12 +241,25 @@ def sample_scene(rng: random.Random, **fixed: Any) -> Scene:
     background = pick("background", lambda: _weighted(rng, {"white": 0.6, "gray": 0.2, "beige": 0.2}))
     offset = pick(
         "offset",
-        lambda: (round(rng.uniform(-MAX_OFFSET, MAX_OFFSET), 4), round(rng.uniform(-MAX_OFFSET, MAX_OFFSET), 4)),
+        lambda: (
+            round(rng.uniform(-MAX_OFFSET, MAX_OFFSET), 4),
+            round(rng.uniform(-MAX_OFFSET, MAX_OFFSET), 4),
+        ),
     )
     return Scene(
-        shape=shape, color=color, size=size, count=count, position=position, orientation=orientation,
-        fill=fill, texture=texture, feature=feature, text=text, viewpoint=viewpoint,
-        background=background, offset=tuple(offset),
+        shape=shape,
+        color=color,
+        size=size,
+        count=count,
+        position=position,
+        orientation=orientation,
+        fill=fill,
+        texture=texture,
+        feature=feature,
+        text=text,
+        viewpoint=viewpoint,
+        background=background,
+        offset=tuple(offset),
     )
 
 
@@ -256,7 +275,11 @@ _POSITION_WORDS = {
     "top": "at the top of the picture",
     "bottom": "at the bottom of the picture",
 }
-_TEXTURE_WORDS = {"plain": "is one flat color", "striped": "has stripes", "checkered": "has a checkered pattern"}
+_TEXTURE_WORDS = {
+    "plain": "is one flat color",
+    "striped": "has stripes",
+    "checkered": "has a checkered pattern",
+}
 
 
 def plural(shape: str) -> str:
@@ -265,7 +288,8 @@ def plural(shape: str) -> str:
 
 
 def statement(scene: Scene, pattern: str) -> str:
-    """The sentence naming ``scene``'s value of ``pattern``'s attribute (single-object scenes except count)."""
+    """The sentence naming ``scene``'s value of ``pattern``'s attribute (single-object scenes except
+    count)."""
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; known patterns: {list(PATTERNS)}")
     attr = PATTERNS[pattern]
@@ -313,7 +337,9 @@ def make_pair(rng: random.Random, pattern: str, **fixed_other: Any) -> tuple[Sce
         raise ValueError(f"unknown pattern {pattern!r}; known patterns: {list(PATTERNS)}")
     attr = PATTERNS[pattern]
     if attr in fixed_other:
-        raise ValueError(f"make_pair: {attr!r} is the attribute pattern {pattern!r} varies; it cannot be fixed")
+        raise ValueError(
+            f"make_pair: {attr!r} is the attribute pattern {pattern!r} varies; it cannot be fixed"
+        )
     fixed: dict[str, Any] = {"count": 1}
     if attr != "viewpoint":
         fixed["viewpoint"] = _weighted(rng, {"normal": 0.75, "close": 0.25})

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import yaml
 
+from genhancer.config import DataConfig, load_genhancer_config
+from genhancer.data import build_source
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config, to_dict
 from genhancer.utils.errors import ConfigError, DataError
@@ -75,14 +77,12 @@ class EvalVQConfig:
 
 
 # ------------------------------------------------------------------------------------------------ images
-def load_images(images: str, image_size: int | None, max_images: int | None, seed: int,
-                source: str = "folder") -> tuple[torch.Tensor, int]:
+def load_images(
+    images: str, image_size: int | None, max_images: int | None, seed: int, source: str = "folder"
+) -> tuple[torch.Tensor, int]:
     """Images of a ``DATA_SOURCES`` source (folder, recursive; or webdataset shards) -> ((N, 3, S, S) in
     [-1, 1], number of unreadable images skipped): a seeded random subset of at most ``max_images``."""
     from PIL import Image
-
-    from genhancer.config import DataConfig
-    from genhancer.data import build_source
 
     src = build_source(DataConfig(source=source, path=images))
     order = np.random.default_rng(seed).permutation(len(src))
@@ -92,7 +92,7 @@ def load_images(images: str, image_size: int | None, max_images: int | None, see
     for i in progress(order.tolist(), desc="read images", unit="img"):
         try:
             img = Image.open(io.BytesIO(src.read_bytes(i))).convert("RGB")
-        except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+        except Exception as e:  # PIL raises many kinds
             skipped += 1
             if skipped <= _WARN_SKIPS:
                 log.warning("skipping unreadable image %s (%s)", src.refs[i].key, e)
@@ -130,7 +130,9 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return x[torch.cat(chosen)].clone()
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> tuple[torch.Tensor, list[float]]:
+def kmeans(
+    x: torch.Tensor, k: int, iters: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[float]]:
     """Lloyd's k-means on x (N, D) from k-means++ seeds. An emptied cluster is re-seeded at the worst-fit
     point, so every code stays in use. Returns (codebook (k, D), mean squared error per iteration)."""
     c = kmeans_plus_plus(x, k, generator)
@@ -150,7 +152,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
     return c, history
 
 
-def train_patch_kmeans(images: torch.Tensor, cfg: TrainVQConfig) -> tuple[PatchKMeansTokenizer, dict[str, Any]]:
+def train_patch_kmeans(
+    images: torch.Tensor, cfg: TrainVQConfig
+) -> tuple[PatchKMeansTokenizer, dict[str, Any]]:
     """images (N, 3, S, S) in [-1, 1] -> a fitted tokenizer and its training stats."""
     p = cfg.patch_size
     g = torch.Generator().manual_seed(cfg.seed)
@@ -159,8 +163,10 @@ def train_patch_kmeans(images: torch.Tensor, cfg: TrainVQConfig) -> tuple[PatchK
     if x.shape[0] > cfg.max_patches:
         x = x[torch.randperm(x.shape[0], generator=g)[: cfg.max_patches]]
     if x.shape[0] < cfg.codebook_size:
-        raise DataError(f"{x.shape[0]} patches are too few for a codebook of {cfg.codebook_size}; add images "
-                        "or lower codebook_size")
+        raise DataError(
+            f"{x.shape[0]} patches are too few for a codebook of {cfg.codebook_size}; add images "
+            "or lower codebook_size"
+        )
     codebook, history = kmeans(x, cfg.codebook_size, cfg.iters, g)
     return PatchKMeansTokenizer(codebook, p), {"patches": int(x.shape[0]), "mse_history": history}
 
@@ -189,16 +195,33 @@ def train_vq(cfg: TrainVQConfig, images: str, out: str | Path, source: str = "fo
     train_x, val_x = data[n_val:], data[:n_val]
     tok, stats = train_patch_kmeans(train_x, cfg)
     size = int(data.shape[-1])
-    stats.update({"train": reconstruction_stats(tok, train_x[: cfg.stats_images]),
-                  "heldout": reconstruction_stats(tok, val_x) if n_val else None,
-                  "images": len(train_x), "heldout_images": n_val, "skipped_images": skipped,
-                  "image_size": size, "wall_s": time.time() - t0})
+    stats.update(
+        {
+            "train": reconstruction_stats(tok, train_x[: cfg.stats_images]),
+            "heldout": reconstruction_stats(tok, val_x) if n_val else None,
+            "images": len(train_x),
+            "heldout_images": n_val,
+            "skipped_images": skipped,
+            "image_size": size,
+            "wall_s": time.time() - t0,
+        }
+    )
     with atomic_directory(out_dir) as tmp:
         tok.save_pretrained(tmp, {"image_size": size})
         write_json(tmp / "stats.json", stats)
-        write_provenance(tmp, KIND, config=cfg, parents=[images],
-                         extra={"source": source, "image_size": size, "skipped_images": skipped,
-                                "heldout": stats["heldout"], "train": stats["train"]})
+        write_provenance(
+            tmp,
+            KIND,
+            config=cfg,
+            parents=[images],
+            extra={
+                "source": source,
+                "image_size": size,
+                "skipped_images": skipped,
+                "heldout": stats["heldout"],
+                "train": stats["train"],
+            },
+        )
     return stats
 
 
@@ -207,12 +230,12 @@ def _train_paths(args: argparse.Namespace) -> tuple[str, str, str]:
     """(images, out, source) from the flags, defaulting to a GenHancer run config's data / latent paths."""
     images, out, source = args.images, args.out, args.source
     if args.run_config:
-        from genhancer.config import load_genhancer_config
-
         run = load_genhancer_config(args.run_config, [])
         if run.latent.space != "vq" or not run.latent.vae_path:
-            raise ConfigError(f"{args.run_config}: latent.space must be vq with latent.vae_path set to the "
-                              "tokenizer directory to write")
+            raise ConfigError(
+                f"{args.run_config}: latent.space must be vq with latent.vae_path set to the "
+                "tokenizer directory to write"
+            )
         images, out = images or run.data.path, out or run.latent.vae_path
         source = source or run.data.source
     if not (images and out):
@@ -223,17 +246,28 @@ def _train_paths(args: argparse.Namespace) -> tuple[str, str, str]:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m toyworld train-vq``: fit the patch k-means tokenizer on an image folder."""
-    p = argparse.ArgumentParser(prog="python -m toyworld train-vq", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld train-vq",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--images", help="image folder (recursive) or webdataset shards")
     p.add_argument("--source", help="how --images is stored: folder (default) | webdataset")
     p.add_argument("--out", help="tokenizer directory to write")
-    p.add_argument("--run-config", help="GenHancer run YAML: --images defaults to its data.path, --out to "
-                   "its latent.vae_path")
-    p.add_argument("--config", help="YAML instance of TrainVQConfig (default: built-in defaults = "
-                   "configs/toyworld/vq.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. codebook_size=256")
-    p.add_argument("--skip-existing", action="store_true", help="do nothing if --out already holds a tokenizer")
+    p.add_argument(
+        "--run-config",
+        help="GenHancer run YAML: --images defaults to its data.path, --out to its latent.vae_path",
+    )
+    p.add_argument(
+        "--config",
+        help="YAML instance of TrainVQConfig (default: built-in defaults = configs/toyworld/vq.yaml)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. codebook_size=256"
+    )
+    p.add_argument(
+        "--skip-existing", action="store_true", help="do nothing if --out already holds a tokenizer"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     args = p.parse_args(argv)
@@ -251,29 +285,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.overwrite:
             raise ConfigError(f"--out {out_dir} is not empty; pass --overwrite to replace it")
     stats = train_vq(cfg, images, out_dir, source)
-    print(f"wrote {out_dir} in {stats['wall_s']:.1f} s ({stats['images']} images, {stats['skipped_images']} "
-          f"unreadable skipped): held-out {json.dumps(stats['heldout'])}")
+    print(
+        f"wrote {out_dir} in {stats['wall_s']:.1f} s ({stats['images']} images, {stats['skipped_images']} "
+        f"unreadable skipped): held-out {json.dumps(stats['heldout'])}"
+    )
     return 0
 
 
 @entry_point
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``python -m toyworld eval-vq``: reconstruction error of any VQ tokenizer on an image folder."""
-    p = argparse.ArgumentParser(prog="python -m toyworld eval-vq",
-                                description="Reconstruction error of a VQ tokenizer on an image folder.")
+    p = argparse.ArgumentParser(
+        prog="python -m toyworld eval-vq",
+        description="Reconstruction error of a VQ tokenizer on an image folder.",
+    )
     p.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
     p.add_argument("--subfolder", default=None, help="subfolder of --tokenizer (aMUSEd: vqvae)")
     p.add_argument("--images", required=True, help="image folder (recursive) or webdataset shards")
     p.add_argument("--source", default="folder", help="how --images is stored: folder | webdataset")
     p.add_argument("--out", default=None, help="also write the stats to this JSON file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="EvalVQConfig overrides, e.g. max_images=200")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="EvalVQConfig overrides, e.g. max_images=200"
+    )
     args = p.parse_args(argv)
     cfg = load_config(EvalVQConfig, None, args.overrides)
     tok = load_tokenizer(args.tokenizer, args.subfolder)
     data, skipped = load_images(args.images, cfg.image_size, cfg.max_images, cfg.seed, args.source)
     stats = reconstruction_stats(tok, data)
-    stats.update({"images": len(data), "skipped_images": skipped, "codebook_size": tok.codebook_size,
-                  "downsample": tok.downsample})
+    stats.update(
+        {
+            "images": len(data),
+            "skipped_images": skipped,
+            "codebook_size": tok.codebook_size,
+            "downsample": tok.downsample,
+        }
+    )
     print(json.dumps(stats, indent=2))
     if args.out:
         write_json(args.out, stats)

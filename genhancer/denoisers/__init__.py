@@ -3,8 +3,9 @@ when a family is added:
 
   * ``continuous`` — Flux MM-DiT (diffusers ``FluxTransformer2DModel``), rectified flow matching on
     continuous latents (``pixel`` / ``vae`` latent spaces).
-  * ``discrete`` (later) — masked prediction of VQ tokens with cross-entropy, on a ``vq`` latent space:
-    one ``DENOISERS`` entry in its own module, registered by importing it below.
+  * ``discrete`` — masked prediction of VQ tokens with cross-entropy, on a ``vq`` latent space.
+
+Each family is one ``DENOISERS`` entry in its own module, registered by importing it below.
 
 Interface (see ``Denoiser``): ``pooled_dim`` / ``context_dim`` size the conditioner; ``training_loss``
 returns {"loss": scalar, ...}; ``generate`` draws latents from a condition; ``save_pretrained`` /
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -40,15 +42,14 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, cfg: GenHancerConfig,
-                        latent: LatentSpace) -> Denoiser:  # pragma: no cover - abstract
+    def from_pretrained(
+        cls, directory: str | Path, cfg: GenHancerConfig, latent: LatentSpace
+    ) -> Denoiser:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @staticmethod
     def saved_directory(directory: str | Path) -> Path:
         """``directory`` if it holds a saved denoiser (a config.json), else a ModelDirError."""
-        from genhancer.utils.errors import ModelDirError
-
         d = Path(directory)
         if not (d / "config.json").is_file():
             raise ModelDirError(f"{d} is not a saved denoiser (no config.json)")
@@ -58,7 +59,10 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     def training_loss(
-        self, latents: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor,
+        self,
+        latents: torch.Tensor,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:  # pragma: no cover - abstract
         """latents: what ``latent.encode`` gave; pooled (B, pooled_dim); context (B, T, context_dim)."""
@@ -66,7 +70,11 @@ class Denoiser(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, pooled: torch.Tensor, context: torch.Tensor, latent_hw: tuple[int, int], steps: int,
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        latent_hw: tuple[int, int],
+        steps: int,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:  # pragma: no cover - abstract
         """Latents (B, ...) that ``latent.decode`` turns into images."""
@@ -78,8 +86,6 @@ DENOISERS: Registry[type[Denoiser]] = Registry("denoiser")
 
 def check_latent_space(family_id: str, latent_space_id: str) -> None:
     """A clear config error when a denoiser family cannot work in the configured latent space."""
-    from genhancer.utils.errors import ConfigError
-
     family = DENOISERS[family_id]
     if family.latent_spaces and latent_space_id not in family.latent_spaces:
         raise ConfigError(

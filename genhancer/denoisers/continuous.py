@@ -22,24 +22,39 @@ from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.latents import patchify, token_position_ids, unpatchify
 from genhancer.utils.errors import ConfigError
 
-_PAPER_WIDTH = MappingProxyType(dict(
-    attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-    axes_dims_rope=(16, 56, 56),
-))
-PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType({
-    "toy": MappingProxyType(dict(
-        # sized for 2 CPU cores: the per-token MLP/modulation work dominates, so the width stays at 32
-        num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6),
-    )),
-    "lightweight": MappingProxyType(dict(num_layers=2, num_single_layers=4, **_PAPER_WIDTH)),
-    "1+2": MappingProxyType(dict(num_layers=1, num_single_layers=2, **_PAPER_WIDTH)),
-    "3+6": MappingProxyType(dict(num_layers=3, num_single_layers=6, **_PAPER_WIDTH)),
-})
+_PAPER_WIDTH = MappingProxyType(
+    dict(
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        axes_dims_rope=(16, 56, 56),
+    )
+)
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "toy": MappingProxyType(
+            dict(
+                # sized for 2 CPU cores: the per-token MLP/modulation work dominates, so the width stays at 32
+                num_layers=1,
+                num_single_layers=2,
+                attention_head_dim=16,
+                num_attention_heads=2,
+                joint_attention_dim=32,
+                pooled_projection_dim=32,
+                axes_dims_rope=(4, 6, 6),
+            )
+        ),
+        "lightweight": MappingProxyType(dict(num_layers=2, num_single_layers=4, **_PAPER_WIDTH)),
+        "1+2": MappingProxyType(dict(num_layers=1, num_single_layers=2, **_PAPER_WIDTH)),
+        "3+6": MappingProxyType(dict(num_layers=3, num_single_layers=6, **_PAPER_WIDTH)),
+    }
+)
 
 
-def transformer_kwargs(preset: str, in_channels: int, guidance: bool, overrides: dict[str, Any] | None = None
-                       ) -> dict[str, Any]:
+def transformer_kwargs(
+    preset: str, in_channels: int, guidance: bool, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Constructor kwargs of ``FluxTransformer2DModel`` for a preset (+ overrides), checked."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown denoiser.preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -48,8 +63,8 @@ def transformer_kwargs(preset: str, in_channels: int, guidance: bool, overrides:
     for key, value in (overrides or {}).items():
         if key in ("in_channels", "patch_size", "guidance_embeds", "out_channels"):
             raise ConfigError(
-                f"denoiser.overrides.{key} is derived (in_channels from the latent space and latent.patch_size, "
-                "guidance_embeds from denoiser.guidance); remove it"
+                f"denoiser.overrides.{key} is derived (in_channels from the latent space and "
+                "latent.patch_size, guidance_embeds from denoiser.guidance); remove it"
             )
         kwargs[key] = value
     kwargs["axes_dims_rope"] = tuple(kwargs["axes_dims_rope"])
@@ -59,12 +74,15 @@ def transformer_kwargs(preset: str, in_channels: int, guidance: bool, overrides:
             f"{kwargs['attention_head_dim']} (Flux's 3-axis RoPE covers each head exactly)"
         )
     if any(d % 2 for d in kwargs["axes_dims_rope"]):
-        raise ConfigError(f"denoiser: every axes_dims_rope entry must be even, got {kwargs['axes_dims_rope']}")
+        raise ConfigError(
+            f"denoiser: every axes_dims_rope entry must be even, got {kwargs['axes_dims_rope']}"
+        )
     return kwargs
 
 
-def preset_parameter_count(preset: str, in_channels: int = 64, guidance: bool = False,
-                           overrides: dict[str, Any] | None = None) -> int:
+def preset_parameter_count(
+    preset: str, in_channels: int = 64, guidance: bool = False, overrides: dict[str, Any] | None = None
+) -> int:
     """Parameters of a preset without allocating them (meta device)."""
     from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel
@@ -80,7 +98,9 @@ class ContinuousDenoiser(Denoiser):
 
     latent_spaces = ("pixel", "vae")
 
-    def __init__(self, transformer: torch.nn.Module, latent: Any, flow_cfg: Any, guidance: float | None) -> None:
+    def __init__(
+        self, transformer: torch.nn.Module, latent: Any, flow_cfg: Any, guidance: float | None
+    ) -> None:
         super().__init__()
         self.transformer = transformer
         self.patch_size = latent.patch_size
@@ -92,7 +112,8 @@ class ContinuousDenoiser(Denoiser):
         self.context_dim = int(transformer.config.joint_attention_dim)
         if int(transformer.config.in_channels) != latent.token_dim:
             raise ConfigError(
-                f"the denoiser takes {transformer.config.in_channels}-channel tokens but the latent space gives "
+                f"the denoiser takes {transformer.config.in_channels}-channel tokens "
+                "but the latent space gives "
                 f"{latent.token_dim} (= {latent.channels} channels x patch {latent.patch_size}^2)"
             )
         if bool(transformer.config.guidance_embeds) != (guidance is not None):
@@ -105,41 +126,65 @@ class ContinuousDenoiser(Denoiser):
     def build(cls, cfg: Any, latent: Any) -> ContinuousDenoiser:
         from diffusers import FluxTransformer2DModel
 
-        kwargs = transformer_kwargs(cfg.denoiser.preset, latent.token_dim, cfg.denoiser.guidance is not None,
-                                    cfg.denoiser.overrides)
+        kwargs = transformer_kwargs(
+            cfg.denoiser.preset, latent.token_dim, cfg.denoiser.guidance is not None, cfg.denoiser.overrides
+        )
         return cls(FluxTransformer2DModel(**kwargs), latent, cfg.flow, cfg.denoiser.guidance)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> ContinuousDenoiser:
         from diffusers import FluxTransformer2DModel
 
-        transformer = FluxTransformer2DModel.from_pretrained(cls.saved_directory(directory), use_safetensors=True)
+        transformer = FluxTransformer2DModel.from_pretrained(
+            cls.saved_directory(directory), use_safetensors=True
+        )
         return cls(transformer, latent, cfg.flow, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.transformer.save_pretrained(str(directory), safe_serialization=True)
 
     # -- the network as a velocity field --------------------------------------------------------------
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor,
-                 img_ids: torch.Tensor) -> torch.Tensor:
-        """x_t (B, N, C*p*p) packed tokens, t (B,) in [0, 1], pooled (B, P), context (B, T, J) -> (B, N, C*p*p)."""
+    def velocity(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        img_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """x_t (B, N, C*p*p) packed tokens, t (B,) in [0, 1], pooled (B, P), context (B, T, J)
+        -> (B, N, C*p*p)."""
         txt_ids = torch.zeros(context.shape[1], 3, device=x_t.device, dtype=img_ids.dtype)  # (T, 3)
         guidance = None
         if self.guidance is not None:
             guidance = torch.full((x_t.shape[0],), float(self.guidance), device=x_t.device, dtype=x_t.dtype)
         return self.transformer(
-            hidden_states=x_t, encoder_hidden_states=context, pooled_projections=pooled,
+            hidden_states=x_t,
+            encoder_hidden_states=context,
+            pooled_projections=pooled,
             timestep=t.to(x_t.dtype),  # Flux multiplies by 1000 itself
-            img_ids=img_ids, txt_ids=txt_ids, guidance=guidance, return_dict=False,
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+            guidance=guidance,
+            return_dict=False,
         )[0]
 
-    def training_loss(self, latents: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor,
-                      generator: torch.Generator | None = None) -> dict[str, Any]:
+    def training_loss(
+        self,
+        latents: torch.Tensor,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
         """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": float}."""
         b, _, h, w = latents.shape
         x = patchify(latents, self.patch_size).to(self.transformer.dtype)  # (B, N, C*p*p), the weights' dtype
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                            device=generator.device if generator is not None else x.device).to(x.device)
+        noise = torch.randn(
+            x.shape,
+            generator=generator,
+            dtype=x.dtype,
+            device=generator.device if generator is not None else x.device,
+        ).to(x.device)
         t = flow.sample_timesteps(b, self.t_sampling, self.logit_scale, generator, device=x.device)
         x_t = flow.interpolate(x, noise, t)
         img_ids = token_position_ids(h, w, self.patch_size, x.device)
@@ -148,8 +193,14 @@ class ContinuousDenoiser(Denoiser):
         return {"loss": loss, "t_mean": float(t.mean())}
 
     @torch.no_grad()
-    def generate(self, pooled: torch.Tensor, context: torch.Tensor, latent_hw: tuple[int, int], steps: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        latent_hw: tuple[int, int],
+        steps: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Euler-integrate from noise (t = 1) to data (t = 0): returns latents (B, C, h, w)."""
         h, w = latent_hw
         p = self.patch_size
@@ -160,6 +211,7 @@ class ContinuousDenoiser(Denoiser):
         def velocity_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.velocity(x, t, pooled, context, img_ids)
 
-        tokens = flow.euler_sample(velocity_fn, shape, steps, generator, device=pooled.device, dtype=pooled.dtype)
+        tokens = flow.euler_sample(
+            velocity_fn, shape, steps, generator, device=pooled.device, dtype=pooled.dtype
+        )
         return unpatchify(tokens, p, self.channels, h, w)
-

@@ -5,7 +5,8 @@ see ``genhancer.vq``), a lightweight transformer predicting masked tokens, condi
 global token only. Here the network (``MaskedTokenTransformer``) is a bidirectional transformer over the
 token grid that reads the condition the way a Perceiver's latent array reads its input — every block
 cross-attends from the image tokens to the context token(s) — and is also modulated by the pooled vector
-(adaLN-zero on self-attention and MLP, as in DiT; ungated cross-attention, as in PixArt-alpha). "Perceiver" is the paper's word; its exact layout, width and lr are unverified.
+(adaLN-zero on self-attention and MLP, as in DiT; ungated cross-attention, as in PixArt-alpha).
+"Perceiver" is the paper's word; its exact layout, width and lr are unverified.
 
 Objective (pure functions below, tested on hand-made tokens):
   * mask: per sample, round(r * N) of the N grid positions (at least 1) are replaced by the mask id
@@ -43,23 +44,34 @@ from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.utils.errors import ConfigError
 
 _PAPER_WIDTH = MappingProxyType(dict(width=1024, heads=16, mlp_ratio=4.0, pooled_dim=1024, context_dim=1024))
-PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType({
-    "toy": MappingProxyType(dict(width=64, depth=2, heads=4, mlp_ratio=4.0, pooled_dim=64, context_dim=64)),
-    **{str(d): MappingProxyType(dict(depth=d, **_PAPER_WIDTH)) for d in (2, 4, 6, 8)},
-})
+PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
+    {
+        "toy": MappingProxyType(
+            dict(width=64, depth=2, heads=4, mlp_ratio=4.0, pooled_dim=64, context_dim=64)
+        ),
+        **{str(d): MappingProxyType(dict(depth=d, **_PAPER_WIDTH)) for d in (2, 4, 6, 8)},
+    }
+)
 NETWORK_KEYS = ("width", "depth", "heads", "mlp_ratio", "pooled_dim", "context_dim")
-OBJECTIVE_DEFAULTS = MappingProxyType(dict(
-    mask_ratio=0.7,  # the paper's best fixed ratio (OpenAI@224: 50% 28.1, 70% 28.9, 90% 25.9)
-    mask_ratio_range=None,  # [lo, hi]: a ratio drawn uniformly per sample instead (paper: 0.5-0.9, 28.9)
-    label_smoothing=0.0,
-    sample_temperature=1.0,  # token sampling temperature when decoding; 0 = argmax
-    choice_temperature=4.5,  # Gumbel noise on the confidence when choosing what to keep, annealed to 0
-))
+OBJECTIVE_DEFAULTS = MappingProxyType(
+    dict(
+        mask_ratio=0.7,  # the paper's best fixed ratio (OpenAI@224: 50% 28.1, 70% 28.9, 90% 25.9)
+        mask_ratio_range=None,  # [lo, hi]: a ratio drawn uniformly per sample instead (paper: 0.5-0.9, 28.9)
+        label_smoothing=0.0,
+        sample_temperature=1.0,  # token sampling temperature when decoding; 0 = argmax
+        choice_temperature=4.5,  # Gumbel noise on the confidence when choosing what to keep, annealed to 0
+    )
+)
 
 
 # ------------------------------------------------------------------------------------------ objective
-def sample_mask_ratios(batch: int, mask_ratio: float, ratio_range: tuple[float, float] | None,
-                       generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_mask_ratios(
+    batch: int,
+    mask_ratio: float,
+    ratio_range: tuple[float, float] | None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(B,) mask ratios: all ``mask_ratio``, or uniform in ``ratio_range`` when it is given."""
     if ratio_range is None:
         return torch.full((batch,), float(mask_ratio), device=device)
@@ -68,14 +80,17 @@ def sample_mask_ratios(batch: int, mask_ratio: float, ratio_range: tuple[float, 
     return (lo + (hi - lo) * u).to(device)
 
 
-def random_mask(ratios: torch.Tensor, n_tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_mask(
+    ratios: torch.Tensor, n_tokens: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """ratios (B,) -> bool mask (B, N), True = masked; exactly clamp(round(r * N), 1, N) True per row, at
     positions chosen uniformly at random."""
     b = ratios.shape[0]
     device = ratios.device
     counts = (ratios * n_tokens).round().long().clamp(1, n_tokens)  # (B,)
-    scores = torch.rand(b, n_tokens, generator=generator,
-                        device=generator.device if generator is not None else device).to(device)
+    scores = torch.rand(
+        b, n_tokens, generator=generator, device=generator.device if generator is not None else device
+    ).to(device)
     ranks = scores.argsort(dim=1).argsort(dim=1)  # (B, N): rank of each position's score in its row
     return ranks < counts[:, None]
 
@@ -85,15 +100,19 @@ def apply_mask(ids: torch.Tensor, mask: torch.Tensor, mask_id: int) -> torch.Ten
     return torch.where(mask, torch.full_like(ids, mask_id), ids)
 
 
-def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                      label_smoothing: float = 0.0) -> torch.Tensor:
+def masked_token_loss(
+    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy on masked positions only: logits (B, N, K), targets (B, N) int, mask (B, N) bool ->
     scalar mean over all masked positions of the batch (unmasked positions contribute nothing)."""
     sel = mask.reshape(-1)
     if not bool(sel.any()):
         raise ValueError("masked_token_loss: no masked position in the batch")
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1])[sel].float(), targets.reshape(-1)[sel],
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1])[sel].float(),
+        targets.reshape(-1)[sel],
+        label_smoothing=label_smoothing,
+    )
 
 
 # ------------------------------------------------------------------------------------------- decoding
@@ -109,8 +128,10 @@ def masked_counts(n_tokens: int, steps: int) -> list[int]:
     (N > m_1 > ... > m_steps = 0). Needs 1 <= steps <= N.
     """
     if not 1 <= steps <= n_tokens:
-        raise ConfigError(f"discrete decoding needs 1 <= steps <= number of tokens ({n_tokens}); got {steps} "
-                          "(flow.sample_steps)")
+        raise ConfigError(
+            f"discrete decoding needs 1 <= steps <= number of tokens ({n_tokens}); got {steps} "
+            "(flow.sample_steps)"
+        )
     out, prev = [], n_tokens
     for t in range(1, steps + 1):
         m = math.floor(n_tokens * cosine_schedule(t / steps))
@@ -128,10 +149,17 @@ def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: t
 
 
 @torch.no_grad()
-def maskgit_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], batch: int, n_tokens: int, mask_id: int,
-                   steps: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-                   choice_temperature: float = 0.0, device: torch.device | str = "cpu",
-                   ) -> tuple[torch.Tensor, list[int]]:
+def maskgit_decode(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    batch: int,
+    n_tokens: int,
+    mask_id: int,
+    steps: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    choice_temperature: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, list[int]]:
     """Iterative parallel decoding from an all-mask grid.
 
     ``logits_fn(ids (B, N)) -> (B, N, K)``, called exactly ``steps`` times. Each step samples a token for
@@ -175,7 +203,9 @@ def sincos_2d(h: int, w: int, dim: int, device: torch.device, dtype: torch.dtype
         raise ConfigError(f"denoiser width must be divisible by 4 for the 2-D position embedding, got {dim}")
     q = dim // 4
     freqs = 1.0 / (10000 ** (torch.arange(q, device=device, dtype=torch.float32) / q))  # (q,)
-    rows = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w)[:, None] * freqs  # (hw, q)
+    rows = (
+        torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w)[:, None] * freqs
+    )  # (hw, q)
     cols = torch.arange(w, device=device, dtype=torch.float32).repeat(h)[:, None] * freqs
     return torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], dim=1).to(dtype)
 
@@ -195,7 +225,9 @@ class _Attention(nn.Module):
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         b, n, w = x.shape
         q = self.to_q(x).reshape(b, n, self.heads, -1).transpose(1, 2)  # (B, H, N, W/H)
-        k, v = self.to_kv(kv).reshape(b, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, H, M, W/H)
+        k, v = (
+            self.to_kv(kv).reshape(b, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        )  # (B, H, M, W/H)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, W/H)
         return self.to_out(out.transpose(1, 2).reshape(b, n, w))
 
@@ -215,14 +247,20 @@ class _Block(nn.Module):
         self.cross_attn = _Attention(width, heads, kv_dim=context_dim)
         self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
-        self.modulation = nn.Linear(width, 6 * width)  # (shift, scale, gate) x 2 sublayers from the pooled vector
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
+        )
+        self.modulation = nn.Linear(
+            width, 6 * width
+        )  # (shift, scale, gate) x 2 sublayers from the pooled vector
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x (B, N, W), cond (B, W) (SiLU already applied), context (B, T, context_dim) -> (B, N, W)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, W)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(
+            6, dim=-1
+        )  # (B, 1, W)
         h = self.norm1(x) * (1 + scale1) + shift1
         x = x + gate1 * self.self_attn(h, h)
         x = x + self.cross_attn(self.norm2(x), context)
@@ -238,8 +276,16 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, codebook_size: int, width: int = 64, depth: int = 2, heads: int = 4, mlp_ratio: float = 4.0,
-                 pooled_dim: int = 64, context_dim: int = 64) -> None:
+    def __init__(
+        self,
+        codebook_size: int,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        pooled_dim: int = 64,
+        context_dim: int = 64,
+    ) -> None:
         super().__init__()
         if min(codebook_size, width, depth, heads, pooled_dim, context_dim) < 1 or mlp_ratio <= 0:
             raise ConfigError(f"discrete denoiser sizes must be positive (got {dict(self.config)})")
@@ -269,11 +315,15 @@ class MaskedTokenTransformer(ModelMixin, ConfigMixin):
         return self.head(self.norm_out(x) * (1 + scale) + shift)  # (B, N, K)
 
 
-def network_kwargs(preset: str, codebook_size: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def network_kwargs(
+    preset: str, codebook_size: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Constructor kwargs of ``MaskedTokenTransformer`` for a preset + the network keys of ``overrides``."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown denoiser.preset {preset!r} for denoiser.type=discrete; known presets: "
-                          f"{', '.join(PRESETS)}")
+        raise ConfigError(
+            f"unknown denoiser.preset {preset!r} for denoiser.type=discrete; known presets: "
+            f"{', '.join(PRESETS)}"
+        )
     kwargs: dict[str, Any] = dict(PRESETS[preset], codebook_size=codebook_size)
     kwargs.update({k: v for k, v in split_overrides(overrides)[0].items()})
     return kwargs
@@ -291,17 +341,24 @@ def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], d
         elif key in OBJECTIVE_DEFAULTS:
             objective[key] = value
         else:
-            raise ConfigError(f"unknown denoiser.overrides.{key} for denoiser.type=discrete; valid keys: "
-                              f"{', '.join(NETWORK_KEYS + tuple(OBJECTIVE_DEFAULTS))}")
+            raise ConfigError(
+                f"unknown denoiser.overrides.{key} for denoiser.type=discrete; valid keys: "
+                f"{', '.join(NETWORK_KEYS + tuple(OBJECTIVE_DEFAULTS))}"
+            )
     r = objective["mask_ratio"]
     if not isinstance(r, (int, float)) or not 0 < r <= 1:
         raise ConfigError(f"denoiser.overrides.mask_ratio must be in (0, 1], got {r!r}")
     rng = objective["mask_ratio_range"]
     if rng is not None:
-        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
-                or not all(isinstance(v, (int, float)) for v in rng) or not 0 < rng[0] <= rng[1] <= 1):
-            raise ConfigError(f"denoiser.overrides.mask_ratio_range must be [lo, hi] with 0 < lo <= hi <= 1, "
-                              f"got {rng!r}")
+        if (
+            not isinstance(rng, (list, tuple))
+            or len(rng) != 2
+            or not all(isinstance(v, (int, float)) for v in rng)
+            or not 0 < rng[0] <= rng[1] <= 1
+        ):
+            raise ConfigError(
+                f"denoiser.overrides.mask_ratio_range must be [lo, hi] with 0 < lo <= hi <= 1, got {rng!r}"
+            )
         objective["mask_ratio_range"] = (float(rng[0]), float(rng[1]))
     for key in ("label_smoothing", "sample_temperature", "choice_temperature"):
         if not isinstance(objective[key], (int, float)) or objective[key] < 0:
@@ -309,7 +366,9 @@ def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], d
     return network, objective
 
 
-def preset_parameter_count(preset: str, codebook_size: int = 8192, overrides: dict[str, Any] | None = None) -> int:
+def preset_parameter_count(
+    preset: str, codebook_size: int = 8192, overrides: dict[str, Any] | None = None
+) -> int:
     """Parameters of a preset without allocating them (meta device)."""
     with torch.device("meta"):
         model = MaskedTokenTransformer(**network_kwargs(preset, codebook_size, overrides))
@@ -323,12 +382,19 @@ class DiscreteDenoiser(Denoiser):
 
     latent_spaces = ("vq",)
 
-    def __init__(self, network: MaskedTokenTransformer, latent: Any, overrides: dict[str, Any] | None,
-                 guidance: float | None = None) -> None:
+    def __init__(
+        self,
+        network: MaskedTokenTransformer,
+        latent: Any,
+        overrides: dict[str, Any] | None,
+        guidance: float | None = None,
+    ) -> None:
         super().__init__()
         if guidance is not None:
-            raise ConfigError("denoiser.guidance is a continuous-denoiser setting; set it to null for "
-                              "denoiser.type=discrete")
+            raise ConfigError(
+                "denoiser.guidance is a continuous-denoiser setting; set it to null for "
+                "denoiser.type=discrete"
+            )
         self.network = network
         _, objective = split_overrides(overrides)
         self.mask_ratio = float(objective["mask_ratio"])
@@ -340,8 +406,10 @@ class DiscreteDenoiser(Denoiser):
         self.context_dim = int(network.config.context_dim)
         self.codebook_size = int(network.config.codebook_size)
         if self.codebook_size != int(latent.codebook_size):
-            raise ConfigError(f"the denoiser predicts {self.codebook_size} codes but the VQ tokenizer at "
-                              f"latent.vae_path has {latent.codebook_size}")
+            raise ConfigError(
+                f"the denoiser predicts {self.codebook_size} codes but the VQ tokenizer at "
+                f"latent.vae_path has {latent.codebook_size}"
+            )
 
     @classmethod
     def build(cls, cfg: Any, latent: Any) -> DiscreteDenoiser:
@@ -356,9 +424,15 @@ class DiscreteDenoiser(Denoiser):
     def save_pretrained(self, directory: str | Path) -> None:
         self.network.save_pretrained(str(directory), safe_serialization=True)
 
-    def training_loss(self, latents: torch.Tensor, pooled: torch.Tensor, context: torch.Tensor,
-                      generator: torch.Generator | None = None) -> dict[str, Any]:
-        """latents: token ids (B, h, w) -> {"loss": masked CE, "mask_ratio": float, "masked_accuracy": float}."""
+    def training_loss(
+        self,
+        latents: torch.Tensor,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
+        """latents: token ids (B, h, w)
+        -> {"loss": masked CE, "mask_ratio": float, "masked_accuracy": float}."""
         ids = latents.long()
         b, h, w = ids.shape
         flat = ids.reshape(b, h * w)  # (B, N)
@@ -372,8 +446,14 @@ class DiscreteDenoiser(Denoiser):
         return {"loss": loss, "mask_ratio": float(mask.float().mean()), "masked_accuracy": float(acc)}
 
     @torch.no_grad()
-    def generate(self, pooled: torch.Tensor, context: torch.Tensor, latent_hw: tuple[int, int], steps: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        latent_hw: tuple[int, int],
+        steps: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """MaskGIT decoding in ``steps`` passes from the condition alone: token ids (B, h, w)."""
         h, w = latent_hw
         b = pooled.shape[0]
@@ -381,6 +461,15 @@ class DiscreteDenoiser(Denoiser):
         def logits_fn(ids: torch.Tensor) -> torch.Tensor:
             return self.network(ids.reshape(b, h, w), pooled, context)
 
-        ids, _ = maskgit_decode(logits_fn, b, h * w, self.network.mask_id, steps, generator,
-                                self.sample_temperature, self.choice_temperature, pooled.device)
+        ids, _ = maskgit_decode(
+            logits_fn,
+            b,
+            h * w,
+            self.network.mask_id,
+            steps,
+            generator,
+            self.sample_temperature,
+            self.choice_temperature,
+            pooled.device,
+        )
         return ids.reshape(b, h, w)

@@ -26,7 +26,7 @@ C = TypeVar("C")
 ConfigLoader = Callable[[str | Path | None, Sequence[str]], C]
 
 
-class ConfigPrinted(Exception):  # noqa: N818 - a control-flow signal, like StopIteration, not an error
+class ConfigPrinted(Exception):  # a control-flow signal, like StopIteration, not an error
     """Raised by ``config_from_args`` / ``print_config_and_exit`` after ``--print-config`` printed the config;
     ``entry_point`` turns it into exit code 0 (as argparse's ``--help`` does with SystemExit)."""
 

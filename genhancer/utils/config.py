@@ -154,7 +154,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"config key '{where}' expects {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        raise ConfigError(
+            f"config key '{where}' expects {' or '.join(_type_name(a) for a in args)}, got {value!r}"
+        )
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
@@ -166,7 +168,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise ConfigError(f"config key '{where}' expects {len(args)} items, got {len(value)}: {value!r}")
+                raise ConfigError(
+                    f"config key '{where}' expects {len(args)} items, got {len(value)}: {value!r}"
+                )
             return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         inner = args[0] if args else Any
         items = [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]

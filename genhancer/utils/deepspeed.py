@@ -1,9 +1,10 @@
 """DeepSpeed plumbing both trainers share (GenHancer's accelerate loop and the LLaVA Trainer).
 
-- ``resolve_mixed_precision``: the one reading of a precision setting ("auto" -> bf16 on a bf16 GPU, else fp32).
+- ``resolve_mixed_precision``: the one reading of a precision setting ("auto" -> bf16 on a bf16 GPU, else
+  fp32).
 - ``deepspeed_config``: the one reader of a DeepSpeed JSON, filling the "auto" entries the caller owns.
-- ``distributed_process``: the launcher variables a plain ``python`` process lacks, filled in while a run lasts,
-  and the process-group teardown when it ends.
+- ``distributed_process``: the launcher variables a plain ``python`` process lacks, filled in while a run
+  lasts, and the process-group teardown when it ends.
 
 No model code here: ``llava_integration`` imports this module, never GenHancer's models.
 """
@@ -17,6 +18,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.distributed as dist
 
 from genhancer.utils.errors import ConfigError
 from genhancer.utils.fsio import read_json
@@ -34,8 +38,6 @@ def resolve_mixed_precision(requested: str, *, use_cpu: bool = False) -> str:
 
     Returns one of accelerate's names: ``no`` | ``bf16`` | ``fp16`` (anything else is passed through).
     """
-    import torch
-
     if requested == "fp32":
         return "no"
     if requested != "auto":
@@ -45,10 +47,8 @@ def resolve_mixed_precision(requested: str, *, use_cpu: bool = False) -> str:
     return "no"
 
 
-def precision_dtype(precision: str) -> Any:  # torch.dtype
+def precision_dtype(precision: str) -> torch.dtype:
     """The parameter dtype of a resolved precision: bf16 / fp16, else fp32."""
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
@@ -125,8 +125,6 @@ def single_process_env(env: Mapping[str, str]) -> dict[str, str]:
 def destroy_process_group() -> None:
     """DeepSpeed's group first (it also drops DeepSpeed's cached group handles), then torch's if one is left;
     gloo aborts at interpreter exit otherwise. Does nothing when there is no group."""
-    import torch.distributed as dist
-
     if "deepspeed.comm" in sys.modules:
         import deepspeed.comm as ds_comm
 

@@ -1,4 +1,5 @@
-"""The one table of facts about CLIP-family encoders, shared by genhancer, eval, llava_integration and toyworld.
+"""The one table of facts about CLIP-family encoders, shared by genhancer, eval, llava_integration and
+toyworld.
 
 Model-free data only: no transformers import, no behaviour. Each package keeps its own *behaviour* (how to
 split a model into its vision side, how to compute logits) in a registry keyed by the rule ids named here,
@@ -66,27 +67,49 @@ class FamilyFacts:
 
 
 FAMILIES: Registry[FamilyFacts] = Registry("encoder family")
-FAMILIES.register("clip", FamilyFacts(
-    # OpenAI CLIP and MetaCLIP
-    name="clip", model_type="clip", vision_model_type="clip_vision_model",
-    full_model_class="CLIPModel", vision_model_class="CLIPVisionModel", processor_class="CLIPProcessor",
-    image_mean=(0.48145466, 0.4578275, 0.40821073), image_std=(0.26862954, 0.26130258, 0.27577711),
-    cls_token=True, global_token=PROJECTED_POOLER, logits=SCALED_COSINE,
-    tokenizer_max_length=77, text_inputs=("input_ids", "attention_mask"),
-    lora_targets=(ALL_LINEAR,),  # every vision-side linear, visual_projection included
-    llava_feature_strategy="default",
-))
-FAMILIES.register("siglip", FamilyFacts(
-    name="siglip", model_type="siglip", vision_model_type="siglip_vision_model",
-    full_model_class="SiglipModel", vision_model_class="SiglipVisionModel", processor_class="SiglipProcessor",
-    image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
-    # [IMPORTANT] SigLIP has no CLS token (LLaVA keeps every patch: "full") and was trained on text padded
-    # to max_length *without* an attention mask: giving it one changes its text embeddings.
-    cls_token=False, global_token=POOLER, logits=SCALED_COSINE_PLUS_BIAS,
-    tokenizer_max_length=64, text_inputs=("input_ids",),
-    lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-    llava_feature_strategy="full",
-))
+FAMILIES.register(
+    "clip",
+    FamilyFacts(
+        # OpenAI CLIP and MetaCLIP
+        name="clip",
+        model_type="clip",
+        vision_model_type="clip_vision_model",
+        full_model_class="CLIPModel",
+        vision_model_class="CLIPVisionModel",
+        processor_class="CLIPProcessor",
+        image_mean=(0.48145466, 0.4578275, 0.40821073),
+        image_std=(0.26862954, 0.26130258, 0.27577711),
+        cls_token=True,
+        global_token=PROJECTED_POOLER,
+        logits=SCALED_COSINE,
+        tokenizer_max_length=77,
+        text_inputs=("input_ids", "attention_mask"),
+        lora_targets=(ALL_LINEAR,),  # every vision-side linear, visual_projection included
+        llava_feature_strategy="default",
+    ),
+)
+FAMILIES.register(
+    "siglip",
+    FamilyFacts(
+        name="siglip",
+        model_type="siglip",
+        vision_model_type="siglip_vision_model",
+        full_model_class="SiglipModel",
+        vision_model_class="SiglipVisionModel",
+        processor_class="SiglipProcessor",
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        # [IMPORTANT] SigLIP has no CLS token (LLaVA keeps every patch: "full") and was trained on text padded
+        # to max_length *without* an attention mask: giving it one changes its text embeddings.
+        cls_token=False,
+        global_token=POOLER,
+        logits=SCALED_COSINE_PLUS_BIAS,
+        tokenizer_max_length=64,
+        text_inputs=("input_ids",),
+        lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+        llava_feature_strategy="full",
+    ),
+)
 
 
 def known_model_types() -> list[str]:
@@ -98,5 +121,6 @@ def family_for_model_type(model_type: str) -> FamilyFacts:
     for facts in FAMILIES.values():
         if model_type in facts.model_types:
             return facts
-    raise ConfigError(f"unknown encoder model_type {model_type!r}; known model types: "
-                      f"{', '.join(known_model_types())}")
+    raise ConfigError(
+        f"unknown encoder model_type {model_type!r}; known model types: {', '.join(known_model_types())}"
+    )

@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 
 def process_rank() -> int:
-    """Global rank: from torch.distributed once initialised, else the launcher's RANK (0 when not launched)."""
+    """Global rank: from torch.distributed once initialised, else the launcher's RANK (0 when not
+    launched)."""
     dist = sys.modules.get("torch.distributed")  # not imported yet -> no process group (and no 2 s import)
     if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank()

@@ -21,7 +21,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the official folder is .jpg; the
 
 @dataclass(frozen=True)
 class MMVPPair:
-    """Two consecutive rows of Questions.csv: statement s belongs with image s (s = 0, 1) when qid s is odd."""
+    """Two consecutive rows of Questions.csv: statement s belongs with image s (s = 0, 1) when qid s is
+    odd."""
 
     qids: tuple[int, int]
     pattern: str
@@ -59,7 +60,8 @@ def _image_path(images_dir: Path, pattern: str, qid: int) -> Path:
 
 
 def read_benchmark(bench_dir: str | Path) -> list[MMVPPair]:
-    """Read and validate an MMVP-VLM folder; every problem is a ``DataError`` naming the file and line/qids."""
+    """Read and validate an MMVP-VLM folder; every problem is a ``DataError`` naming the file and
+    line/qids."""
     bench = Path(bench_dir)
     path = bench / QUESTIONS_FILE
     if not path.is_file():

@@ -6,6 +6,7 @@ kind, config_hash}], packages: {name: version}, extra}. The leaderboard reads it
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import subprocess
@@ -14,11 +15,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.config import config_hash
+from genhancer.utils.config import config_hash, to_dict
 from genhancer.utils.fsio import read_json, write_json
 
 FILENAME = "provenance.json"
-_PACKAGES = ("torch", "transformers", "diffusers", "peft", "accelerate", "deepspeed", "lmms-eval", "genhancer-suite")
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "diffusers",
+    "peft",
+    "accelerate",
+    "deepspeed",
+    "lmms-eval",
+    "genhancer-suite",
+)
 
 
 def git_revision(path: str | Path | None = None) -> dict[str, Any]:
@@ -31,7 +41,11 @@ def git_revision(path: str | Path | None = None) -> dict[str, Any]:
         dirty = bool(
             subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=cwd, capture_output=True, text=True, timeout=10, check=True,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
         )
         return {"revision": rev, "dirty": dirty}
@@ -64,19 +78,18 @@ def write_provenance(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``directory/provenance.json``. ``config`` may be a dataclass or a dict."""
-    import dataclasses
-
     cfg = config
     if cfg is not None and dataclasses.is_dataclass(cfg):
-        from genhancer.utils.config import to_dict
-
         cfg = to_dict(cfg)
     parent_rows = []
     for parent in parents:
         prov = read_provenance(parent) or {}
         parent_rows.append(
-            {"path": str(Path(parent).resolve()) if Path(parent).exists() else str(parent),
-             "kind": prov.get("kind"), "config_hash": prov.get("config_hash")}
+            {
+                "path": str(Path(parent).resolve()) if Path(parent).exists() else str(parent),
+                "kind": prov.get("kind"),
+                "config_hash": prov.get("config_hash"),
+            }
         )
     manifest = {
         "kind": kind,

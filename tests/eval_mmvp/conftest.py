@@ -10,12 +10,25 @@ from pathlib import Path
 import pytest
 
 PATTERNS = ("Orientation and Direction", "Color and Appearance")
-COLORS = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (230, 200, 20), (150, 40, 180), (240, 130, 20),
-          (20, 200, 200), (120, 120, 120)]
+COLORS = [
+    (220, 30, 30),
+    (30, 30, 220),
+    (30, 200, 30),
+    (230, 200, 20),
+    (150, 40, 180),
+    (240, 130, 20),
+    (20, 200, 200),
+    (120, 120, 120),
+]
 
 
-def write_bench(root: Path, patterns: Sequence[str] = PATTERNS, pairs_per_pattern: int = 2,
-                header: Sequence[str] | None = ("Question ID", "Type", "Statement"), bom: bool = False) -> Path:
+def write_bench(
+    root: Path,
+    patterns: Sequence[str] = PATTERNS,
+    pairs_per_pattern: int = 2,
+    header: Sequence[str] | None = ("Question ID", "Type", "Statement"),
+    bom: bool = False,
+) -> Path:
     """An official-layout MMVP-VLM folder: Questions.csv + 'MLLM_VLM Images/<type>/<qid>.jpg' (32 px)."""
     from PIL import Image
 
@@ -52,19 +65,48 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor, SiglipTokenizer
 
     work = tmp_path_factory.mktemp("spm")
-    texts = ["a photo of a square with a white dot on the left", "a photo of a red triangle pointing up",
-             "two blue circles on the right", "a green square seen from above"] * 20
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(work / "spiece"),
-                                   vocab_size=60, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
-                                   bos_id=-1, minloglevel=2, hard_vocab_limit=False)
+    texts = [
+        "a photo of a square with a white dot on the left",
+        "a photo of a red triangle pointing up",
+        "two blue circles on the right",
+        "a green square seen from above",
+    ] * 20
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(work / "spiece"),
+        vocab_size=60,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
     tok = SiglipTokenizer(str(work / "spiece.model"), model_max_length=64)
-    proc = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    proc = SiglipProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
+    )
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
     cfg = SiglipConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=64, projection_size=32, **ids),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            projection_size=32,
+            **ids,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
     )
     import torch
 

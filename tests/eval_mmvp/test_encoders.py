@@ -34,8 +34,11 @@ def test_unknown_model_type_lists_known_families(tiny_clip_dir, tmp_path):
     shutil.copytree(tiny_clip_dir, d)
     cfg = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
-    with pytest.raises(ModelDirError, match=r"config.json: model_type 'llama'.*known model types: clip, "
-                                            r"clip_vision_model, siglip, siglip_vision_model"):
+    with pytest.raises(
+        ModelDirError,
+        match=r"config.json: model_type 'llama'.*known model types: clip, "
+        r"clip_vision_model, siglip, siglip_vision_model",
+    ):
         check_model_dir(d)
 
 
@@ -44,7 +47,9 @@ def test_a_bare_vision_tower_is_refused_naming_the_full_model(tiny_clip_dir, tmp
     shutil.copytree(tiny_clip_dir, d)
     cfg = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**cfg, "model_type": "clip_vision_model"}))
-    with pytest.raises(ModelDirError, match=r"bare CLIPVisionModel; scoring needs the full image\+text CLIPModel"):
+    with pytest.raises(
+        ModelDirError, match=r"bare CLIPVisionModel; scoring needs the full image\+text CLIPModel"
+    ):
         check_model_dir(d)
 
 
@@ -63,7 +68,9 @@ def test_incomplete_model_dir_names_what_is_missing_and_the_fix(tiny_clip_dir, t
         (d / name).unlink()
     with pytest.raises(ModelDirError, match=message) as err:
         load_encoder(d)
-    assert str(d) in str(err.value) and "AutoProcessor.from_pretrained(BASE_MODEL).save_pretrained" in str(err.value)
+    assert str(d) in str(err.value) and "AutoProcessor.from_pretrained(BASE_MODEL).save_pretrained" in str(
+        err.value
+    )
 
 
 def test_missing_dir_and_config(tmp_path):
@@ -86,8 +93,9 @@ def test_batched_logits_equal_model_forward(which, max_len, request, bench_facto
     txt = encode_texts(model, processor, texts, batch_size=1, show_progress=False)  # (2, D)
     ours = text_image_logits(model, txt, img)  # (2, 3)
 
-    pixels = processor.image_processor(images=[Image.open(p).convert("RGB") for p in paths],
-                                       return_tensors="pt")["pixel_values"]
+    pixels = processor.image_processor(
+        images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt"
+    )["pixel_values"]
     enc = tokenize(model, processor, texts)
     assert enc["input_ids"].shape == (2, max_len)
     with torch.no_grad():
@@ -95,10 +103,12 @@ def test_batched_logits_equal_model_forward(which, max_len, request, bench_facto
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which, inputs", [("tiny_clip_dir", {"input_ids", "attention_mask"}),
-                                           ("tiny_siglip_dir", {"input_ids"})])
-def test_mmvp_and_zeroshot_give_the_text_tower_the_family_text_inputs(which, inputs, request, bench_factory,
-                                                                      monkeypatch):
+@pytest.mark.parametrize(
+    "which, inputs", [("tiny_clip_dir", {"input_ids", "attention_mask"}), ("tiny_siglip_dir", {"input_ids"})]
+)
+def test_mmvp_and_zeroshot_give_the_text_tower_the_family_text_inputs(
+    which, inputs, request, bench_factory, monkeypatch
+):
     """SigLIP is used on max-length padding without an attention mask; CLIP with its mask."""
     import transformers
 
@@ -117,10 +127,13 @@ def test_mmvp_and_zeroshot_give_the_text_tower_the_family_text_inputs(which, inp
     bench = bench_factory()
     evaluate_mmvp_vlm(model_dir, bench, show_progress=False)
     n_mmvp = len(seen)
-    items = [{"image": str(p.relative_to(bench)), "label": "dot"}
-             for p in sorted((bench / "MLLM_VLM Images").rglob("*.jpg"))[:2]]
-    (bench / "spec.json").write_text(json.dumps({"template": "a photo of a {}.", "classes": ["dot", "star"],
-                                                 "items": items}))
+    items = [
+        {"image": str(p.relative_to(bench)), "label": "dot"}
+        for p in sorted((bench / "MLLM_VLM Images").rglob("*.jpg"))[:2]
+    ]
+    (bench / "spec.json").write_text(
+        json.dumps({"template": "a photo of a {}.", "classes": ["dot", "star"], "items": items})
+    )
     evaluate_zeroshot(model_dir, bench / "spec.json", show_progress=False)
     assert n_mmvp >= 1 and len(seen) > n_mmvp
     assert all(s == inputs for s in seen), seen

@@ -20,8 +20,20 @@ def test_cli_writes_result_json_table_and_plot(tiny_clip_dir, bench_factory, tmp
     write_provenance(model, "toy_clip", config={"seed": 0})
     bench = bench_factory()
     out, png = tmp_path / "res" / "result.json", tmp_path / "res" / "bars.png"
-    rc = mmvp_vlm.main(["--model", str(model), "--benchmark", str(bench), "--out", str(out),
-                        "--plot", str(png), "--batch-size", "3"])
+    rc = mmvp_vlm.main(
+        [
+            "--model",
+            str(model),
+            "--benchmark",
+            str(bench),
+            "--out",
+            str(out),
+            "--plot",
+            str(png),
+            "--batch-size",
+            "3",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["model_dir"] == str(model) and res["bench_dir"] == str(bench)
@@ -86,7 +98,9 @@ def test_compare_mode_prints_deltas_and_plots(tmp_path, capsys):
 def test_cli_errors_are_one_line_and_exit_2(tiny_clip_dir, bench_factory, tmp_path, capsys):
     bench = bench_factory()
     (bench / "MLLM_VLM Images" / "Color and Appearance" / "6.jpg").unlink()
-    rc = mmvp_vlm.main(["--model", str(tiny_clip_dir), "--benchmark", str(bench), "--out", str(tmp_path / "r.json")])
+    rc = mmvp_vlm.main(
+        ["--model", str(tiny_clip_dir), "--benchmark", str(bench), "--out", str(tmp_path / "r.json")]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "Color and Appearance/6.jpg" in err
     assert not (tmp_path / "r.json").exists()
@@ -114,8 +128,10 @@ def _zeroshot_spec(root, labels_by_color):
 
 
 def test_zeroshot_cli(tiny_clip_dir, tmp_path, capsys):
-    spec = _zeroshot_spec(tmp_path / "zs", [((200, 0, 0), "square"), ((0, 200, 0), "circle"),
-                                            ((0, 0, 200), "square"), ((90, 90, 0), "star")])
+    spec = _zeroshot_spec(
+        tmp_path / "zs",
+        [((200, 0, 0), "square"), ((0, 200, 0), "circle"), ((0, 0, 200), "square"), ((90, 90, 0), "star")],
+    )
     out = tmp_path / "zs.json"
     assert zeroshot.main(["--model", str(tiny_clip_dir), "--spec", str(spec), "--out", str(out)]) == 0
     res = json.loads(out.read_text())

@@ -23,12 +23,17 @@ def test_reads_pairs_in_order(bench_factory):
     pairs = read_benchmark(bench_factory())
     assert [p.qids for p in pairs] == [(1, 2), (3, 4), (5, 6), (7, 8)]
     assert [p.pattern for p in pairs] == ["Orientation and Direction"] * 2 + ["Color and Appearance"] * 2
-    assert pairs[0].statements == ("a square with a white dot on the left", "a square with a white dot on the right")
+    assert pairs[0].statements == (
+        "a square with a white dot on the left",
+        "a square with a white dot on the right",
+    )
     assert pairs[2].images[1].name == "6.jpg" and pairs[2].images[1].parent.name == "Color and Appearance"
     assert pairs[0].lines == (2, 3)  # file lines: header is line 1
 
 
-@pytest.mark.parametrize("header", [("lndex", "Type", "Statement"), ("Question ID", "Type", "Statement"), None])
+@pytest.mark.parametrize(
+    "header", [("lndex", "Type", "Statement"), ("Question ID", "Type", "Statement"), None]
+)
 def test_header_spellings_and_bom_are_tolerated(bench_factory, header):
     pairs = read_benchmark(bench_factory(header=header, bom=True))
     assert len(pairs) == 4 and pairs[0].qids == (1, 2)

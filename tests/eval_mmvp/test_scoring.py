@@ -10,14 +10,16 @@ from eval.mmvp_vlm import score_pairs
 
 def test_hand_built_logits_give_known_scores():
     # [p, s, i]: statement s of pair p against image i; odd qid (row 1) belongs with image 1.
-    logits = torch.tensor([
-        [[2.0, 0.0], [0.0, 2.0]],   # A: both right -> pair correct
-        [[2.0, 0.0], [2.0, 0.0]],   # A: statement 2 picks image 1 -> pair wrong
-        [[0.0, -1.0], [-3.0, 5.0]],  # A: both right
-        [[0.0, 2.0], [2.0, 0.0]],   # B: both swapped -> wrong
-        [[1.0, 1.0], [0.0, 1.0]],   # C: tie p = 0.5 is not > 0.5 -> image 2 -> statement 1 wrong
-        [[3.0, 1.0], [1.0, 3.0]],   # C: right
-    ])
+    logits = torch.tensor(
+        [
+            [[2.0, 0.0], [0.0, 2.0]],  # A: both right -> pair correct
+            [[2.0, 0.0], [2.0, 0.0]],  # A: statement 2 picks image 1 -> pair wrong
+            [[0.0, -1.0], [-3.0, 5.0]],  # A: both right
+            [[0.0, 2.0], [2.0, 0.0]],  # B: both swapped -> wrong
+            [[1.0, 1.0], [0.0, 1.0]],  # C: tie p = 0.5 is not > 0.5 -> image 2 -> statement 1 wrong
+            [[3.0, 1.0], [1.0, 3.0]],  # C: right
+        ]
+    )
     qids = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]
     patterns = ["A", "A", "A", "B", "C", "C"]
     res = score_pairs(logits, qids, patterns)

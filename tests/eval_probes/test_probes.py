@@ -1,4 +1,5 @@
-"""Linear probes: label reading, the logistic-regression solver, features of CLIP / SigLIP, CLI and compare."""
+"""Linear probes: label reading, the logistic-regression solver, features of CLIP / SigLIP, CLI and
+compare."""
 
 from __future__ import annotations
 

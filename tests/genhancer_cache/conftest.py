@@ -38,7 +38,8 @@ def tiny_vae(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_cfg(tiny_clip_dir, cache_world, tmp_path):
-    """``make_cfg(*overrides)`` -> GenHancerConfig: tiny CLIP, toy denoiser, pixel space, cache in tmp_path."""
+    """``make_cfg(*overrides)`` -> GenHancerConfig: tiny CLIP, toy denoiser, pixel space, cache in
+    tmp_path."""
     from genhancer.config import load_genhancer_config
 
     def make(*overrides: str):
@@ -69,7 +70,16 @@ def tiny_vq(tmp_path_factory, cache_world) -> Path:
     from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("cache_vq") / "vq"
-    args = ["--images", str(cache_world), "--out", str(out), "patch_size=4", "codebook_size=16", "iters=3",
-            "image_size=32", "val_fraction=0.1"]
+    args = [
+        "--images",
+        str(cache_world),
+        "--out",
+        str(out),
+        "patch_size=4",
+        "codebook_size=16",
+        "iters=3",
+        "image_size=32",
+        "val_fraction=0.1",
+    ]
     assert main(args) == 0
     return out

@@ -1,4 +1,5 @@
-"""The stage-1 feature cache: same loss as from pixels, invalidation, atomic builds, rank sharding, stage 2."""
+"""The stage-1 feature cache: same loss as from pixels, invalidation, atomic builds, rank sharding,
+stage 2."""
 
 from __future__ import annotations
 

@@ -61,12 +61,26 @@ def toy_vq64_dir(tmp_path_factory, toy_world64) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_vq_dir(tmp_path_factory, toy_world) -> Path:
-    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by ``python -m toyworld train-vq``."""
+    """A 4x4-patch, 128-code k-means tokenizer (32 px -> 8x8 tokens), trained by
+    ``python -m toyworld train-vq``."""
     from toyworld.vq import main
 
     out = tmp_path_factory.mktemp("toy_vq") / "vq"
-    assert main(["--images", str(toy_world), "--out", str(out), "patch_size=4", "codebook_size=128", "iters=5",
-                 "val_fraction=0.1"]) == 0
+    assert (
+        main(
+            [
+                "--images",
+                str(toy_world),
+                "--out",
+                str(out),
+                "patch_size=4",
+                "codebook_size=128",
+                "iters=5",
+                "val_fraction=0.1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -78,18 +92,34 @@ def tiny_vqmodel_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_vq_repo")
     torch.manual_seed(0)
-    VQModel(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, num_vq_embeddings=32, norm_num_groups=4,
-            sample_size=16).save_pretrained(out / "vqvae", safe_serialization=True)
+    VQModel(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        num_vq_embeddings=32,
+        norm_num_groups=4,
+        sample_size=16,
+    ).save_pretrained(out / "vqvae", safe_serialization=True)
     return out
 
 
 @pytest.fixture
 def discrete_overrides(tiny_clip_dir, toy_vq_dir):
     """Config overrides for the discrete family (toy preset) on the tiny CLIP + toy tokenizer."""
-    return [f"encoder.path={tiny_clip_dir}", "denoiser.type=discrete", "denoiser.preset=toy",
-            "latent.space=vq", f"latent.vae_path={toy_vq_dir}", "latent.vae_subfolder=null", "latent.patch_size=1",
-            "flow.sample_steps=4", "data.source=folder", "data.num_workers=0", "train.grad_accum=1"]
+    return [
+        f"encoder.path={tiny_clip_dir}",
+        "denoiser.type=discrete",
+        "denoiser.preset=toy",
+        "latent.space=vq",
+        f"latent.vae_path={toy_vq_dir}",
+        "latent.vae_subfolder=null",
+        "latent.patch_size=1",
+        "flow.sample_steps=4",
+        "data.source=folder",
+        "data.num_workers=0",
+        "train.grad_accum=1",
+    ]
 
 
 @pytest.fixture
@@ -105,6 +135,12 @@ def make_discrete_cfg(discrete_overrides):
 @pytest.fixture
 def single_process_env(monkeypatch):
     """What a launcher would set for one process (DeepSpeed needs it; otherwise it tries MPI)."""
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
-                       "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+    }.items():
         monkeypatch.setenv(key, value)

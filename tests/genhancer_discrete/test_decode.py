@@ -33,8 +33,16 @@ def test_decoding_fills_every_position_in_exactly_n_steps(temperature, choice):
         seen.append(ids.clone())
         return logits_bias
 
-    ids, trace = maskgit_decode(logits_fn, 2, n, mask_id, steps, torch.Generator().manual_seed(0),
-                                temperature=temperature, choice_temperature=choice)
+    ids, trace = maskgit_decode(
+        logits_fn,
+        2,
+        n,
+        mask_id,
+        steps,
+        torch.Generator().manual_seed(0),
+        temperature=temperature,
+        choice_temperature=choice,
+    )
     assert len(seen) == steps  # one network call per step
     assert (seen[0] == mask_id).all()  # starts from an all-mask grid
     assert ids.shape == (2, n) and not (ids == mask_id).any() and ids.min() >= 0 and ids.max() < k

@@ -38,9 +38,12 @@ def test_loss_averages_over_all_masked_positions_of_the_batch():
     torch.manual_seed(0)
     logits, targets = torch.randn(2, 5, 7), torch.randint(7, (2, 5))
     mask = torch.tensor([[True, False, False, False, False], [True, True, True, False, True]])
-    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), reduction="none")
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 7), targets.reshape(-1), reduction="none"
+    )
     assert masked_token_loss(logits, targets, mask).item() == pytest.approx(
-        per_token[mask.reshape(-1)].mean().item(), abs=1e-6)
+        per_token[mask.reshape(-1)].mean().item(), abs=1e-6
+    )
     with pytest.raises(ValueError):
         masked_token_loss(logits, targets, torch.zeros_like(mask))
 
@@ -95,8 +98,13 @@ def test_overrides_are_checked():
     network, objective = split_overrides({"depth": 3, "mask_ratio_range": [0.5, 0.9]})
     assert network == {"depth": 3} and objective["mask_ratio_range"] == (0.5, 0.9)
     assert network_kwargs("toy", 16, {"depth": 3})["depth"] == 3
-    for bad in ({"mask_ratio": 1.5}, {"mask_ratio_range": [0.9, 0.5]}, {"codebook_size": 3}, {"deepth": 6},
-                {"sample_temperature": -1}):
+    for bad in (
+        {"mask_ratio": 1.5},
+        {"mask_ratio_range": [0.9, 0.5]},
+        {"codebook_size": 3},
+        {"deepth": 6},
+        {"sample_temperature": -1},
+    ):
         with pytest.raises(ConfigError):
             split_overrides(bad)
     with pytest.raises(ConfigError, match="known presets"):

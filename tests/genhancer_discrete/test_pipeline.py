@@ -19,17 +19,27 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_stage1_resume_stage2_export_sample(tmp_path, discrete_overrides, toy_world, tiny_clip_dir,
-                                            single_process_env, monkeypatch):
+def test_stage1_resume_stage2_export_sample(
+    tmp_path, discrete_overrides, toy_world, single_process_env, monkeypatch
+):
     from genhancer.export import main as export_main
     from genhancer.module import GenHancerModel
     from genhancer.sample import main as sample_main
     from genhancer.train import main as train_main
 
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = [*discrete_overrides, f"data.path={toy_world}", "train.batch_size=4", "train.log_every=1",
-              "train.save_every=1", "schedule.stage1.warmup_steps=0", "schedule.stage2.steps=2", "lora.r=4",
-              "lora.alpha=4", "denoiser.overrides.mask_ratio_range=[0.5,0.9]"]
+    common = [
+        *discrete_overrides,
+        f"data.path={toy_world}",
+        "train.batch_size=4",
+        "train.log_every=1",
+        "train.save_every=1",
+        "schedule.stage1.warmup_steps=0",
+        "schedule.stage2.steps=2",
+        "lora.r=4",
+        "lora.alpha=4",
+        "denoiser.overrides.mask_ratio_range=[0.5,0.9]",
+    ]
     assert train_main([*common, f"train.run_dir={s1}", "schedule.stage1.steps=2"]) == 0
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     assert train_main([*common, f"train.run_dir={s1}", "schedule.stage1.steps=3"]) == 0  # resumes at 2
@@ -61,8 +71,25 @@ def test_stage1_resume_stage2_export_sample(tmp_path, discrete_overrides, toy_wo
     CLIPModel.from_pretrained(out)
 
     grid = tmp_path / "grid.png"
-    assert sample_main(["--stage-dir", str(s2), "--images", str(toy_world), "--out", str(grid), "--n", "3",
-                        "--steps", "4", "--seed", "0"]) == 0
+    assert (
+        sample_main(
+            [
+                "--stage-dir",
+                str(s2),
+                "--images",
+                str(toy_world),
+                "--out",
+                str(grid),
+                "--n",
+                "3",
+                "--steps",
+                "4",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     from PIL import Image
 
     assert Image.open(grid).size == (3 * 34 + 2, 2 * 34 + 2)  # originals row + MaskGIT reconstructions row
@@ -86,12 +113,18 @@ def test_end_to_end_stage_trains_everything(make_discrete_cfg):
     out = model(torch.randn(2, 3, 32, 32), torch.rand(2, 3, 32, 32) * 2 - 1)
     assert set(out) == {"loss", "mask_ratio", "masked_accuracy"} and abs(out["mask_ratio"] - 0.7) < 0.02
     out["loss"].backward()
-    grads = {part: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, part).parameters()
-                       if p.requires_grad) for part in ("encoder", "conditioner", "denoiser")}
+    grads = {
+        part: any(
+            p.grad is not None and p.grad.abs().sum() > 0
+            for p in getattr(model, part).parameters()
+            if p.requires_grad
+        )
+        for part in ("encoder", "conditioner", "denoiser")
+    }
     assert grads == {"encoder": True, "conditioner": True, "denoiser": True}
 
 
-def test_config_errors(make_discrete_cfg, tiny_vqmodel_dir):
+def test_config_errors(make_discrete_cfg):
     from genhancer.module import GenHancerModel
     from genhancer.utils.errors import ConfigError
 

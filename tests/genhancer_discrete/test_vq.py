@@ -1,5 +1,5 @@
-"""Token spaces: the toy patch k-means tokenizer (trained through ``python -m toyworld train-vq``) and diffusers
-VQModel directories."""
+"""Token spaces: the toy patch k-means tokenizer (trained through ``python -m toyworld train-vq``) and
+diffusers VQModel directories."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ def test_toy_tokenizer_directory(toy_vq_dir):
     files = sorted(p.name for p in toy_vq_dir.iterdir())
     assert files == ["config.json", "model.safetensors", "provenance.json", "stats.json"]
     cfg = json.loads((toy_vq_dir / "config.json").read_text())
-    assert cfg["_class_name"] == "PatchKMeansTokenizer" and cfg["patch_size"] == 4 and cfg["codebook_size"] == 128
+    assert (
+        cfg["_class_name"] == "PatchKMeansTokenizer"
+        and cfg["patch_size"] == 4
+        and cfg["codebook_size"] == 128
+    )
     prov = json.loads((toy_vq_dir / "provenance.json").read_text())
     assert prov["kind"] == "vq-tokenizer" and prov["config"]["codebook_size"] == 128
 
@@ -30,7 +34,9 @@ def test_toy_tokenizer_directory(toy_vq_dir):
 def test_toy_tokenizer_round_trips_held_out_toy_images(toy_vq64_dir, toy_heldout64):
     tok = load_tokenizer(str(toy_vq64_dir))
     assert isinstance(tok, PatchKMeansTokenizer) and tok.codebook_size == 256 and tok.downsample == 4
-    x, _ = load_images(str(toy_heldout64), None, None, seed=0)  # (16, 3, 64, 64) in [-1, 1], unseen in training
+    x, _ = load_images(
+        str(toy_heldout64), None, None, seed=0
+    )  # (16, 3, 64, 64) in [-1, 1], unseen in training
     ids = tok.encode(x)
     assert ids.shape == (16, 16, 16) and ids.dtype == torch.long
     assert ids.min() >= 0 and ids.max() < 256
@@ -54,7 +60,9 @@ def test_small_tokenizer_ids_in_range(toy_vq_dir, toy_world):
 
 
 def test_vq_space_from_config(toy_vq_dir):
-    space = build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=str(toy_vq_dir), vae_subfolder=None))
+    space = build_latent_space(
+        LatentConfig(space="vq", patch_size=1, vae_path=str(toy_vq_dir), vae_subfolder=None)
+    )
     assert isinstance(space, VqSpace) and space.codebook_size == 128
     assert space.latent_shape(32) == (1, 8, 8)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -62,7 +70,9 @@ def test_vq_space_from_config(toy_vq_dir):
     assert ids.shape == (2, 8, 8) and space.decode(ids).shape == (2, 3, 32, 32)
     assert not any(p.requires_grad for p in space.parameters())
     with pytest.raises(ConfigError, match="patch_size must be 1"):
-        build_latent_space(LatentConfig(space="vq", patch_size=2, vae_path=str(toy_vq_dir), vae_subfolder=None))
+        build_latent_space(
+            LatentConfig(space="vq", patch_size=2, vae_path=str(toy_vq_dir), vae_subfolder=None)
+        )
     with pytest.raises(ConfigError, match="vae_path"):
         build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=None))
     with pytest.raises(ConfigError, match="divisible"):
@@ -79,7 +89,9 @@ def test_diffusers_vqmodel_round_trip_matches_its_own_forward(tiny_vqmodel_dir, 
         vq.register_to_config(lookup_from_codebook=True)
         repo = tmp_path / "lookup"
         vq.save_pretrained(repo / "vqvae", safe_serialization=True)
-    space = build_latent_space(LatentConfig(space="vq", patch_size=1, vae_path=str(repo), vae_subfolder="vqvae"))
+    space = build_latent_space(
+        LatentConfig(space="vq", patch_size=1, vae_path=str(repo), vae_subfolder="vqvae")
+    )
     assert isinstance(space.tokenizer, DiffusersVQTokenizer)
     assert space.codebook_size == 32 and space.downsample == 2
     x = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -118,8 +130,15 @@ def test_cli_train_for_a_run_config_and_eval(tmp_path, toy_world, capsys):
     out = tmp_path / "vq"
     text = (REPO / "configs/genhancer/toy-discrete.yaml").read_text()
     run_cfg.write_text(text.replace("vae_path: runs/toy/vq", f"vae_path: {out}"))
-    argv = ["--run-config", str(run_cfg), "--images", str(toy_world), "codebook_size=16", "iters=2",
-            "max_images=8"]
+    argv = [
+        "--run-config",
+        str(run_cfg),
+        "--images",
+        str(toy_world),
+        "codebook_size=16",
+        "iters=2",
+        "max_images=8",
+    ]
     assert main(argv) == 0
     assert load_tokenizer(str(out)).codebook_size == 16
     capsys.readouterr()

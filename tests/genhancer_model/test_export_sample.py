@@ -16,11 +16,19 @@ def stage2_run(tmp_path_factory, tiny_clip_dir):
     from genhancer.config import load_genhancer_config
 
     root = tmp_path_factory.mktemp("runs")
-    base = [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
-            "flow.sample_steps=2", "lora.targets=[all-linear]"]
+    base = [
+        f"encoder.path={tiny_clip_dir}",
+        "denoiser.preset=toy",
+        "latent.space=pixel",
+        "latent.patch_size=4",
+        "flow.sample_steps=2",
+        "lora.targets=[all-linear]",
+    ]
     torch.manual_seed(0)
     GenHancerModel.build(load_genhancer_config(None, base)).save_pretrained(root / "s1" / "final")
-    model = GenHancerModel.build(load_genhancer_config(None, [*base, "stage=stage2", f"init_from={root / 's1' / 'final'}"]))
+    model = GenHancerModel.build(
+        load_genhancer_config(None, [*base, "stage=stage2", f"init_from={root / 's1' / 'final'}"])
+    )
     with torch.no_grad():
         for n, p in model.encoder.named_parameters():
             if "lora_B" in n:
@@ -35,7 +43,9 @@ def test_export_merges_lora_and_keeps_text_tower(stage2_run, tiny_clip_dir, tmp_
     from genhancer.export import main
 
     mmvp = tmp_path / "mmvp.json"
-    mmvp.write_text(json.dumps({"scores": {"Orientation and Direction": 40.0, "Texts": 20.0}, "average": 30.0}))
+    mmvp.write_text(
+        json.dumps({"scores": {"Orientation and Direction": 40.0, "Texts": 20.0}, "average": 30.0})
+    )
     out = tmp_path / "encoder"
     assert main(["--run", str(stage2_run / "s2"), "--out", str(out), "--mmvp", str(mmvp)]) == 0
     assert (out / "model.safetensors").is_file() and not list(out.rglob("*.bin"))
@@ -82,8 +92,25 @@ def test_sample_writes_a_grid(stage2_run, tmp_path):
     for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
         Image.new("RGB", (40, 48), color).save(imgs / f"{i}.png")
     out = tmp_path / "grid.png"
-    assert main(["--stage-dir", str(stage2_run / "s1"), "--images", str(imgs), "--out", str(out),
-                 "--n", "2", "--steps", "2", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "--stage-dir",
+                str(stage2_run / "s1"),
+                "--images",
+                str(imgs),
+                "--out",
+                str(out),
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     grid = Image.open(out)
     assert grid.size == (2 * 34 + 2, 2 * 34 + 2)  # 2 columns, originals row + reconstructions row, 2 px pad
     assert grid.getpixel((2 + 16, 2 + 16)) == (255, 0, 0)  # first original, red
@@ -95,10 +122,18 @@ def test_export_siglip(tiny_siglip_dir, tmp_path):
     from genhancer.config import load_genhancer_config
     from genhancer.export import export_encoder
 
-    cfg = load_genhancer_config(None, ["encoder.family=siglip", f"encoder.path={tiny_siglip_dir}",
-                                       "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
-                                       "lora.targets=[q_proj, k_proj, v_proj, out_proj, fc1, fc2]",
-                                       "stage=end-to-end"])
+    cfg = load_genhancer_config(
+        None,
+        [
+            "encoder.family=siglip",
+            f"encoder.path={tiny_siglip_dir}",
+            "denoiser.preset=toy",
+            "latent.space=pixel",
+            "latent.patch_size=4",
+            "lora.targets=[q_proj, k_proj, v_proj, out_proj, fc1, fc2]",
+            "stage=end-to-end",
+        ],
+    )
     model = GenHancerModel.build(cfg)
     with torch.no_grad():
         for n, p in model.encoder.named_parameters():
@@ -112,8 +147,11 @@ def test_export_siglip(tiny_siglip_dir, tmp_path):
     assert not torch.equal(b["vision_model.head.mlp.fc1.weight"], n["vision_model.head.mlp.fc1.weight"])
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(model.eval().encoder(x).global_token,
-                              new.get_image_features(pixel_values=x).pooler_output, atol=1e-5)
+        assert torch.allclose(
+            model.eval().encoder(x).global_token,
+            new.get_image_features(pixel_values=x).pooler_output,
+            atol=1e-5,
+        )
 
 
 def test_random_update_control_matches_the_trained_update_size(stage2_run, tiny_clip_dir, tmp_path):

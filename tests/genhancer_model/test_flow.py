@@ -23,7 +23,9 @@ def test_interpolate_and_target_by_hand():
 def test_interpolate_broadcasts_over_image_dims():
     x, noise = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
     out = flow.interpolate(x, noise, torch.tensor([0.1, 0.9]))
-    assert torch.allclose(out[0], torch.full((3, 4, 4), 0.1)) and torch.allclose(out[1], torch.full((3, 4, 4), 0.9))
+    assert torch.allclose(out[0], torch.full((3, 4, 4), 0.1)) and torch.allclose(
+        out[1], torch.full((3, 4, 4), 0.9)
+    )
 
 
 def test_loss_is_plain_mse():

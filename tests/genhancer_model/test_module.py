@@ -22,8 +22,10 @@ def _trainable_parts(model: GenHancerModel) -> set[str]:
 def stage1_dir(tmp_path_factory, tiny_clip_dir):
     from genhancer.config import load_genhancer_config
 
-    cfg = load_genhancer_config(None, [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel",
-                                       "latent.patch_size=4"])
+    cfg = load_genhancer_config(
+        None,
+        [f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4"],
+    )
     torch.manual_seed(0)
     model = GenHancerModel.build(cfg)
     out = tmp_path_factory.mktemp("s1") / "final"
@@ -52,8 +54,12 @@ def test_forward_is_reproducible_with_a_generator(make_cfg):
 
 
 def test_stage1_forward_backward_vae(make_cfg, tiny_vae_dir):
-    cfg = make_cfg("latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae",
-                   "latent.patch_size=2")
+    cfg = make_cfg(
+        "latent.space=vae",
+        f"latent.vae_path={tiny_vae_dir}",
+        "latent.vae_subfolder=vae",
+        "latent.patch_size=2",
+    )
     model = GenHancerModel.build(cfg)
     assert model.latent.channels == 4 and model.latent.downsample == 2
     assert model.denoiser.transformer.config.in_channels == 4 * 2 * 2
@@ -76,10 +82,13 @@ def test_init_from_not_a_stage_dir(make_cfg, tmp_path):
         GenHancerModel.build(make_cfg("stage=stage2", f"init_from={tmp_path}"))
 
 
-@pytest.mark.parametrize("stage,parts", [
-    ("stage2", {"encoder"}),
-    ("stage2-all", {"encoder", "conditioner", "denoiser"}),
-])
+@pytest.mark.parametrize(
+    "stage,parts",
+    [
+        ("stage2", {"encoder"}),
+        ("stage2-all", {"encoder", "conditioner", "denoiser"}),
+    ],
+)
 def test_stage2_loads_stage1_and_trains_lora(make_cfg, stage1_dir, stage, parts):
     s1 = GenHancerModel.from_pretrained(stage1_dir)
     model = GenHancerModel.build(make_cfg(f"stage={stage}", f"init_from={stage1_dir}"))
@@ -92,8 +101,11 @@ def test_stage2_loads_stage1_and_trains_lora(make_cfg, stage1_dir, stage, parts)
         assert torch.equal(a, b), n
     x, y = _batch()
     model(x, y)["loss"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.encoder.named_parameters()
-               if "lora_B" in n)
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for n, p in model.encoder.named_parameters()
+        if "lora_B" in n
+    )
 
 
 def test_end_to_end_trains_everything_fresh(make_cfg):
@@ -110,7 +122,13 @@ def test_save_from_pretrained_round_trip(make_cfg, stage1_dir, tmp_path):
                 p.normal_(0, 0.1)
     model.save_pretrained(tmp_path / "s2")
     names = {p.name for p in (tmp_path / "s2").iterdir()}
-    assert {"genhancer.yaml", "conditioner.safetensors", "denoiser", "encoder_lora", "provenance.json"} <= names
+    assert {
+        "genhancer.yaml",
+        "conditioner.safetensors",
+        "denoiser",
+        "encoder_lora",
+        "provenance.json",
+    } <= names
     assert not list((tmp_path / "s2").rglob("*.bin"))
     loaded = GenHancerModel.from_pretrained(tmp_path / "s2")
     assert not any(p.requires_grad for p in loaded.parameters())
@@ -143,8 +161,9 @@ def test_trainable_state_dict_round_trip(make_cfg, stage1_dir):
 
 
 def test_siglip_model_builds_and_trains(make_cfg, tiny_siglip_dir):
-    model = GenHancerModel.build(make_cfg("encoder.family=siglip", f"encoder.path={tiny_siglip_dir}",
-                                          "stage=end-to-end"))
+    model = GenHancerModel.build(
+        make_cfg("encoder.family=siglip", f"encoder.path={tiny_siglip_dir}", "stage=end-to-end")
+    )
     assert model.encoder.global_dim == 32
     spec = model.encoder_image_spec()
     assert spec == {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}

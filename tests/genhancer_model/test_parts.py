@@ -19,20 +19,36 @@ from genhancer.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs" / "genhancer"
-# the continuous-denoiser paper recipes (other YAMLs here belong to other families/owners and have their tests)
-PAPER_YAMLS = [CONFIG_DIR / f"{n}.yaml" for n in ("openai-clip-l14", "openai-clip-l14-336", "metaclip-l14",
-                                                   "metaclip-h14", "siglip-so400m-224", "siglip-so400m-384")]
+# the continuous-denoiser paper recipes (other YAMLs here belong to other families/owners and have their
+# tests)
+PAPER_YAMLS = [
+    CONFIG_DIR / f"{n}.yaml"
+    for n in (
+        "openai-clip-l14",
+        "openai-clip-l14-336",
+        "metaclip-l14",
+        "metaclip-h14",
+        "siglip-so400m-224",
+        "siglip-so400m-384",
+    )
+]
 
 
 def test_registries_list_known_ids_on_error():
-    for registry, known in ((ENCODERS, "clip"), (DENOISERS, "continuous"), (LATENT_SPACES, "pixel"),
-                            (STAGES, "stage1")):
+    for registry, known in (
+        (ENCODERS, "clip"),
+        (DENOISERS, "continuous"),
+        (LATENT_SPACES, "pixel"),
+        (STAGES, "stage1"),
+    ):
         with pytest.raises(ConfigError, match=known):
             registry["nope"]
 
 
 def test_stage_specs():
-    assert {k: (s.trains_conditioner, s.trains_denoiser, s.encoder, s.needs_init_from) for k, s in STAGES.items()} == {
+    assert {
+        k: (s.trains_conditioner, s.trains_denoiser, s.encoder, s.needs_init_from) for k, s in STAGES.items()
+    } == {
         "stage1": (True, True, "frozen", False),
         "stage2": (False, False, "lora", True),
         "stage2-all": (True, True, "lora", True),
@@ -51,7 +67,11 @@ def test_clip_global_token_is_projected_pooled_cls(tiny_clip_dir):
         want = ref.get_image_features(pixel_values=x).pooler_output  # visual_projection(pooler_output)
         hidden = ref.vision_model(pixel_values=x).last_hidden_state
     assert out.global_token.shape == (2, 16) and torch.allclose(out.global_token, want, atol=1e-6)
-    assert torch.allclose(out.patch_tokens, hidden[:, 1:], atol=1e-6) and out.patch_tokens.shape == (2, 16, 32)
+    assert torch.allclose(out.patch_tokens, hidden[:, 1:], atol=1e-6) and out.patch_tokens.shape == (
+        2,
+        16,
+        32,
+    )
     assert ENCODERS["clip"].tokenizer_max_length == 77
 
 
@@ -77,16 +97,24 @@ def test_lora_regex_stays_on_the_vision_side(tiny_clip_dir):
     rx = lora_target_regex(enc.backbone, ["all-linear"])
     from transformers import CLIPModel
 
-    names = [n for n, m in CLIPModel.from_pretrained(tiny_clip_dir).named_modules() if isinstance(m, torch.nn.Linear)]
+    names = [
+        n
+        for n, m in CLIPModel.from_pretrained(tiny_clip_dir).named_modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
     hits = [n for n in names if re.fullmatch(rx, n)]
-    assert "visual_projection" in hits and all(n.startswith(("vision_model.", "visual_projection")) for n in hits)
+    assert "visual_projection" in hits and all(
+        n.startswith(("vision_model.", "visual_projection")) for n in hits
+    )
     assert len(hits) == 2 * 6 + 1  # 2 layers x (q, k, v, out, fc1, fc2) + projection
     with pytest.raises(ConfigError, match="match no linear layer"):
         lora_target_regex(enc.backbone, ["query"])
 
 
 def test_conditioner_shapes_and_local_fraction():
-    cond = GlobalTokenConditioner(global_dim=16, pooled_dim=8, context_dim=12, patch_dim=20, local_token_fraction=0.1)
+    cond = GlobalTokenConditioner(
+        global_dim=16, pooled_dim=8, context_dim=12, patch_dim=20, local_token_fraction=0.1
+    )
     pooled, ctx = cond(torch.randn(3, 16), torch.randn(3, 49, 20))
     assert pooled.shape == (3, 8) and ctx.shape == (3, 1 + 5, 12)  # ceil(0.1 * 49) = 5
     plain = GlobalTokenConditioner(16, 8, 12)
@@ -99,7 +127,9 @@ def test_patchify_round_trip_and_ids():
     z = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
     tok = patchify(z, 2)
     assert tok.shape == (2, 6, 12)
-    assert torch.equal(tok[0, 0], z[0, :, :2, :2].reshape(-1))  # first token = top-left 2x2 cell, all channels
+    assert torch.equal(
+        tok[0, 0], z[0, :, :2, :2].reshape(-1)
+    )  # first token = top-left 2x2 cell, all channels
     assert torch.equal(unpatchify(tok, 2, 3, 4, 6), z)
     ids = token_position_ids(4, 6, 2)
     assert ids.shape == (6, 3) and ids[:, 0].eq(0).all()
@@ -110,7 +140,9 @@ def test_latent_spaces_build(make_cfg, tiny_vae_dir):
     pixel = LATENT_SPACES["pixel"].from_config(make_cfg().latent)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(pixel.decode(pixel.encode(x)), x) and pixel.token_dim == 48
-    vae_cfg = make_cfg("latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae").latent
+    vae_cfg = make_cfg(
+        "latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae"
+    ).latent
     vae = LATENT_SPACES["vae"].from_config(vae_cfg)
     z = vae.encode(x, torch.Generator().manual_seed(0))
     assert z.shape == (2, 4, 16, 16) and vae.latent_shape(32) == (4, 16, 16)
@@ -167,13 +199,17 @@ def test_paper_yaml_loads_and_builds_tiny(yaml, tiny_clip_dir, tiny_siglip_dir, 
     assert cfg.lora.r == 16 and cfg.lora.alpha == 16 and cfg.lora.bias == "lora_only"
     assert "MUST-OVERRIDE" in cfg.data.path and cfg.data.source == "webdataset"
     tiny_dir = tiny_siglip_dir if cfg.encoder.family == "siglip" else tiny_clip_dir
-    cfg = load_genhancer_config(yaml, [
-        f"encoder.path={tiny_dir}", f"latent.vae_path={tiny_vae_dir}",
-        # the recipe's everything except size: lightweight's depth, a tiny width
-        "denoiser.overrides={attention_head_dim: 16, num_attention_heads: 2, joint_attention_dim: 32,"
-        " pooled_projection_dim: 32, axes_dims_rope: [4, 6, 6]}",
-        "stage=end-to-end",
-    ])
+    cfg = load_genhancer_config(
+        yaml,
+        [
+            f"encoder.path={tiny_dir}",
+            f"latent.vae_path={tiny_vae_dir}",
+            # the recipe's everything except size: lightweight's depth, a tiny width
+            "denoiser.overrides={attention_head_dim: 16, num_attention_heads: 2, joint_attention_dim: 32,"
+            " pooled_projection_dim: 32, axes_dims_rope: [4, 6, 6]}",
+            "stage=end-to-end",
+        ],
+    )
     model = GenHancerModel.build(cfg)
     assert len(model.denoiser.transformer.transformer_blocks) == 2
     assert len(model.denoiser.transformer.single_transformer_blocks) == 4

@@ -31,11 +31,25 @@ def train_args(tiny_clip_dir, tiny_world):
 
     def make(run_dir: Path, *overrides: str) -> list[str]:
         return [
-            f"encoder.path={tiny_clip_dir}", "denoiser.preset=toy", "latent.space=pixel", "latent.patch_size=4",
-            "flow.sample_steps=2", "data.source=folder", f"data.path={tiny_world}", "data.num_workers=0",
-            f"train.run_dir={run_dir}", "train.batch_size=4", "train.grad_accum=1",
-            "train.log_every=1", "train.save_every=2", "schedule.stage1.steps=4", "schedule.stage1.warmup_steps=1",
-            "schedule.stage2.steps=2", "lora.r=4", "lora.alpha=4", *overrides,
+            f"encoder.path={tiny_clip_dir}",
+            "denoiser.preset=toy",
+            "latent.space=pixel",
+            "latent.patch_size=4",
+            "flow.sample_steps=2",
+            "data.source=folder",
+            f"data.path={tiny_world}",
+            "data.num_workers=0",
+            f"train.run_dir={run_dir}",
+            "train.batch_size=4",
+            "train.grad_accum=1",
+            "train.log_every=1",
+            "train.save_every=2",
+            "schedule.stage1.steps=4",
+            "schedule.stage1.warmup_steps=1",
+            "schedule.stage2.steps=2",
+            "lora.r=4",
+            "lora.alpha=4",
+            *overrides,
         ]
 
     return make

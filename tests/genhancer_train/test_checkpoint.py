@@ -33,8 +33,14 @@ def test_flatten_round_trip_keeps_types(tmp_path):
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     live = Opaque()
-    state = {"optimizer": opt.state_dict(), "tuple": (1, 2.5, "x"), "ints": {0: "a", 7: [None, True]},
-             "array": np.arange(5, dtype=np.uint32), "scalar": torch.tensor(3.0), "obj": Opaque()}
+    state = {
+        "optimizer": opt.state_dict(),
+        "tuple": (1, 2.5, "x"),
+        "ints": {0: "a", 7: [None, True]},
+        "array": np.arange(5, dtype=np.uint32),
+        "scalar": torch.tensor(3.0),
+        "obj": Opaque(),
+    }
     skeleton, tensors = flatten_state(state)
     assert all(isinstance(t, torch.Tensor) for t in tensors.values())
     save_state(state, tmp_path / "s")
@@ -57,8 +63,13 @@ def test_rng_state_round_trip(tmp_path):
 
 
 def _write(writer: CheckpointWriter, step: int) -> None:
-    writer.write(step, meta={"stage": "stage1"}, model_state=lambda: {"w": torch.full((2,), float(step))},
-                 scheduler_state={"last_epoch": step}, rank_state={"data": {"epoch": 0, "index": step}})
+    writer.write(
+        step,
+        meta={"stage": "stage1"},
+        model_state=lambda: {"w": torch.full((2,), float(step))},
+        scheduler_state={"last_epoch": step},
+        rank_state={"data": {"epoch": 0, "index": step}},
+    )
 
 
 def test_writer_keeps_last_n_and_moves_pointer_last(tmp_path):

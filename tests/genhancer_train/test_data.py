@@ -1,4 +1,5 @@
-"""The data layer: rank sharding, one crop normalised twice, corrupt images, webdataset shards, resumable order."""
+"""The data layer: rank sharding, one crop normalised twice, corrupt images, webdataset shards, resumable
+order."""
 
 from __future__ import annotations
 
@@ -30,8 +31,16 @@ def _make_folder(root: Path, n: int) -> Path:
 
 
 def stream(cfg: DataConfig, rank: int = 0, world: int = 1, batch: int = 2, seed: int = 0):
-    return build_stream(cfg, image_size=16, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3], batch_size=batch,
-                        seed=seed, rank=rank, world_size=world)
+    return build_stream(
+        cfg,
+        image_size=16,
+        mean=[0.5, 0.4, 0.3],
+        std=[0.2, 0.25, 0.3],
+        batch_size=batch,
+        seed=seed,
+        rank=rank,
+        world_size=world,
+    )
 
 
 @pytest.mark.parametrize("world", [2, 3])

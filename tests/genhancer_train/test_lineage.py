@@ -31,5 +31,6 @@ def test_retrained_stage1_is_refused(tmp_path):
 
 def test_other_stage_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="was trained from"):
-        _check_lineage(_ckpt(tmp_path, {"stage": "stage1", "init_from": None}),
-                       {"stage": "stage2", "init_from": None})
+        _check_lineage(
+            _ckpt(tmp_path, {"stage": "stage1", "init_from": None}), {"stage": "stage2", "init_from": None}
+        )

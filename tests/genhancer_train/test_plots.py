@@ -14,8 +14,11 @@ def test_plots_write_a_png(tmp_path, capsys):
     for name, n in (("stage1", 12), ("stage2", 5)):
         run = tmp_path / name
         run.mkdir()
-        (run / "metrics.jsonl").write_text("".join(
-            json.dumps({"step": i, "loss": 1.0 / i, "images_per_s": 50.0}) + "\n" for i in range(1, n + 1)))
+        (run / "metrics.jsonl").write_text(
+            "".join(
+                json.dumps({"step": i, "loss": 1.0 / i, "images_per_s": 50.0}) + "\n" for i in range(1, n + 1)
+            )
+        )
         runs.append(str(run))
     out = tmp_path / "curves.png"
     assert main(["--runs", *runs, "--out", str(out)]) == 0

@@ -32,7 +32,13 @@ def sample_keys(run: Path, rank: int = 0) -> list[list[str]]:
 def test_stage1_stage2_export(tmp_path, train_args, single_process_env, tiny_clip_dir):
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
     assert train_main(train_args(s1)) == 0
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "final/provenance.json", "checkpoints/latest"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "final/provenance.json",
+        "checkpoints/latest",
+    ):
         assert (s1 / name).is_file(), name
     assert list((s1 / "tb").iterdir())  # tensorboard events
     summary = json.loads((s1 / "summary.json").read_text())
@@ -43,7 +49,12 @@ def test_stage1_stage2_export(tmp_path, train_args, single_process_env, tiny_cli
     assert prov["kind"] == "genhancer-stage" and prov["parents"][0]["path"] == str(tiny_clip_dir)
     ckpt = s1 / "checkpoints" / (s1 / "checkpoints" / "latest").read_text().strip()
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "meta.json", "model.safetensors", "rank-00000.json", "rank-00000.safetensors", "scheduler.json"]
+        "meta.json",
+        "model.safetensors",
+        "rank-00000.json",
+        "rank-00000.safetensors",
+        "scheduler.json",
+    ]
     assert not list(ckpt.rglob("*.pt")) and not list(ckpt.rglob("*.bin"))
 
     assert train_main(train_args(s2, "stage=stage2", f"init_from={s1}/final")) == 0
@@ -84,14 +95,15 @@ def test_resume_continues_exactly(tmp_path, train_args, single_process_env, monk
     assert steps and all(float(s) == 5 for s in steps)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, train_args, single_process_env,
-                                                           monkeypatch, capsys):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, train_args, single_process_env, monkeypatch, capsys
+):
     from genhancer.module import GenHancerModel
 
     real_forward = GenHancerModel.forward
     calls = {"n": 0}
 
-    def forward(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def forward(self, *args, **kwargs):
         out = real_forward(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:  # step 3
@@ -110,11 +122,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, train_args,
 
 def test_two_torchrun_ranks_see_disjoint_data(tmp_path, train_args, tiny_world):
     run = tmp_path / "ddp"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), "-m", "genhancer.train",
-           *train_args(run, "train.debug_log_samples=true", "schedule.stage1.steps=3", "train.save_every=3")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "genhancer.train",
+        *train_args(run, "train.debug_log_samples=true", "schedule.stage1.steps=3", "train.save_every=3"),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [{k for keys in sample_keys(run, r) for k in keys} for r in range(2)]

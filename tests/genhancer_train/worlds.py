@@ -53,8 +53,11 @@ def make_shards(root: Path, n_shards: int, per_shard: int, size: int = 40) -> li
                 key = f"{s:05d}{j:04d}"
                 buf = io.BytesIO()
                 draw_scene(s * per_shard + j, size).save(buf, format="JPEG")
-                for ext, data in ((".jpg", buf.getvalue()), (".txt", b"a caption"),
-                                  (".json", json.dumps({"key": key}).encode())):
+                for ext, data in (
+                    (".jpg", buf.getvalue()),
+                    (".txt", b"a caption"),
+                    (".json", json.dumps({"key": key}).encode()),
+                ):
                     info = tarfile.TarInfo(key + ext)
                     info.size = len(data)
                     tf.addfile(info, io.BytesIO(data))

@@ -5,10 +5,20 @@ from __future__ import annotations
 import pytest
 
 TINY_OVERRIDES = [
-    "model.image_size=32", "model.patch_size=8", "model.vision_width=32", "model.vision_layers=1",
-    "model.vision_heads=2", "model.text_width=32", "model.text_layers=1", "model.text_heads=2",
-    "model.projection_dim=16", "tokenizer.vocab_size=300", "train.batch_size=32", "train.warmup_steps=2",
-    "train.log_every=5", "eval_batch_size=16",
+    "model.image_size=32",
+    "model.patch_size=8",
+    "model.vision_width=32",
+    "model.vision_layers=1",
+    "model.vision_heads=2",
+    "model.text_width=32",
+    "model.text_layers=1",
+    "model.text_heads=2",
+    "model.projection_dim=16",
+    "tokenizer.vocab_size=300",
+    "train.batch_size=32",
+    "train.warmup_steps=2",
+    "train.log_every=5",
+    "eval_batch_size=16",
 ]
 
 

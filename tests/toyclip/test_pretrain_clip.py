@@ -42,8 +42,11 @@ def test_random_shift_translates_with_edge_padding():
     assert out.shape == img.shape and out.dtype == img.dtype
     for b in range(2):  # every output is some translate of its own input (centre 4x4 appears in the input)
         centre = out[b, :, 2:6, 2:6]
-        found = any(torch.equal(centre, img[b, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
-                    for dy in range(-2, 3) for dx in range(-2, 3))
+        found = any(
+            torch.equal(centre, img[b, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
         assert found
 
 
@@ -56,7 +59,10 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 def test_yaml_instance_equals_the_schema_defaults():
-    assert load_config(pc.PretrainClipConfig, REPO / "configs" / "toyworld" / "clip.yaml") == pc.PretrainClipConfig()
+    assert (
+        load_config(pc.PretrainClipConfig, REPO / "configs" / "toyworld" / "clip.yaml")
+        == pc.PretrainClipConfig()
+    )
 
 
 # ------------------------------------------------------------------------------------------ integration
@@ -86,7 +92,9 @@ def test_pretrain_saves_a_loadable_hf_clip_and_reports(toy_world, tmp_path, tiny
     zs = json.loads((toy_world / "val" / "zeroshot_shape.json").read_text())
     paths = [toy_world / "val" / it["image"] for it in zs["items"][:4]]
     ours = pc.normalise(pc.load_images(paths, 32))
-    theirs = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt")["pixel_values"]
+    theirs = processor(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="pt")[
+        "pixel_values"
+    ]
     assert torch.allclose(ours, theirs, atol=1e-5)
     with torch.no_grad():
         enc = tokenizer(["a photo of a circle."], padding="max_length", return_tensors="pt")
@@ -96,7 +104,9 @@ def test_pretrain_saves_a_loadable_hf_clip_and_reports(toy_world, tmp_path, tiny
     # reports: summary, metrics, provenance, resolved config
     summary = json.loads((out / pc.SUMMARY_FILE).read_text())
     assert summary["steps"] == 30 and summary["batch_size"] == 32
-    assert 0.0 <= summary["zeroshot_shape_accuracy"] <= 1.0 and summary["zeroshot_chance"] == 1 / len(zs["classes"])
+    assert 0.0 <= summary["zeroshot_shape_accuracy"] <= 1.0 and summary["zeroshot_chance"] == 1 / len(
+        zs["classes"]
+    )
     assert summary["mmvp_vlm"] is not None and "average" in summary["mmvp_vlm"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
@@ -158,4 +168,7 @@ def test_print_config_round_trips(capsys):
     import yaml
 
     data = yaml.safe_load(capsys.readouterr().out)
-    assert data["train"]["steps"] == 7 and data["model"]["image_size"] == pc.PretrainClipConfig().model.image_size
+    assert (
+        data["train"]["steps"] == 7
+        and data["model"]["image_size"] == pc.PretrainClipConfig().model.image_size
+    )

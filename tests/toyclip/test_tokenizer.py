@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from toyworld.models import train_clip_tokenizer
 
-TEXTS = ["a red arrow pointing left", "two blue circles on the right", "a green star", "an image of a square"] * 5
+TEXTS = [
+    "a red arrow pointing left",
+    "two blue circles on the right",
+    "a green star",
+    "an image of a square",
+] * 5
 
 
 def test_same_texts_same_ids():

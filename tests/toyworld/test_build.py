@@ -18,8 +18,14 @@ from toyworld.scene import PATTERNS, SHAPES, Scene, statement
 
 K = 3  # pairs per pattern in these tests
 # the decision / validation benchmarks are tested in test_power_benchmarks.py; kept small here
-ARGS = ["n_train=40", "n_val=25", f"pairs_per_pattern={K}", "decision_pairs_per_pattern=2",
-        "val_pairs_per_pattern=1", "seed=5"]
+ARGS = [
+    "n_train=40",
+    "n_val=25",
+    f"pairs_per_pattern={K}",
+    "decision_pairs_per_pattern=2",
+    "val_pairs_per_pattern=1",
+    "seed=5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +42,24 @@ def read_questions(bench: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_layout(world):
-    assert sorted(p.name for p in world.iterdir()) == ["llava", "lmms", "mmvp_vlm", "mmvp_vlm_decision", "mmvp_vlm_val",
-                                                       "provenance.json", "train", "val", "world.json"]
+    assert sorted(p.name for p in world.iterdir()) == [
+        "llava",
+        "lmms",
+        "mmvp_vlm",
+        "mmvp_vlm_decision",
+        "mmvp_vlm_val",
+        "provenance.json",
+        "train",
+        "val",
+        "world.json",
+    ]
     for split, n in (("train", 40), ("val", 25)):
         recs = read_jsonl(world / split / "scenes.jsonl")
         assert len(recs) == n
         assert [r["image"] for r in recs] == [f"images/{i:06d}.png" for i in range(n)]
-        assert sorted(p.name for p in (world / split / "images").iterdir()) == [f"{i:06d}.png" for i in range(n)]
+        assert sorted(p.name for p in (world / split / "images").iterdir()) == [
+            f"{i:06d}.png" for i in range(n)
+        ]
         for r in recs:
             assert set(r) == {"image", "caption", "scene"} and r["caption"]
             scene = Scene.from_dict(r["scene"])
@@ -65,7 +82,12 @@ def test_zeroshot_spec(world):
 def test_world_json_and_provenance(world):
     w = read_json(world / "world.json")
     assert w["seed"] == 5 and w["image_size"] == 64
-    assert w["counts"] == {"train": 40, "val": 25, "mmvp_vlm_images": 2 * K * 9, "mmvp_vlm_pairs_per_pattern": K}
+    assert w["counts"] == {
+        "train": 40,
+        "val": 25,
+        "mmvp_vlm_images": 2 * K * 9,
+        "mmvp_vlm_pairs_per_pattern": K,
+    }
     assert w["vocabularies"]["shapes"] == list(SHAPES)
     assert w["vocabularies"]["patterns"] == list(PATTERNS)
     assert 0 < w["caption_probs"]["color"] <= 1
@@ -96,7 +118,9 @@ def test_benchmark_layout_pairing_and_qid_parity(world):
             path = bench / "MLLM_VLM Images" / t1 / f"{qid}.jpg"
             img = Image.open(path)
             assert img.format == "JPEG" and img.size == (64, 64)
-            err = np.abs(np.asarray(img.convert("RGB"), dtype=int) - np.asarray(render_scene(scene), dtype=int))
+            err = np.abs(
+                np.asarray(img.convert("RGB"), dtype=int) - np.asarray(render_scene(scene), dtype=int)
+            )
             assert err.mean() < 4  # high-quality JPEG of exactly this scene
         # the two images of a pair really differ
         ia = np.asarray(Image.open(bench / "MLLM_VLM Images" / t1 / f"{q1}.jpg"), dtype=int)
@@ -119,8 +143,14 @@ def test_splits_are_disjoint(world):
 def test_same_seed_same_world_other_seed_other_world(world, tmp_path):
     again = tmp_path / "again"
     assert build.main(["--out", str(again), *ARGS]) == 0
-    for rel in ("train/scenes.jsonl", "val/scenes.jsonl", "mmvp_vlm/Questions.csv", "mmvp_vlm/scenes.jsonl",
-                "train/images/000007.png", "val/zeroshot_shape.json"):
+    for rel in (
+        "train/scenes.jsonl",
+        "val/scenes.jsonl",
+        "mmvp_vlm/Questions.csv",
+        "mmvp_vlm/scenes.jsonl",
+        "train/images/000007.png",
+        "val/zeroshot_shape.json",
+    ):
         assert (again / rel).read_bytes() == (world / rel).read_bytes(), rel
     other = tmp_path / "other"
     assert build.main(["--out", str(other), *ARGS[:-1], "seed=6"]) == 0
@@ -149,8 +179,18 @@ def test_existing_directory_needs_overwrite(tmp_path, capsys):
 
 def test_config_overrides_and_errors(tmp_path, capsys):
     out = tmp_path / "w"
-    rc = build.main(["--out", str(out), "n_train=20", "n_val=2", "pairs_per_pattern=1", "image_size=32",
-                     "captions.color=0.0", "captions.shape=1.0"])
+    rc = build.main(
+        [
+            "--out",
+            str(out),
+            "n_train=20",
+            "n_val=2",
+            "pairs_per_pattern=1",
+            "image_size=32",
+            "captions.color=0.0",
+            "captions.shape=1.0",
+        ]
+    )
     assert rc == 0
     recs = read_jsonl(out / "train" / "scenes.jsonl")
     assert all(r["scene"]["color"] not in r["caption"] for r in recs)

@@ -19,13 +19,18 @@ def _write(path: Path, obj: dict) -> None:
 
 def _probes(correct_fine: list[int]) -> dict:
     n = len(correct_fine)
-    return {"items": [f"{i}.png" for i in range(n)],
-            "probes": {"global": {"color": {"correct": [1] * n}, "orientation": {"correct": correct_fine}}}}
+    return {
+        "items": [f"{i}.png" for i in range(n)],
+        "probes": {"global": {"color": {"correct": [1] * n}, "orientation": {"correct": correct_fine}}},
+    }
 
 
 def _mmvp(correct: dict[str, list[bool]]) -> dict:
-    pairs = [{"pattern": p, "qids": [2 * i + 1, 2 * i + 2], "correct": c}
-             for p, cs in correct.items() for i, c in enumerate(cs)]
+    pairs = [
+        {"pattern": p, "qids": [2 * i + 1, 2 * i + 2], "correct": c}
+        for p, cs in correct.items()
+        for i, c in enumerate(cs)
+    ]
     return {"average": 0.0, "pairs": pairs}
 
 
@@ -40,7 +45,9 @@ def study(tmp_path: Path) -> Path:
     for i in range(4):
         (tmp_path / f"{i}.png").write_bytes(b"")
         images.append({"image": f"{i}.png", "label": "circle" if i % 2 else "star"})
-    spec.write_text(json.dumps({"template": "a photo of a {}.", "classes": ["circle", "star"], "items": images}))
+    spec.write_text(
+        json.dumps({"template": "a photo of a {}.", "classes": ["circle", "star"], "items": images})
+    )
     labels = [it["label"] for it in images]
     base = tmp_path / "base"
     _write(base / "probes.json", _probes([0, 0, 0, 0, 1, 1, 1, 1]))
@@ -49,7 +56,10 @@ def study(tmp_path: Path) -> Path:
     for seed in (0, 1):
         ev = tmp_path / f"seed-{seed}" / "genhancer" / "eval"  # every seed: 2 more fine items right
         _write(ev / "probes.json", _probes([1, 1, 0, 0, 1, 1, 1, 1]))
-        _write(ev / "mmvp_decision.json", _mmvp({PATTERNS[0]: [True, True, False, False], PATTERNS[1]: [False] * 4}))
+        _write(
+            ev / "mmvp_decision.json",
+            _mmvp({PATTERNS[0]: [True, True, False, False], PATTERNS[1]: [False] * 4}),
+        )
         _write(ev / "zeroshot.json", _zeroshot(spec, labels))
         ctrl = tmp_path / f"seed-{seed}" / "random-update" / "eval"  # the control: nothing changes
         _write(ctrl / "probes.json", _probes([0, 0, 0, 0, 1, 1, 1, 1]))

@@ -79,7 +79,10 @@ def test_every_pair_differs_in_many_pixels(pattern):
 
 def test_orientation_turns_the_shape():
     for shape in ("arrow", "triangle"):
-        left, right = arr(Scene(shape=shape, orientation="left")), arr(Scene(shape=shape, orientation="right"))
+        left, right = (
+            arr(Scene(shape=shape, orientation="left")),
+            arr(Scene(shape=shape, orientation="right")),
+        )
         up, down = arr(Scene(shape=shape, orientation="up")), arr(Scene(shape=shape, orientation="down"))
         # left is the mirror image of right, up of down (to within edge rounding), and they really differ
         assert np.abs(left - right[:, ::-1]).mean() < 3
@@ -87,15 +90,19 @@ def test_orientation_turns_the_shape():
         assert (np.abs(left - right).sum(-1) > 60).mean() > 0.05
         assert (np.abs(up - left).sum(-1) > 60).mean() > 0.05
         # the wide part (arrow head / triangle base vs tip) is on the side it points to for an arrow
-    m_left, m_right = object_mask(arr(Scene(shape="arrow", orientation="left"))), object_mask(
-        arr(Scene(shape="arrow", orientation="right")))
+    m_left, m_right = (
+        object_mask(arr(Scene(shape="arrow", orientation="left"))),
+        object_mask(arr(Scene(shape="arrow", orientation="right"))),
+    )
     assert m_left[:, :32].sum() > m_left[:, 32:].sum()
     assert m_right[:, 32:].sum() > m_right[:, :32].sum()
 
 
 def test_position_moves_the_object():
-    cx = {p: centroid(object_mask(arr(Scene(shape="square", position=p)))) for p in
-          ("left", "right", "top", "bottom", "center")}
+    cx = {
+        p: centroid(object_mask(arr(Scene(shape="square", position=p))))
+        for p in ("left", "right", "top", "bottom", "center")
+    }
     assert cx["left"][0] < 0.35 < 0.65 < cx["right"][0]
     assert cx["top"][1] < 0.35 < 0.65 < cx["bottom"][1]
     assert abs(cx["center"][0] - 0.5) < 0.03 and abs(cx["center"][1] - 0.5) < 0.03
@@ -112,8 +119,17 @@ def test_colour_is_the_named_colour():
 def test_count_is_the_number_of_blobs():
     for shape in ("circle", "square", "star", "arrow"):
         for n in (1, 2, 3):
-            s = sample_scene(random.Random(n), shape=shape, count=n, fill="solid", texture="plain",
-                             feature=None, text=None, viewpoint="normal", size="large")
+            s = sample_scene(
+                random.Random(n),
+                shape=shape,
+                count=n,
+                fill="solid",
+                texture="plain",
+                feature=None,
+                text=None,
+                viewpoint="normal",
+                size="large",
+            )
             assert components(object_mask(arr(s))) == n
 
 
@@ -129,7 +145,7 @@ def test_feature_marks_the_middle():
     plain = arr(Scene(shape="circle"))
     dot = arr(Scene(shape="circle", feature="dot"))
     ring = arr(Scene(shape="circle", feature="ring"))
-    black = lambda a: (a.sum(-1) < 60)  # noqa: E731
+    black = lambda a: a.sum(-1) < 60  # noqa: E731
     assert black(plain).sum() == 0
     assert tuple(dot[32, 32]) == (0, 0, 0) and black(dot).sum() >= 40
     assert tuple(ring[32, 32]) == RGB["red"] and black(ring).sum() >= 40  # a ring is empty in the middle
@@ -164,8 +180,10 @@ def test_letters_are_drawn_and_distinct():
 
 
 def test_viewpoint_zooms():
-    area = {v: object_mask(arr(Scene(shape="circle", size="small", viewpoint=v))).sum() for v in
-            ("close", "normal", "far")}
+    area = {
+        v: object_mask(arr(Scene(shape="circle", size="small", viewpoint=v))).sum()
+        for v in ("close", "normal", "far")
+    }
     assert area["close"] > 2.5 * area["normal"] > 2.5 * 2.5 * area["far"]
 
 

@@ -55,8 +55,16 @@ def test_sampled_scenes_obey_the_schema_rules():
         assert s.fill == "solid" or s.texture == "plain"
         assert s.feature is None or s.text is None
     # every value of every attribute occurs
-    for attr, n_values in [("shape", 5), ("color", 6), ("count", 3), ("position", 5), ("texture", 3),
-                           ("viewpoint", 3), ("fill", 2), ("background", 3)]:
+    for attr, n_values in [
+        ("shape", 5),
+        ("color", 6),
+        ("count", 3),
+        ("position", 5),
+        ("texture", 3),
+        ("viewpoint", 3),
+        ("fill", 2),
+        ("background", 3),
+    ]:
         assert len({getattr(s, attr) for s in scenes}) == n_values, attr
 
 
@@ -111,14 +119,21 @@ def test_pairs_differ_in_exactly_their_attribute(pattern):
 def test_statements_name_the_value():
     s = Scene(shape="arrow", orientation="left", position="right", color="blue", text="E")
     assert statement(s, "Orientation and Direction") == "The arrow points to the left."
-    assert statement(s, "Positional and Relational Context") == "The arrow is on the right side of the picture."
+    assert (
+        statement(s, "Positional and Relational Context") == "The arrow is on the right side of the picture."
+    )
     assert statement(s, "Color and Appearance") == "The arrow is blue."
     assert statement(s, "Texts") == "The arrow has the letter E on it."
     assert statement(Scene(shape="star", count=3), "Quantity and Count") == "There are three stars."
-    assert statement(Scene(feature="dot"), "Presence of Specific Features") == "The circle has a black dot on it."
+    assert (
+        statement(Scene(feature="dot"), "Presence of Specific Features")
+        == "The circle has a black dot on it."
+    )
     assert statement(Scene(), "Presence of Specific Features") == "The circle has no mark on it."
     assert statement(Scene(fill="outline"), "State and Condition") == "The circle is empty inside."
-    assert statement(Scene(viewpoint="far"), "Viewpoint and Perspective") == "The circle is seen from far away."
+    assert (
+        statement(Scene(viewpoint="far"), "Viewpoint and Perspective") == "The circle is seen from far away."
+    )
 
 
 def test_captions_follow_their_probabilities():
@@ -133,8 +148,19 @@ def test_captions_follow_their_probabilities():
     assert frac(["on the left"]) < 0.15
     # fixed probabilities: always / never
     always = CaptionProbs(shape=1, color=1, orientation=1, position=1)
-    never = CaptionProbs(shape=1, color=0, size=0, count=0, orientation=0, position=0, fill=0, texture=0,
-                         feature=0, text=0, viewpoint=0)
+    never = CaptionProbs(
+        shape=1,
+        color=0,
+        size=0,
+        count=0,
+        orientation=0,
+        position=0,
+        fill=0,
+        texture=0,
+        feature=0,
+        text=0,
+        viewpoint=0,
+    )
     s = Scene(shape="arrow", orientation="up", position="left", color="green", text="T", texture="striped")
     for _ in range(20):
         c = caption_scene(s, crng, always)

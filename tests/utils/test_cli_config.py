@@ -46,7 +46,7 @@ def test_print_config_prints_resolved_yaml_and_returns_0(tmp_path, capsys):
     assert out.index("name:") < out.index("opt:")  # schema order, not sorted
 
 
-def test_without_print_config_main_runs(tmp_path, capsys):
+def test_without_print_config_main_runs(capsys):
     assert _main(["name=y", "opt.steps=2"]) == 7
     assert capsys.readouterr().out == "ran y for 2 steps\n"
 

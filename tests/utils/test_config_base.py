@@ -31,7 +31,9 @@ def _write(path, text):
 
 def test_chain_relative_to_each_file_and_deep_merged(tmp_path):
     # root.yaml <- recipes/mid.yaml <- runs/child.yaml: each base path is relative to the file naming it
-    _write(tmp_path / "root.yaml", "name: root\nopt: {lr: 0.5, steps: 3}\ntags: [a, b]\nextra: {p: 1, q: 2}\n")
+    _write(
+        tmp_path / "root.yaml", "name: root\nopt: {lr: 0.5, steps: 3}\ntags: [a, b]\nextra: {p: 1, q: 2}\n"
+    )
     _write(tmp_path / "recipes" / "mid.yaml", "base: ../root.yaml\nopt: {steps: 7}\nextra: {q: 20, r: 30}\n")
     child = _write(tmp_path / "runs" / "child.yaml", "base: ../recipes/mid.yaml\nname: child\ntags: [c]\n")
     cfg = load_config(Cfg, child)

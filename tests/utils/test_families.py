@@ -1,4 +1,5 @@
-"""The encoder-family table: the only place the facts live, and every package's behaviour covers it exactly."""
+"""The encoder-family table: the only place the facts live, and every package's behaviour covers it
+exactly."""
 
 from __future__ import annotations
 
@@ -37,10 +38,13 @@ def test_model_type_lookup_and_errors():
     assert family_for_model_type("clip_vision_model").name == "clip"
     assert family_for_model_type("siglip").name == "siglip"
     assert len(known_model_types()) == len(set(known_model_types())) == 2 * len(FAMILIES)
-    with pytest.raises(ConfigError, match="'llama'; known model types: clip, clip_vision_model, siglip, "
-                                          "siglip_vision_model"):
+    with pytest.raises(
+        ConfigError, match="'llama'; known model types: clip, clip_vision_model, siglip, siglip_vision_model"
+    ):
         family_for_model_type("llama")
-    with pytest.raises(ConfigError, match="unknown encoder family 'siglip3'; known encoder familys: clip, siglip"):
+    with pytest.raises(
+        ConfigError, match="unknown encoder family 'siglip3'; known encoder familys: clip, siglip"
+    ):
         FAMILIES["siglip3"]
 
 
@@ -72,6 +76,10 @@ def test_no_package_restates_a_family_fact():
             if path == table:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and type(node.value) in (str, float) and node.value in facts:
+                if (
+                    isinstance(node, ast.Constant)
+                    and type(node.value) in (str, float)
+                    and node.value in facts
+                ):
                     copies.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
     assert not copies, "family facts outside genhancer/utils/families.py:\n" + "\n".join(copies)

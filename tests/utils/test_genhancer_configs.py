@@ -24,8 +24,13 @@ def _is_paper(p: Path) -> bool:
 
 def test_the_directory_holds_the_configs():
     names = {p.relative_to(CONFIG_DIR).as_posix() for p in ALL_YAMLS}
-    assert {"toy.yaml", "toy-discrete.yaml", "openai-clip-l14.yaml", "recipes/continuous.yaml",
-            "recipes/discrete.yaml"} <= names
+    assert {
+        "toy.yaml",
+        "toy-discrete.yaml",
+        "openai-clip-l14.yaml",
+        "recipes/continuous.yaml",
+        "recipes/discrete.yaml",
+    } <= names
     assert sum(_is_paper(p) for p in ALL_YAMLS) == 9
 
 
@@ -45,16 +50,29 @@ def test_toy_values():
     assert (cfg.encoder.family, cfg.encoder.path) == ("clip", "runs/toy/clip")
     assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.denoiser.guidance) == ("continuous", "toy", None)
     assert (cfg.latent.space, cfg.latent.patch_size, cfg.latent.vae_path, cfg.latent.vae_subfolder) == (
-        "pixel", 8, None, None)
+        "pixel",
+        8,
+        None,
+        None,
+    )
     assert (cfg.flow.t_sampling, cfg.flow.logit_scale, cfg.flow.sample_steps) == ("logit_normal", 1.0, 20)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets) == (8, 8, 0.0, SIGLIP_TARGETS)
     assert {k: (s.steps, s.lr, s.warmup_steps) for k, s in cfg.schedule.items()} == {
-        "stage1": (300, 1e-3, 20), "stage2": (100, 1e-4, 10), "stage2-all": (100, 3e-5, 10),
-        "end-to-end": (300, 1e-3, 20)}
+        "stage1": (300, 1e-3, 20),
+        "stage2": (100, 1e-4, 10),
+        "stage2-all": (100, 3e-5, 10),
+        "end-to-end": (300, 1e-3, 20),
+    }
     assert (cfg.data.source, cfg.data.path, cfg.data.num_workers) == ("folder", "runs/toyworld/train", 0)
     t = cfg.train
     assert (t.run_dir, t.batch_size, t.grad_accum, t.mixed_precision, t.save_every, t.log_every) == (
-        "runs/toy/stage1", 32, 1, "auto", 100, 10)
+        "runs/toy/stage1",
+        32,
+        1,
+        "auto",
+        100,
+        10,
+    )
     assert t.deepspeed == "configs/deepspeed/zero2.json"
 
 
@@ -68,8 +86,12 @@ def test_run_dir_follows_stage_unless_given():
 def test_toy_discrete_is_toy_with_the_discrete_sections():
     toy = to_dict(load_genhancer_config(CONFIG_DIR / "toy.yaml"))
     disc = to_dict(load_genhancer_config(CONFIG_DIR / "toy-discrete.yaml"))
-    assert disc["denoiser"] == {"type": "discrete", "preset": "toy", "guidance": None,
-                                "overrides": {"mask_ratio": 0.7}}
+    assert disc["denoiser"] == {
+        "type": "discrete",
+        "preset": "toy",
+        "guidance": None,
+        "overrides": {"mask_ratio": 0.7},
+    }
     assert disc["latent"] == {**toy["latent"], "space": "vq", "patch_size": 1, "vae_path": "runs/toy/vq"}
     assert disc["flow"] == {**toy["flow"], "sample_steps": 12}
     assert disc["train"] == {**toy["train"], "run_dir": "runs/toy-discrete/stage1"}
@@ -81,11 +103,18 @@ def test_schema_defaults_are_the_paper_recipe():
     cfg = GenHancerConfig()
     assert cfg.encoder.path == "openai/clip-vit-large-patch14"
     assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.latent.space, cfg.latent.patch_size) == (
-        "continuous", "lightweight", "vae", 2)
+        "continuous",
+        "lightweight",
+        "vae",
+        2,
+    )
     assert (cfg.latent.vae_path, cfg.latent.vae_subfolder) == ("black-forest-labs/FLUX.1-dev", "vae")
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (16, 16, 0.1, "lora_only")
     assert (cfg.schedule["stage1"].steps, cfg.schedule["stage1"].lr, cfg.schedule["stage1"].warmup_steps) == (
-        100_000, 1e-4, 10)
+        100_000,
+        1e-4,
+        10,
+    )
     assert (cfg.schedule["stage2"].steps, cfg.schedule["stage2"].lr) == (1000, 1e-5)
     assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.weight_decay) == (16, 2, 0.01)
     assert cfg.train.mixed_precision == "auto" and cfg.data.source == "webdataset"
@@ -115,9 +144,17 @@ def test_paper_discrete_siglip_config():
     cfg = load_genhancer_config(CONFIG_DIR / "siglip-so400m-384-discrete.yaml")
     assert (cfg.encoder.family, cfg.encoder.path) == ("siglip", "google/siglip-so400m-patch14-384")
     assert cfg.lora.targets == SIGLIP_TARGETS and cfg.lora.r == 16 and cfg.lora.dropout == 0.1
-    assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.denoiser.overrides) == ("discrete", "6", {"mask_ratio": 0.7})
+    assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.denoiser.overrides) == (
+        "discrete",
+        "6",
+        {"mask_ratio": 0.7},
+    )
     assert (cfg.latent.space, cfg.latent.patch_size, cfg.latent.vae_path, cfg.latent.vae_subfolder) == (
-        "vq", 1, "amused/amused-256", "vqvae")
+        "vq",
+        1,
+        "amused/amused-256",
+        "vqvae",
+    )
     assert (cfg.flow.sample_steps, cfg.flow.logit_scale) == (12, 1.0)
     assert (cfg.train.mixed_precision, cfg.train.grad_accum, cfg.data.num_workers) == ("bf16", 2, 8)
     assert cfg.schedule["stage2"].lr == 1e-5
