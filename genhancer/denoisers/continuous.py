@@ -4,7 +4,8 @@ diffusers' ``FluxTransformer2DModel`` is used as is, configured small. Its own `
 latent space packs p x p latent cells into one token (``in_channels = C * p * p``), as FLUX.1 does.
 
 Presets (``denoiser.preset``; ``denoiser.overrides`` change any constructor kwarg):
-  toy          1 double + 2 single blocks, 2 heads x 16 (~90 k params), CPU-fast (toy world, tests)
+  toy          1 double + 2 single blocks, 2 heads x 16 (~90 k params), CPU-fast (tests)
+  toy-64       the same at width 64 (4 heads x 16, ~0.34 M params): the toy world's default
   lightweight  2 double + 4 single, 24 heads x 128 (hidden 3072): the paper's ~1.31 B denoiser
   1+2, 3+6     the paper's depth ablation at the same width
 """
@@ -42,6 +43,18 @@ PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 num_attention_heads=2,
                 joint_attention_dim=32,
                 pooled_projection_dim=32,
+                axes_dims_rope=(4, 6, 6),
+            )
+        ),
+        "toy-64": MappingProxyType(
+            dict(
+                # the toy world's default: the toy preset at width 64 (4 heads x 16), ~0.34 M parameters
+                num_layers=1,
+                num_single_layers=2,
+                attention_head_dim=16,
+                num_attention_heads=4,
+                joint_attention_dim=64,
+                pooled_projection_dim=64,
                 axes_dims_rope=(4, 6, 6),
             )
         ),

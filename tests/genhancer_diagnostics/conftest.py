@@ -75,6 +75,7 @@ def discrete_run(tmp_path_factory, tiny_clip_dir, request) -> Path:
             "denoiser.preset=toy",
             "latent.space=vq",
             f"latent.vae_path={vq_dir}",
+            "latent.vae_subfolder=null",
             "latent.patch_size=1",
             "flow.sample_steps=2",
         ],

@@ -129,7 +129,8 @@ def test_cli_train_for_a_run_config_and_eval(tmp_path, toy_world, capsys):
     run_cfg = tmp_path / "run.yaml"
     out = tmp_path / "vq"
     text = (REPO / "configs/genhancer/toy-discrete.yaml").read_text()
-    run_cfg.write_text(text.replace("vae_path: runs/toy/vq", f"vae_path: {out}"))
+    text = text.replace("vae_path: runs/toy/vq", f"vae_path: {out}")
+    run_cfg.write_text(text.replace("base: toy.yaml", f"base: {REPO / 'configs/genhancer/toy.yaml'}"))
     argv = [
         "--run-config",
         str(run_cfg),

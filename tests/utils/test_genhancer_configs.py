@@ -48,26 +48,28 @@ def test_toy_values():
     cfg = load_genhancer_config(CONFIG_DIR / "toy.yaml")
     assert (cfg.name, cfg.stage, cfg.init_from) == ("toy", "stage1", None)
     assert (cfg.encoder.family, cfg.encoder.path) == ("clip", "runs/toy/clip")
-    assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.denoiser.guidance) == ("continuous", "toy", None)
+    assert (cfg.denoiser.type, cfg.denoiser.preset, cfg.denoiser.guidance) == ("continuous", "toy-64", None)
     assert (cfg.latent.space, cfg.latent.patch_size, cfg.latent.vae_path, cfg.latent.vae_subfolder) == (
-        "pixel",
-        8,
-        None,
+        "vae",
+        2,
+        "runs/toy/vae",
         None,
     )
+    assert (cfg.latent.shift, cfg.latent.scale) == (None, None)  # measured, from the toy VAE's config
+    assert (cfg.cache.enabled, cfg.cache.views) == (True, 2)
     assert (cfg.flow.t_sampling, cfg.flow.logit_scale, cfg.flow.sample_steps) == ("logit_normal", 1.0, 20)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets) == (8, 8, 0.0, SIGLIP_TARGETS)
     assert {k: (s.steps, s.lr, s.warmup_steps) for k, s in cfg.schedule.items()} == {
-        "stage1": (300, 1e-3, 20),
-        "stage2": (100, 1e-4, 10),
-        "stage2-all": (100, 3e-5, 10),
-        "end-to-end": (300, 1e-3, 20),
+        "stage1": (1000, 1e-3, 20),
+        "stage2": (300, 3e-4, 10),
+        "stage2-all": (300, 1e-4, 10),
+        "end-to-end": (1000, 1e-3, 20),
     }
     assert (cfg.data.source, cfg.data.path, cfg.data.num_workers) == ("folder", "runs/toyworld/train", 0)
     t = cfg.train
     assert (t.run_dir, t.batch_size, t.grad_accum, t.mixed_precision, t.save_every, t.log_every) == (
         "runs/toy/stage1",
-        32,
+        64,
         1,
         "auto",
         100,
