@@ -1,6 +1,10 @@
 """Assemble a Hugging Face LLaVA directory from a vision-encoder directory and a causal-LM directory.
 
-``python -m llava_integration.build --encoder DIR --llm DIR --out DIR [--template vicuna_v1] [KEY=VALUE ...]``
+``python -m llava_integration.build [--config configs/llava/X.yaml] [--encoder DIR] [--llm DIR] --out DIR [KEY=VALUE ...]``
+
+Flags name paths only; what is built is the config's ``model`` section (template, projector, feature
+layer and strategy, weights dtype, ...) and ``seed`` (the projector's initialisation), set in the YAML or
+with overrides such as ``model.template=qwen2 model.dtype=bfloat16 seed=1``.
 
 The result is a plain ``LlavaForConditionalGeneration`` directory (safetensors) with a ``LlavaProcessor``:
 - vision tower: the encoder's vision weights, unchanged (CLIP or SigLIP; a GenHancer export is a CLIP dir);
@@ -24,7 +28,7 @@ from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config
-from genhancer.utils.errors import ModelDirError
+from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.families import FamilyFacts, family_for_model_type, known_model_types
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger
@@ -174,13 +178,17 @@ def _dtype(name: str, llm_config: Any) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def assemble(cfg: ModelConfig, dtype: str = "auto", seed: int = 0) -> tuple[Any, Any]:
+def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring)."""
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
+    for key in ("encoder", "llm"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"model.{key} is empty: set it in the YAML (configs/llava/*.yaml), with "
+                              f"model.{key}=DIR, or with --{key} DIR")
     get_template(cfg.template)  # an unknown template fails before anything heavy is loaded
     info = inspect_encoder(cfg.encoder, cfg.trust_remote_code)
     strategy = feature_strategy(cfg, info.family)
@@ -189,7 +197,7 @@ def assemble(cfg: ModelConfig, dtype: str = "auto", seed: int = 0) -> tuple[Any,
         text_config = AutoConfig.from_pretrained(cfg.llm, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({e})") from None
-    torch_dtype = _dtype(dtype, text_config)
+    torch_dtype = _dtype(cfg.dtype, text_config)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     config = LlavaConfig(
         vision_config=info.vision_config.to_dict(),
@@ -239,11 +247,10 @@ def save_llava_dir(model: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def build(cfg: ModelConfig, out: str | Path, dtype: str = "auto", seed: int = 0,
-          provenance_config: Any = None) -> Path:
+def build(cfg: ModelConfig, out: str | Path, seed: int = 0, provenance_config: Any = None) -> Path:
     """Assemble and write the LLaVA directory ``out`` (atomically) with its provenance manifest."""
     out = Path(out)
-    model, processor = assemble(cfg, dtype=dtype, seed=seed)
+    model, processor = assemble(cfg, seed=seed)
     with atomic_directory(out) as tmp:
         save_llava_dir(model, processor, tmp)
         write_provenance(tmp, "llava", config=provenance_config or cfg, parents=[cfg.encoder, cfg.llm],
@@ -256,22 +263,20 @@ def build(cfg: ModelConfig, out: str | Path, dtype: str = "auto", seed: int = 0,
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llava_integration.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="a configs/llava/*.yaml file (its `model` section and seed)")
     parser.add_argument("--encoder", help="CLIP/SigLIP directory (or hub id); overrides model.encoder")
     parser.add_argument("--llm", help="causal-LM directory (or hub id); overrides model.llm")
     parser.add_argument("--out", required=True, type=Path, help="LLaVA directory to write")
-    parser.add_argument("--template", help="conversation format stored in the processor (default vicuna_v1)")
-    parser.add_argument("--config", type=Path, help="a configs/llava/*.yaml file (its `model` section is used)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights dtype (auto: the LLM's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the projector's initialisation")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.vision_feature_layer=-1")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.template=qwen2 model.dtype=bfloat16 seed=1")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
-    for flag, key in (("encoder", "model.encoder"), ("llm", "model.llm"), ("template", "model.template")):
+    for flag, key in (("encoder", "model.encoder"), ("llm", "model.llm")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = load_config(LlavaTrainConfig, args.config, overrides)
-    build(cfg.model, args.out, dtype=args.dtype, seed=args.seed, provenance_config=dataclasses.asdict(cfg.model))
+    build(cfg.model, args.out, seed=cfg.seed,
+          provenance_config={"model": dataclasses.asdict(cfg.model), "seed": cfg.seed})
     return 0
 
 

@@ -1,10 +1,13 @@
 """The LLaVA integration's config schema (one schema; YAML instances live in ``configs/llava/``).
 
-The dataclass defaults are the embedded toy run (``configs/llava/toy.yaml`` spells them out); the
-LLaVA-1.5 recipes (``vicuna-7b.yaml``, ``vicuna-13b.yaml``) override model, data and optimisation.
-Relative paths are relative to the working directory (the repository root in the scripts).
+The dataclass defaults are LLaVA-1.5's per-stage recipe (templates, learning rates, batch sizes, DeepSpeed
+stages, lengths) with no paths: a run names its encoder, LLM and data in a YAML instance -- the recipes
+``vicuna-7b.yaml`` / ``vicuna-13b.yaml`` or the CPU-sized toy run ``toy.yaml`` (which holds every toy value)
+-- or in ``key=value`` overrides. Relative paths are relative to the working directory (the repository root
+in the scripts).
 
-    model     what is assembled: encoder dir, LLM dir, projector, feature layer/strategy, attention
+    model     what is assembled: encoder dir, LLM dir, projector, feature layer/strategy, weights dtype,
+              attention (``python -m llava_integration.build`` reads this section and ``seed``)
     pretrain  stage "pretrain": projector only, template "plain", ZeRO-2
     finetune  stage "finetune": projector + LLM (full or LoRA), template "vicuna_v1", ZeRO-3
     train     run-time settings shared by both stages (precision, checkpointing, logging, resume)
@@ -25,8 +28,8 @@ PROJECTORS: dict[str, str] = {"mlp2x_gelu": "gelu"}  # projector id -> HF LlavaC
 class ModelConfig:
     """What ``llava_integration.build`` assembles (LlavaForConditionalGeneration from two directories)."""
 
-    encoder: str = "runs/toy/clip"  # CLIP/SigLIP directory or hub id (a GenHancer export works as is)
-    llm: str = "runs/toy/llm"  # causal-LM directory or hub id (Llama/Vicuna/Qwen2 ...)
+    encoder: str = ""  # CLIP/SigLIP directory or hub id (a GenHancer export works as is)
+    llm: str = ""  # causal-LM directory or hub id (Llama/Vicuna/Qwen2 ...)
     template: str = "vicuna_v1"  # conversation format stored in the assembled processor
     projector: str = "mlp2x_gelu"
     vision_feature_layer: int = -2
@@ -34,6 +37,7 @@ class ModelConfig:
     vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
     pad_token: str = "<pad>"  # added when the LLM's tokenizer has no pad token
     pad_embeddings_to_multiple_of: int | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # assembled weights; auto: the LLM's
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     trust_remote_code: bool = False
 
@@ -108,23 +112,15 @@ class RuntimeConfig:
 
 
 def _pretrain_stage() -> StageConfig:
-    """LLaVA-1.5 stage 1 (toy values): projector only, captions, template plain, ZeRO-2."""
-    return StageConfig(
-        template="plain",
-        data=DataConfig(path="runs/toyworld/llava/pretrain.json", image_root="runs/toyworld", max_length=128,
-                        limit=2560),
-        deepspeed="configs/deepspeed/zero2.json", learning_rate=1e-3, per_device_batch_size=32,
-    )
+    """LLaVA-1.5 stage 1: projector only, captions, template plain, lr 1e-3, batch 32 per device, ZeRO-2."""
+    return StageConfig(template="plain", data=DataConfig(image_aspect_ratio="square"),
+                       deepspeed="configs/deepspeed/zero2.json", learning_rate=1e-3, per_device_batch_size=32)
 
 
 def _finetune_stage() -> StageConfig:
-    """LLaVA-1.5 stage 2 (toy values): projector + LLM, question answering, template vicuna_v1, ZeRO-3."""
-    return StageConfig(
-        template="vicuna_v1",
-        data=DataConfig(path="runs/toyworld/llava/finetune.json", image_root="runs/toyworld", max_length=192,
-                        limit=3200),
-        deepspeed="configs/deepspeed/zero3.json", learning_rate=1e-3, per_device_batch_size=16,
-    )
+    """LLaVA-1.5 stage 2: projector + LLM, template vicuna_v1, lr 2e-5, batch 16 per device, ZeRO-3."""
+    return StageConfig(template="vicuna_v1", data=DataConfig(image_aspect_ratio="pad"),
+                       deepspeed="configs/deepspeed/zero3.json", learning_rate=2e-5, per_device_batch_size=16)
 
 
 @dataclass
@@ -132,8 +128,8 @@ class LlavaTrainConfig:
     """Top level of ``configs/llava/*.yaml``."""
 
     stage: Literal["pretrain", "finetune"] = "pretrain"
-    run_dir: str = "runs/toy/llava"  # <run_dir>/<stage>/{config.yaml, metrics.jsonl, checkpoint-*, model/}
-    seed: int = 0
+    run_dir: str = "runs/llava"  # <run_dir>/<stage>/{config.yaml, metrics.jsonl, checkpoint-*, model/}
+    seed: int = 0  # training order, and the projector's initialisation at assembly
     model: ModelConfig = field(default_factory=ModelConfig)
     # a YAML section given in part keeps these per-stage defaults (the loader merges over the field default)
     pretrain: StageConfig = field(default_factory=_pretrain_stage)

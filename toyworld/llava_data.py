@@ -7,13 +7,17 @@ format of LCS-558K and llava_v1_5_mix665k, so ``llava_integration`` reads them l
 - ``finetune.json``: multi-turn question-answer records on the training images in mix665k's two answer
   styles: a single word ("Answer the question using a single word or phrase.") or, for closed-set
   questions, an option letter ("Answer with the option's letter from the given choices directly.", options
-  listed "A. x" or "(A) x" as in MMVP / CV-Bench), plus a few text-only records
-- ``heldout.json``: one question per validation image, balanced over question types; each record also
-  carries ``question_type`` (ignored by training, used by ``llava_integration.evaluate``)
+  listed "A. x" or "(A) x" as in MMVP / CV-Bench), a quarter of them opening with an MMVP-style choice
+  between two statements, plus a few text-only records
+- ``info.json``: the writer's format version, the seed and the record counts
 
-Question types (answers are single words that need the picture's fine detail): color, shape, count,
-position, orientation, presence (of a dot / ring / letter), object (is there a <shape>; POPE-style), text
-(which letter).
+Question types (answers are single words that need the picture): color, shape, count, position,
+orientation, size, presence (of a dot / ring / letter), object (is there a <shape>; POPE-style), text
+(which letter). The held-out questions of the same types, about new scenes, are the lmms-eval task
+``toy_vqa`` (``toyworld.lmms_data``).
+
+Each record asks at most one question whose answer is the shape (``SHAPE_TYPES``), first: every other
+question names the shape, so otherwise a later turn could be answered from the text of an earlier one.
 
 ``python -m toyworld.llava_data --world DIR`` rewrites the files of an existing world; the world
 builder calls :func:`write_llava_data` itself.
@@ -29,14 +33,34 @@ from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
-from genhancer.utils.fsio import read_jsonl, write_json
-from toyworld.scene import vocabularies
+from genhancer.utils.fsio import read_json, read_jsonl, write_json
+from toyworld.scene import (
+    COLORS,
+    COUNTS,
+    FEATURES,
+    FILLS,
+    LETTERS,
+    ORIENTATIONS,
+    PATTERNS,
+    POSITIONS,
+    TEXTURES,
+    VIEWPOINTS,
+    Scene,
+    statement,
+    vocabularies,
+)
 
 QUESTION_TYPES: tuple[str, ...] = (
-    "color", "shape", "count", "position", "orientation", "presence", "object", "text",
+    "color", "shape", "count", "position", "orientation", "size", "presence", "object", "text",
 )
+# Types whose answer is the object's shape (or whether it is a given one). Every other question names the
+# shape, so in a multi-turn record these come first and at most one of them is asked: a later turn could
+# otherwise be answered by copying the shape from an earlier question instead of reading the picture.
+SHAPE_TYPES: tuple[str, ...] = ("shape", "object")
 ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+MMVP_QUESTION = "Which statement is true of the picture?"
+DATA_FORMAT = "toy-llava/2"  # bump when the records change, so scripts rewrite stale files
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 MARKS = ("dot", "ring", "letter")
 # LCS-558K-style caption instructions (the plain template drops them; kept for the record format).
@@ -71,11 +95,19 @@ def question(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str
     if qtype == "shape":
         return "What shape is shown in the picture?", shape
     if qtype == "count":
-        return f"How many {_plural(shape)} are there?", NUMBER_WORDS.get(count, str(count))
+        where = rng.choice(("are there", "are in the image"))
+        return f"How many {_plural(shape)} {where}?", NUMBER_WORDS.get(count, str(count))
     if qtype == "position":
         if count != 1:
             return None
-        return f"Where is the {shape} in the picture?", scene["position"]
+        if rng.random() < 0.5:
+            return f"Where is the {shape} in the picture?", scene["position"]
+        return f"Which part of the picture is the {shape} in?", scene["position"]
+    if qtype == "size":
+        # Only at the normal distance: close up or far away the apparent size says little.
+        if count != 1 or scene.get("viewpoint", "normal") != "normal":
+            return None
+        return f"Is the {shape} large or small?", scene["size"]
     if qtype == "orientation":
         if not scene.get("orientation"):
             return None
@@ -112,7 +144,7 @@ def answer_set(qtype: str) -> list[str]:
     v = vocabularies()
     return {
         "color": v["colors"], "shape": v["shapes"], "count": [NUMBER_WORDS[c] for c in v["counts"]],
-        "position": v["positions"], "orientation": v["orientations"], "text": v["letters"],
+        "position": v["positions"], "orientation": v["orientations"], "size": v["sizes"], "text": v["letters"],
     }.get(qtype, [])
 
 
@@ -156,38 +188,83 @@ def pretrain_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Ran
     ]
 
 
-def finetune_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random,
-                     turns: int = 3, text_only_every: int = 50, choice_fraction: float = 0.3) -> list[dict[str, Any]]:
-    """``choice_fraction`` of the closed-set turns are asked as multiple choice (answered by letter)."""
+# The scene attribute each question type asks about (a statement turn on that attribute is not repeated).
+_ATTRIBUTE = {"color": "color", "count": "count", "position": "position", "orientation": "orientation",
+              "size": "size", "presence": "feature", "text": "text"}
+
+
+def _alternative(scene: Scene, attr: str, rng: random.Random) -> Scene | None:
+    """``scene`` with ``attr`` changed to another value that keeps it valid, or None where there is none."""
+    if attr != "count" and scene.count != 1:
+        return None
+    pool = {
+        "orientation": ORIENTATIONS if scene.orientation else (),
+        "feature": (None, *FEATURES) if scene.text is None else (),
+        "fill": FILLS if scene.texture == "plain" else (),
+        "count": COUNTS if scene.position == "center" else (),
+        "position": POSITIONS,
+        "color": COLORS,
+        "texture": TEXTURES if scene.fill == "solid" else (),
+        "text": LETTERS if scene.text else (),
+        "viewpoint": VIEWPOINTS,
+    }[attr]
+    others = [v for v in pool if v != getattr(scene, attr)]
+    return scene.replace(**{attr: rng.choice(others)}) if others else None
+
+
+def statement_choice(scene_dict: dict[str, Any], rng: random.Random) -> tuple[str, str, str] | None:
+    """An MMVP-style turn: which of two statements (one per value of an attribute) is true of the picture?
+    Returns (prompt with the letter suffix, answer letter, the attribute), or None where no pattern applies."""
+    scene = Scene.from_dict(scene_dict)
+    patterns = list(PATTERNS)
+    rng.shuffle(patterns)
+    for pattern in patterns:
+        attr = PATTERNS[pattern]
+        alt = _alternative(scene, attr, rng)
+        if alt is None:
+            continue
+        true, false = statement(scene, pattern), statement(alt, pattern)
+        options = [true, false] if rng.random() < 0.5 else [false, true]
+        listing = "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
+        return f"{MMVP_QUESTION}\n{listing}{LETTER_SUFFIX}", chr(65 + options.index(true)), attr
+    return None
+
+
+def conversation(scene: dict[str, Any], rng: random.Random, turns: int, choice_fraction: float,
+                 statement_fraction: float) -> list[tuple[str, str]]:
+    """The (question with its answer-style suffix, answer) turns of one finetuning record.
+
+    At most one shape-revealing turn (``SHAPE_TYPES``, or an MMVP-style statement turn), and it comes first:
+    every other question names the shape, so a shape question after it could be answered from the text.
+    """
+    qas = applicable(scene, rng)
+    rng.shuffle(qas)
+    stmt = statement_choice(scene, rng) if rng.random() < statement_fraction else None
+    if stmt is not None:
+        qas = [qa for qa in qas if qa[0] not in SHAPE_TYPES and _ATTRIBUTE.get(qa[0]) != stmt[2]][: turns - 1]
+    else:
+        shape_qas = [qa for qa in qas[:turns] if qa[0] in SHAPE_TYPES][:1]
+        qas = shape_qas + [qa for qa in qas if qa[0] not in SHAPE_TYPES][: turns - len(shape_qas)]
+    pairs = [stmt[:2]] if stmt is not None else []
+    for t, q, a in qas:
+        mc = as_choice(t, q, a, rng) if rng.random() < choice_fraction else None
+        pairs.append(mc or (q + ANSWER_SUFFIX, a))
+    return pairs
+
+
+def finetune_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random, turns: int = 3,
+                     text_only_every: int = 50, choice_fraction: float = 0.3,
+                     statement_fraction: float = 0.25) -> list[dict[str, Any]]:
+    """``choice_fraction`` of the closed-set turns are asked as multiple choice (answered by letter);
+    ``statement_fraction`` of the records open with an MMVP-style statement choice."""
     out = []
     for i, r in enumerate(rows):
-        qas = applicable(r["scene"], rng)
-        rng.shuffle(qas)
-        pairs = []
-        for t, q, a in qas[:turns]:
-            mc = as_choice(t, q, a, rng) if rng.random() < choice_fraction else None
-            pairs.append(mc or (q + ANSWER_SUFFIX, a))
+        pairs = conversation(r["scene"], rng, turns, choice_fraction, statement_fraction)
         out.append({"id": f"{split}-qa-{i:06d}", "image": _image_path(split, r),
                     "conversations": _turns(pairs, image=True)})
         if text_only_every and i % text_only_every == text_only_every - 1:
             q, a = rng.choice(TEXT_ONLY)
             out.append({"id": f"{split}-text-{i:06d}", "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=False)})
-    return out
-
-
-def heldout_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random,
-                    per_type: int = 100) -> list[dict[str, Any]]:
-    """One question per image; types assigned round-robin (the rarest applicable type first)."""
-    counts = dict.fromkeys(QUESTION_TYPES, 0)
-    out = []
-    for i, r in enumerate(rows):
-        options = [qa for qa in applicable(r["scene"], rng) if counts[qa[0]] < per_type]
-        if not options:
-            continue
-        t, q, a = min(options, key=lambda qa: (counts[qa[0]], QUESTION_TYPES.index(qa[0])))
-        counts[t] += 1
-        out.append({"id": f"{split}-heldout-{i:06d}", "image": _image_path(split, r), "question_type": t,
-                    "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=True)})
     return out
 
 
@@ -200,21 +277,31 @@ def _rows(world: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def write_llava_data(world: str | Path, seed: int = 0, heldout_per_type: int = 100) -> dict[str, Any]:
-    """Write ``WORLD/llava/{pretrain,finetune,heldout}.json``; return what was written (for world.json)."""
+def write_llava_data(world: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Write ``WORLD/llava/{pretrain,finetune}.json`` and ``info.json``; return the info (for world.json)."""
     world = Path(world)
-    train, val = _rows(world, "train"), _rows(world, "val")
+    train = _rows(world, "train")
     rng = random.Random(f"{seed}:llava")
     files = {
         "pretrain": pretrain_records(train, "train", rng),
         "finetune": finetune_records(train, "train", rng),
-        "heldout": heldout_records(val, "val", rng, per_type=heldout_per_type),
     }
-    info: dict[str, Any] = {"image_root": ".", "question_types": list(QUESTION_TYPES)}
+    info: dict[str, Any] = {"format": DATA_FORMAT, "seed": seed, "image_root": ".",
+                            "question_types": list(QUESTION_TYPES)}
     for name, records in files.items():
         write_json(world / "llava" / f"{name}.json", records)
         info[name] = {"path": f"llava/{name}.json", "records": len(records)}
+    write_json(world / "llava" / "info.json", info)
     return info
+
+
+def is_current(world: str | Path, seed: int) -> bool:
+    """Whether ``WORLD/llava`` was written by this version of the writer with ``seed``."""
+    path = Path(world) / "llava" / "info.json"
+    if not path.is_file():
+        return False
+    info = read_json(path)
+    return info.get("format") == DATA_FORMAT and info.get("seed") == seed
 
 
 def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
@@ -234,10 +321,18 @@ def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.llava_data", description=__doc__.split("\n")[0])
     parser.add_argument("--world", required=True, type=Path, help="toy world directory (from `toyworld build`)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--heldout-per-type", type=int, default=100)
+    parser.add_argument("--seed", type=int, help="default: the world's seed (world.json)")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="do nothing when the files are already this writer's, with this seed")
     args = parser.parse_args(argv)
-    info = write_llava_data(args.world, args.seed, args.heldout_per_type)
+    seed = args.seed
+    if seed is None:
+        seed = int(read_json(args.world / "world.json", missing=f"{args.world}/world.json not found: build the "
+                             "world first (python -m toyworld build --out DIR)").get("seed", 0))
+    if args.if_stale and is_current(args.world, seed):
+        print(f"{args.world}/llava is up to date")
+        return 0
+    info = write_llava_data(args.world, seed)
     print({k: v["records"] for k, v in info.items() if isinstance(v, dict)})
     return 0
 

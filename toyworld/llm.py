@@ -1,6 +1,8 @@
 """The toy LLM: a tiny Llama with a sentencepiece tokenizer, briefly pretrained on the toy world's text.
 
-``python -m toyworld pretrain-llm --world DIR --out DIR [--config YAML] [KEY=VALUE ...]``
+``python -m toyworld pretrain-llm --world DIR --out DIR [--config configs/llava/toy-llm.yaml] [KEY=VALUE ...]``
+
+An ``OUT`` made from the same world, texts and config is kept (``cached``); ``--force`` rebuilds it.
 
 It stands in for Vicuna: a ``LlamaForCausalLM`` directory whose tokenizer is a sentencepiece BPE
 ``tokenizer.model`` (byte fallback, ``<unk> <s> </s>`` at ids 0/1/2, BOS added) -- the kind Vicuna and
@@ -132,7 +134,8 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig
             "tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(secs, 1e-9))}
 
 
-def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, parents: Sequence[Path] = ()) -> Path:
+def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, parents: Sequence[Path] = (),
+                  extra: dict[str, Any] | None = None) -> Path:
     """Train the tokenizer, build and pretrain the model, write the HF directory ``out``."""
     out = Path(out)
     texts = list(texts)[: cfg.max_texts]
@@ -148,24 +151,42 @@ def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, pare
             shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
             write_provenance(d, "toy-llm", config=cfg, parents=list(parents),
                              extra={"n_texts": len(texts), "parameters": sum(p.numel() for p in model.parameters()),
-                                    **stats})
+                                    **stats, **(extra or {})})
     log.info("toy LLM (%s parameters, vocab %d) written to %s %s",
              f"{sum(p.numel() for p in model.parameters()):,}", len(tokenizer), out, stats)
     return out
 
 
+def is_cached(out: Path, world: Path, cfg: ToyLlmConfig, data_format: str) -> bool:
+    """Whether ``out`` is a toy LLM made from ``world`` with ``cfg`` by this version of the text writer."""
+    from genhancer.utils.config import config_hash
+    from genhancer.utils.provenance import read_provenance
+
+    prov = read_provenance(out) if (out / "config.json").is_file() else None
+    if not prov:
+        return False
+    parents = [p.get("path") for p in prov.get("parents", [])]
+    return (prov.get("kind") == "toy-llm" and prov.get("config_hash") == config_hash(cfg)
+            and parents == [str(world.resolve())] and (prov.get("extra") or {}).get("data_format") == data_format)
+
+
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    from toyworld.llava_data import llm_texts
+    from toyworld.llava_data import DATA_FORMAT, llm_texts
 
     parser = argparse.ArgumentParser(prog="python -m toyworld pretrain-llm", description=__doc__.split("\n")[0])
     parser.add_argument("--world", required=True, type=Path, help="toy world directory (its train captions)")
     parser.add_argument("--out", required=True, type=Path, help="HF causal-LM directory to write")
     parser.add_argument("--config", type=Path, help="YAML with ToyLlmConfig keys")
+    parser.add_argument("--force", action="store_true", help="rebuild even when OUT is up to date")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=0 hidden_size=64")
     args = parser.parse_args(argv)
     cfg = load_config(ToyLlmConfig, args.config, args.overrides)
-    build_toy_llm(llm_texts(args.world, cfg.seed), args.out, cfg, parents=[args.world])
+    if not args.force and is_cached(args.out, args.world, cfg, DATA_FORMAT):
+        print(f"cached: {args.out} (same world, texts and config; --force rebuilds)")
+        return 0
+    build_toy_llm(llm_texts(args.world, cfg.seed), args.out, cfg, parents=[args.world],
+                  extra={"data_format": DATA_FORMAT})
     return 0
 
 

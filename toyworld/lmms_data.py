@@ -13,30 +13,39 @@
                                               image_source, category (the split)
     out/toy_cv_bench/test.parquet             CV-Bench layout: idx, type, task (Count|Relation|Size),
                                               question, prompt, choices, answer "(A)", image, source
+    out/toy_vqa/test.parquet                  the held-out toy questions (VQAv2-like, single-word answers):
+                                              question_id, question_type, question, answer, image
 
 Every row also has ``scene``: the JSON scene description of its image (for analysis; task code ignores it).
-The eval package reads these as data (its task YAMLs live in ``eval/lmms/tasks/toy``); nothing here
-imports eval. POPE negatives follow POPE's three samplings, translated to a one-kind-of-object world:
+The eval package reads these as data (its task YAMLs live in ``eval/lmms/tasks/``); nothing here
+imports eval. ``toy_vqa`` asks the question types of the LLaVA finetuning data (``toyworld.llava_data``)
+about new scenes, balanced over types.
+
+``python -m toyworld.lmms_data --world DIR`` rewrites ``DIR/lmms`` of an existing world (the world builder
+calls :func:`write_lmms_data` itself). POPE negatives follow POPE's three samplings, translated to a one-kind-of-object world:
 ``random`` asks about a uniformly drawn absent shape, ``popular`` about the absent shape most frequent in
 the split, ``adversarial`` about the absent shape that looks most like the one shown.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.fsio import write_json
+from genhancer.utils.cli import entry_point
+from genhancer.utils.errors import DataError
+from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json
 from genhancer.utils.logging import progress
+from toyworld.llava_data import MMVP_QUESTION, QUESTION_TYPES, applicable
 from toyworld.render import render_scene
 from toyworld.scene import NUMBER_WORDS, PATTERNS, SHAPES, Scene, make_pair, plural, sample_scene
 
-MMVP_QUESTION = "Which statement is true of the picture?"
 POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_QUESTION = "Is there a {shape} in the image?"
 # The shape that looks most like each shape (POPE's "adversarial" negative in a one-object world).
@@ -185,6 +194,33 @@ def cv_bench_rows(rng: random.Random, per_task: int, exclude: set, size: int, ss
     return rows
 
 
+def vqa_rows(rng: random.Random, per_type: int, exclude: set, size: int, ss: int) -> list[dict[str, Any]]:
+    """``per_type`` questions of every LLaVA question type, one per new scene (the rarest applicable type
+    not yet full is asked)."""
+    counts = dict.fromkeys(QUESTION_TYPES, 0)
+    rows: list[dict[str, Any]] = []
+    bar = progress(total=per_type * len(QUESTION_TYPES), desc="toy_vqa", unit="q", leave=False)
+    while min(counts.values()) < per_type:
+        s = _draw(rng, exclude, lambda: sample_scene(rng))
+        options = [qa for qa in applicable(s.to_dict(), rng) if counts[qa[0]] < per_type]
+        if not options:
+            continue
+        exclude.add(s.key())
+        qtype, q, a = min(options, key=lambda qa: (counts[qa[0]], QUESTION_TYPES.index(qa[0])))
+        counts[qtype] += 1
+        bar.update(1)
+        rows.append({
+            "question_id": f"vqa-{len(rows):05d}",
+            "question_type": qtype,
+            "question": q,
+            "answer": a,
+            "scene": json.dumps(s.to_dict()),
+            "image": _png(s, size, ss),
+        })
+    bar.close()
+    return rows
+
+
 def write_lmms_data(
     out: str | Path,
     *,
@@ -195,6 +231,7 @@ def write_lmms_data(
     mmvp_pairs_per_pattern: int = 10,
     pope_images_per_split: int = 50,
     cv_bench_per_task: int = 40,
+    vqa_per_type: int = 100,
 ) -> dict[str, Any]:
     """Write the toy lmms-eval parquet files under ``out``; returns the manifest (also ``out/manifest.json``).
 
@@ -223,6 +260,11 @@ def write_lmms_data(
     files["toy_cv_bench"] = {"test": "toy_cv_bench/test.parquet"}
     counts["toy_cv_bench"] = len(rows)
 
+    rows = vqa_rows(task_rng(seed, "toy_vqa"), vqa_per_type, taken, image_size, ss)
+    _write_parquet(rows, out / "toy_vqa" / "test.parquet")
+    files["toy_vqa"] = {"test": "toy_vqa/test.parquet"}
+    counts["toy_vqa"] = len(rows)
+
     manifest = {
         "format": "genhancer-toy-lmms/1",
         "seed": seed,
@@ -233,3 +275,43 @@ def write_lmms_data(
     }
     write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def world_scene_keys(world: Path) -> set[tuple[Any, ...]]:
+    """Keys of every scene an existing world already uses (benchmark, val, train): kept out of the tasks."""
+    keys: set[tuple[Any, ...]] = set()
+    for rel in ("mmvp_vlm/scenes.jsonl", "val/scenes.jsonl", "train/scenes.jsonl"):
+        path = world / rel
+        if not path.is_file():
+            raise DataError(f"{path} not found: is {world} a toy world? (python -m toyworld build --out DIR)")
+        keys |= {Scene.from_dict(r["scene"], f"{path}, line {i + 1}").key() for i, r in enumerate(read_jsonl(path))}
+    return keys
+
+
+def rewrite_world_lmms(world: str | Path) -> dict[str, Any]:
+    """Rewrite ``world/lmms`` of an existing toy world with its own seed and image size (atomically)."""
+    world = Path(world)
+    info = read_json(world / "world.json", missing=f"{world}/world.json not found: build the world first "
+                     "(python -m toyworld build --out DIR)")
+    config = info.get("config", {})
+    exclude = world_scene_keys(world)
+    with atomic_directory(world / "lmms") as tmp:
+        manifest = write_lmms_data(tmp, seed=int(config.get("seed", 0)), image_size=int(config.get("image_size", 64)),
+                                   supersample=int(config.get("supersample", 2)), exclude=exclude)
+    info.setdefault("derived", {})["lmms_eval"] = manifest
+    write_json(world / "world.json", info)
+    return manifest
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toyworld.lmms_data", description=__doc__.split("\n")[0])
+    parser.add_argument("--world", required=True, type=Path, help="toy world directory (from `toyworld build`)")
+    args = parser.parse_args(argv)
+    manifest = rewrite_world_lmms(args.world)
+    print(manifest["counts"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

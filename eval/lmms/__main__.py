@@ -1,4 +1,4 @@
-"""``python -m eval.lmms run|tasks ...`` (see eval/lmms/run.py)."""
+"""``python -m eval.lmms run|tasks|compare ...`` (see eval/lmms/run.py)."""
 
 from eval.lmms.run import main
 

@@ -13,6 +13,9 @@ task, model/encoder/LLM from provenance) with the path of lmms-eval's raw result
 
 ``python -m eval.lmms tasks --suite toy --world DIR --out INCLUDE_DIR`` only writes the include dir and
 prints the lmms-eval command, for running lmms-eval by hand.
+
+``python -m eval.lmms compare --runs baseline=RUN enhanced=RUN`` compares run directories question by
+question (paired bootstrap intervals of the differences; see ``eval.lmms.compare``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.lmms import suites
+from eval.lmms import compare, suites
 from eval.lmms.manifest import MODEL_ID
 from eval.lmms.modeldir import check_llava_dir, describe_model_dir
 from genhancer.utils.cli import entry_point
@@ -285,8 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_tasks = sub.add_parser("tasks", help="write an include dir for running lmms-eval by hand")
     _add_common(p_tasks)
     p_tasks.add_argument("--out", required=True, type=Path, help="include directory to write")
+    compare.add_parser(sub)
     args = parser.parse_args(argv)
 
+    if args.command == "compare":
+        return compare.run_cli(args)
     if args.command == "tasks":
         tasks = suites.expand(args.suite)
         include, cli_tasks = suites.write_include_dir(tasks, args.out, toy_data=args.world, mirror=args.mirror)

@@ -29,7 +29,7 @@ from genhancer.utils.errors import ConfigError, DataError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 MIRROR_PREFIX = "mirror_"
-TOY_TASKS = ("toy_mmvp", "toy_mmvp_ll", "toy_pope", "toy_cv_bench")
+TOY_TASKS = ("toy_vqa", "toy_mmvp", "toy_mmvp_ll", "toy_pope", "toy_cv_bench")
 VISION_CENTRIC_TASKS = ("mmvp", "cv_bench", "naturalbench", "pope_full", "scienceqa_img")
 SUITES: dict[str, tuple[str, ...]] = {"toy": TOY_TASKS, "vision-centric": VISION_CENTRIC_TASKS}
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -39,5 +39,5 @@ def toy_world(tmp_path_factory) -> Path:
 
     world = tmp_path_factory.mktemp("toy_world")
     write_lmms_data(world / "lmms", seed=0, image_size=32, supersample=1, mmvp_pairs_per_pattern=2,
-                    pope_images_per_split=6, cv_bench_per_task=4)
+                    pope_images_per_split=6, cv_bench_per_task=4, vqa_per_type=2)
     return world

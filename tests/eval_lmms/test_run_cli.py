@@ -19,8 +19,8 @@ def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, c
     summary = json.loads((out / "results.json").read_text())
     assert summary["format"] == "genhancer-lmms-results/1"
     assert summary["model_backend"].startswith("eval.lmms.adapter.GenhancerLlava")  # found via the entry point
-    assert set(summary["scores"]) == {"toy_mmvp", "toy_mmvp_ll", "toy_pope_adversarial", "toy_pope_popular",
-                                      "toy_pope_random", "toy_cv_bench"}
+    assert set(summary["scores"]) == {"toy_vqa", "toy_mmvp", "toy_mmvp_ll", "toy_pope_adversarial",
+                                      "toy_pope_popular", "toy_pope_random", "toy_cv_bench"}
     assert 0.0 <= summary["scores"]["toy_pope_random"]["pope_f1_score"] <= 1.0
     assert summary["protocol"]["toy_mmvp_ll"]["mode"] == "likelihood"
     assert summary["protocol"]["toy_mmvp"]["mode"] == "generation"
@@ -69,7 +69,7 @@ def test_toy_tasks_need_the_world(tmp_path, capsys):
 
 def test_include_dir_anchors_toy_data(toy_world, tmp_path):
     include, names = suites.write_include_dir(suites.expand("toy"), tmp_path / "inc", toy_data=toy_world)
-    assert names == ["toy_mmvp", "toy_mmvp_ll", "toy_pope", "toy_cv_bench"]
+    assert names == ["toy_vqa", "toy_mmvp", "toy_mmvp_ll", "toy_pope", "toy_cv_bench"]
     cfg = suites.read_task_yaml(include / "toy" / "toy_pope_popular.yaml")
     assert cfg["include"].endswith("eval/lmms/tasks/toy_pope/toy_pope_popular.yaml")
     path = cfg["dataset_kwargs"]["data_files"]["test"]

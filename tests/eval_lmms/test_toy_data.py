@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 
+from toyworld.llava_data import QUESTION_TYPES
 from toyworld.lmms_data import write_lmms_data
 
 
@@ -25,13 +26,29 @@ def test_layouts_and_balance(toy_world):
     cvb = pd.read_parquet(root / "toy_cv_bench" / "test.parquet")
     assert set(cvb["task"]) == {"Count", "Relation", "Size"}
     assert all(row["answer"].strip("()") in "ABC" for _, row in cvb.iterrows())
+    vqa = pd.read_parquet(root / "toy_vqa" / "test.parquet")
+    assert list(vqa.columns)[:4] == ["question_id", "question_type", "question", "answer"]
+    assert vqa["question_type"].value_counts().to_dict() == dict.fromkeys(QUESTION_TYPES, 2)
+
+
+def test_toy_vqa_task_knows_every_question_type_and_scores_exact_words():
+    from eval.lmms.tasks.toy_vqa import utils
+
+    assert utils.QUESTION_TYPES == QUESTION_TYPES  # the task's per-type metrics cover the data's types
+    doc = {"question_id": "q1", "question_type": "color", "question": "What color is the star?", "answer": "red"}
+    assert utils.process_results(doc, [" Red."])["vqa_color_acc"]["score"] == 1.0
+    assert utils.process_results(doc, ["dark red"])["vqa_accuracy"]["score"] == 0.0
+    recs = [utils.process_results({**doc, "question_type": t}, [a])["vqa_accuracy"]
+            for t, a in (("color", "red"), ("color", "blue"), ("shape", "red"))]
+    assert utils.aggregate_color(recs) == 0.5 and utils.aggregate_shape(recs) == 1.0
+    assert utils.aggregate_accuracy(recs) == 2 / 3
 
 
 def test_held_out_and_deterministic(tmp_path):
     from toyworld.scene import Scene
 
     kw = dict(seed=3, image_size=32, supersample=1, mmvp_pairs_per_pattern=1, pope_images_per_split=3,
-              cv_bench_per_task=2)
+              cv_bench_per_task=2, vqa_per_type=1)
     a = write_lmms_data(tmp_path / "a", **kw)
     b = write_lmms_data(tmp_path / "b", **kw)
     assert a["files"] == b["files"]
@@ -44,3 +61,25 @@ def test_held_out_and_deterministic(tmp_path):
     taken = keys(tmp_path / "a")
     write_lmms_data(tmp_path / "c", exclude=set(taken), **kw)  # excluded scenes are redrawn
     assert not keys(tmp_path / "c") & taken
+
+
+def test_rewrite_an_existing_worlds_lmms_data_keeps_its_scenes_out(tmp_path):
+    import random
+
+    from genhancer.utils.fsio import write_json, write_jsonl
+    from toyworld.lmms_data import rewrite_world_lmms
+    from toyworld.scene import Scene, sample_scene
+
+    rng = random.Random(0)
+    used = {}
+    for rel in ("mmvp_vlm/scenes.jsonl", "val/scenes.jsonl", "train/scenes.jsonl"):
+        scenes = [sample_scene(rng) for _ in range(200)]
+        used.update({s.key(): s for s in scenes})
+        write_jsonl(tmp_path / rel, [{"scene": s.to_dict()} for s in scenes])
+    write_json(tmp_path / "world.json", {"seed": 0, "config": {"seed": 0, "image_size": 16, "supersample": 1}})
+    manifest = rewrite_world_lmms(tmp_path)
+    assert manifest["counts"]["toy_vqa"] == 100 * len(QUESTION_TYPES)
+    assert json.loads((tmp_path / "world.json").read_text())["derived"]["lmms_eval"] == manifest
+    drawn = {Scene.from_dict(json.loads(s)).key() for d in manifest["files"].values() for rel in d.values()
+             for s in pd.read_parquet(tmp_path / "lmms" / rel)["scene"]}
+    assert drawn and not drawn & set(used)

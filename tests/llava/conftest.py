@@ -25,7 +25,7 @@ def llava_world(tmp_path_factory):
     from toyworld.llava_data import write_llava_data
 
     root = _load("fakeworld").make_world(tmp_path_factory.mktemp("llava_world"))
-    write_llava_data(root, seed=0, heldout_per_type=3)
+    write_llava_data(root, seed=0)
     return root
 
 

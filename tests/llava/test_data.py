@@ -117,7 +117,7 @@ def test_training_and_evaluation_prompts_are_identical(llava_world, assembled_pr
     """The dataset's ids before the answer == what the processor makes at evaluation (apply_chat_template)."""
     from PIL import Image
 
-    ds = LlavaDataset(DataConfig(path=str(llava_world / "llava" / "heldout.json"), image_root=str(llava_world)),
+    ds = LlavaDataset(DataConfig(path=str(llava_world / "llava" / "finetune.json"), image_root=str(llava_world)),
                       assembled_processor, assembled_processor.chat_template, image_tokens=16)
     item = ds[0]
     rec = ds.records[0]

@@ -1,0 +1,109 @@
+"""``python -m eval.lmms compare``: metrics recomputed from per-sample logs with the tasks' own aggregations,
+paired bootstrap intervals, MMVP pairs resampled whole, several seeds."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from eval.lmms import suites
+from eval.lmms.compare import aggregations, compare_runs, parse_runs, task_yaml
+from eval.lmms.tasks.toy_mmvp import utils as mmvp_utils
+from eval.lmms.tasks.toy_vqa import utils as vqa_utils
+from genhancer.utils.errors import ConfigError
+
+
+def _vqa_docs(n: int) -> list[dict]:
+    types = vqa_utils.QUESTION_TYPES
+    return [{"question_id": f"q{i}", "question_type": types[i % len(types)], "question": "?", "answer": "red"}
+            for i in range(n)]
+
+
+def fake_run(root: Path, toy_world: Path, answers: dict[str, list[tuple[dict, str]]]) -> Path:
+    """An eval.lmms run dir: include dir, per-sample logs in lmms-eval's format, results.json listing them."""
+    suites.write_include_dir(list(answers), root / "lmms_tasks", toy_data=toy_world)
+    samples = []
+    for task, rows in answers.items():
+        utils = {"toy_vqa": vqa_utils, "toy_mmvp": mmvp_utils}[task]
+        path = root / "lmms_out" / f"20260101_samples_{task}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for i, (doc, reply) in enumerate(rows):
+                f.write(json.dumps({"doc_id": i, "filtered_resps": reply, **utils.process_results(doc, [reply])}) + "\n")
+        samples.append(str(path))
+    (root / "results.json").write_text(json.dumps({"format": "genhancer-lmms-results/1", "samples": samples}))
+    return root
+
+
+def _replies(docs: list[dict], p_correct: float, rng: random.Random) -> list[tuple[dict, str]]:
+    return [(d, d["answer"] if rng.random() < p_correct else "blue") for d in docs]
+
+
+def test_identical_runs_differ_by_exactly_zero(tmp_path, toy_world):
+    docs = _vqa_docs(90)
+    rows = _replies(docs, 0.6, random.Random(0))
+    a = fake_run(tmp_path / "a", toy_world, {"toy_vqa": rows})
+    b = fake_run(tmp_path / "b", toy_world, {"toy_vqa": rows})
+    res = compare_runs({"a": [a], "b": [b]}, "a", iters=200)
+    m = res["comparisons"]["b"]["toy_vqa"]["vqa_accuracy"]
+    assert m["baseline"] == m["other"] == pytest.approx(sum(r[1] == "red" for r in rows) / 90)
+    assert m["diff"] == 0 and m["ci95"] == [0, 0]
+
+
+def test_a_real_difference_is_found_and_a_tiny_one_is_not(tmp_path, toy_world):
+    docs = _vqa_docs(360)
+    base = fake_run(tmp_path / "base", toy_world, {"toy_vqa": _replies(docs, 0.5, random.Random(1))})
+    good = fake_run(tmp_path / "good", toy_world, {"toy_vqa": _replies(docs, 0.9, random.Random(2))})
+    same = fake_run(tmp_path / "same", toy_world, {"toy_vqa": _replies(docs, 0.5, random.Random(3))})
+    res = compare_runs({"base": [base], "good": [good], "same": [same]}, "base", iters=400)
+    up = res["comparisons"]["good"]["toy_vqa"]["vqa_accuracy"]
+    lo, hi = up["ci95"]
+    assert 0.3 < up["diff"] < 0.5 and lo > 0.2 and lo < up["diff"] < hi
+    flat = res["comparisons"]["same"]["toy_vqa"]["vqa_accuracy"]
+    assert flat["ci95"][0] < 0 < flat["ci95"][1]
+    # every question type has its own metric, recomputed with the task's aggregation
+    assert set(res["comparisons"]["good"]["toy_vqa"]) == set(vqa_utils.METRICS)
+
+
+def test_mmvp_pairs_are_resampled_whole(tmp_path, toy_world):
+    docs = []
+    for k in range(40):
+        for j in range(2):
+            docs.append({"Index": 2 * k + j + 1, "Options": "(a) x (b) y", "Correct Answer": "(a)" if j == 0 else "(b)",
+                         "pattern": "Color and Appearance"})
+    rng = random.Random(4)
+    rows_a = [(d, "A" if rng.random() < 0.7 else "B") for d in docs]
+    rows_b = [(d, mmvp_utils.doc_to_target(d)) for d in docs]  # always right
+    a = fake_run(tmp_path / "a", toy_world, {"toy_mmvp": rows_a})
+    b = fake_run(tmp_path / "b", toy_world, {"toy_mmvp": rows_b})
+    res = compare_runs({"a": [a], "b": [b]}, "a", iters=300)
+    pair = res["comparisons"]["b"]["toy_mmvp"]["mmvp_pair_accuracy"]
+    assert pair["units"] == 40  # pairs, not images
+    assert pair["other"] == 1.0
+    recs = [mmvp_utils.process_results(d, [r])["mmvp_pair_accuracy"] for d, r in rows_a]
+    assert pair["baseline"] == pytest.approx(mmvp_utils.aggregate_pair_accuracy(recs))
+    assert 0 < pair["ci95"][0] <= pair["diff"] <= pair["ci95"][1]
+
+
+def test_seeds_are_paired_and_averaged(tmp_path, toy_world):
+    docs = _vqa_docs(90)
+    runs = {"base": [], "enh": []}
+    for seed, (pb, pe) in enumerate(((0.5, 0.6), (0.4, 0.7))):
+        runs["base"].append(fake_run(tmp_path / f"b{seed}", toy_world, {"toy_vqa": _replies(docs, pb, random.Random(seed))}))
+        runs["enh"].append(fake_run(tmp_path / f"e{seed}", toy_world, {"toy_vqa": _replies(docs, pe, random.Random(9 + seed))}))
+    m = compare_runs(runs, "base", iters=200)["comparisons"]["enh"]["toy_vqa"]["vqa_accuracy"]
+    assert m["seeds"] == 2 and len(m["baseline_per_seed"]) == 2
+    assert m["diff"] == pytest.approx(sum(m["other_per_seed"]) / 2 - sum(m["baseline_per_seed"]) / 2)
+
+
+def test_yaml_aggregations_and_errors(tmp_path, toy_world):
+    run = fake_run(tmp_path / "r", toy_world, {"toy_vqa": _replies(_vqa_docs(9), 1.0, random.Random(0))})
+    aggs = aggregations(task_yaml(run, "toy_vqa"))
+    assert set(aggs) == set(vqa_utils.METRICS)  # the YAML lists a metric for every question type
+    with pytest.raises(ConfigError, match="NAME=RUN_DIR"):
+        parse_runs(["a", "b=x"])
+    with pytest.raises(ConfigError, match="same number of runs"):
+        compare_runs({"a": [run], "b": [run, run]}, "a")
