@@ -82,11 +82,12 @@ def plot_attributes(originals: dict[str, Any], recon: dict[str, Any], out: Path,
         label="majority class",
     )
     ax.set_xticks(x, names, rotation=35, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # head room for the legend above the bars
     ax.set_ylabel("classifier accuracy")
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
