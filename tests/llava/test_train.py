@@ -2,7 +2,7 @@
 
 pretrain (ZeRO-2) changes only the projector; finetune (ZeRO-3, 1 process and 2 processes under torchrun
 with gloo) changes projector + LLM and never the vision tower; LoRA finetune exports merged weights; every
-exported directory reloads with plain transformers and generates (through llava_integration.evaluate).
+exported directory reloads with plain transformers and generates.
 """
 
 from __future__ import annotations
@@ -76,14 +76,23 @@ def test_finetune_zero3_changes_projector_and_llm_never_vision(pretrained, llava
     _run(["-m", "llava_integration.train", "stage=finetune", *common])
     before, after = _params(run / "pretrain" / "model"), _params(run / "finetune" / "model")
     assert _changed(before, after) == {"vision": False, "projector": True, "llm": True}
-    # The exported directory loads with plain transformers and generates (evaluate does exactly that).
-    out = run / "heldout.json"
-    _run(["-m", "llava_integration.evaluate", "--model", str(run / "finetune" / "model"), "--data",
-          str(llava_world / "llava" / "heldout.json"), "--image-root", str(llava_world), "--out", str(out)])
-    res = json.loads(out.read_text())
-    from toyworld.llava_data import QUESTION_TYPES
+    # The exported directory loads with plain transformers and generates an answer to a held-out question.
+    _generates(run / "finetune" / "model", llava_world)
 
-    assert res["n"] > 0 and set(res["per_type"]) <= set(QUESTION_TYPES)
+
+def _generates(model_dir: Path, world: Path) -> None:
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = Image.open(world / "val" / "images" / "000000.png").convert("RGB")
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]  # generated at least one token
 
 
 def _lora_finetune(pretrained, run_dir: Path) -> Path:
