@@ -85,7 +85,8 @@ class LatentSpace(nn.Module):
         raise NotImplementedError  # pragma: no cover
 
     # a stage-1 feature cache stores the deterministic part of ``encode`` and finishes it every step, so
-    # anything random (posterior sampling) is still drawn afresh: encode(x, g) == from_cache(encode_for_cache(x), g)
+    # anything random (posterior sampling) is still drawn afresh:
+    # encode(x, g) == from_cache(encode_for_cache(x), g)
     def encode_for_cache(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> what a cache stores per view (default: ``encode(x)``, deterministic)."""
         return self.encode(x)
@@ -133,7 +134,9 @@ class PixelSpace(LatentSpace):
 class VaeSpace(LatentSpace):
     """diffusers ``AutoencoderKL``: latents = scale * (z - shift), z sampled from the posterior by default."""
 
-    def __init__(self, vae: nn.Module, patch_size: int, shift: float, scale: float, sample_posterior: bool) -> None:
+    def __init__(
+        self, vae: nn.Module, patch_size: int, shift: float, scale: float, sample_posterior: bool
+    ) -> None:
         super().__init__(patch_size)
         self.vae = vae.requires_grad_(False).eval()
         self.channels = int(vae.config.latent_channels)
@@ -152,7 +155,9 @@ class VaeSpace(LatentSpace):
         try:
             vae = AutoencoderKL.from_pretrained(latent_cfg.vae_path, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as e:
-            where = latent_cfg.vae_path + (f" (subfolder {latent_cfg.vae_subfolder})" if latent_cfg.vae_subfolder else "")
+            where = latent_cfg.vae_path + (
+                f" (subfolder {latent_cfg.vae_subfolder})" if latent_cfg.vae_subfolder else ""
+            )
             raise ModelDirError(f"cannot load the AutoencoderKL from latent.vae_path={where}: {e}") from None
         shift, scale = vae_factors(vae, latent_cfg.shift, latent_cfg.scale, latent_cfg.vae_path)
         return cls(vae, latent_cfg.patch_size, shift, scale, latent_cfg.sample_posterior)
@@ -164,7 +169,8 @@ class VaeSpace(LatentSpace):
 
     @torch.no_grad()
     def encode_for_cache(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior moments (B, 2C, h, w) (mean and logvar) when sampling, else the scaled latents (B, C, h, w)."""
+        """Posterior moments (B, 2C, h, w) (mean and logvar) when sampling, else the scaled latents
+        (B, C, h, w)."""
         dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
         if self.sample_posterior:
             return dist.parameters
@@ -193,8 +199,10 @@ def vae_factors(vae: nn.Module, shift: float | None, scale: float | None, where:
     if scale is None:
         scale = getattr(vae.config, "scaling_factor", None)
         if not scale:
-            raise ConfigError(f"latent.scale=null takes the scale from the VAE config, but {where}/config.json "
-                              "has no scaling_factor; set latent.scale to a number")
+            raise ConfigError(
+                f"latent.scale=null takes the scale from the VAE config, but {where}/config.json "
+                "has no scaling_factor; set latent.scale to a number"
+            )
     return float(shift), float(scale)
 
 

@@ -39,7 +39,9 @@ def list_images(sources: Sequence[str | Path], n: int) -> list[Path]:
         else:
             raise DataError(f"--images: {p} is neither an image file nor a directory")
     if not files:
-        raise DataError(f"--images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, sources))}")
+        raise DataError(
+            f"--images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, sources))}"
+        )
     return files[:n]
 
 
@@ -76,7 +78,7 @@ def save_grid(rows: Sequence[torch.Tensor], out: str | Path, pad: int = 2) -> Pa
     for r, row in enumerate(rows):
         for i in range(b):
             y, x = pad + r * (s + pad), pad + i * (s + pad)
-            canvas[:, y:y + s, x:x + s] = (row[i].float().clamp(-1, 1) + 1) / 2
+            canvas[:, y : y + s, x : x + s] = (row[i].float().clamp(-1, 1) + 1) / 2
     arr = (canvas.permute(1, 2, 0) * 255).round().to(torch.uint8).contiguous().numpy()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -84,8 +86,13 @@ def save_grid(rows: Sequence[torch.Tensor], out: str | Path, pad: int = 2) -> Pa
     return out
 
 
-def reconstruct_images(model: GenHancerModel, paths: Sequence[Path], steps: int | None = None, seed: int = 0,
-                       batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruct_images(
+    model: GenHancerModel,
+    paths: Sequence[Path],
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(originals, reconstructions), both (N, 3, S, S) in [-1, 1] at the encoder's input size S.
 
     One generator (seeded once) serves the batches in order, so a run with the same seed, images and batch
@@ -104,8 +111,14 @@ def reconstruct_images(model: GenHancerModel, paths: Sequence[Path], steps: int 
     return torch.cat(originals), torch.cat(recons)
 
 
-def sample_grid(stage_dir: str | Path, images: Sequence[str | Path], out: str | Path, n: int = 8,
-                steps: int | None = None, seed: int = 0) -> Path:
+def sample_grid(
+    stage_dir: str | Path,
+    images: Sequence[str | Path],
+    out: str | Path,
+    n: int = 8,
+    steps: int | None = None,
+    seed: int = 0,
+) -> Path:
     model = GenHancerModel.from_pretrained(resolve_stage_dir(stage_dir, what="--stage-dir"))
     paths = list_images(images, n)
     originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=len(paths))
@@ -117,7 +130,9 @@ def sample_grid(stage_dir: str | Path, images: Sequence[str | Path], out: str | 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.sample", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage-dir", required=True, help="a stage output directory (or a run dir with final/)")
+    parser.add_argument(
+        "--stage-dir", required=True, help="a stage output directory (or a run dir with final/)"
+    )
     parser.add_argument("--images", nargs="+", help="image files and/or directories (unless --print-config)")
     parser.add_argument("--out", help="output PNG (unless --print-config)")
     parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")

@@ -1,6 +1,9 @@
 """Assemble a Hugging Face LLaVA directory from a vision-encoder directory and a causal-LM directory.
 
-``python -m llava_integration.build [--config configs/llava/X.yaml] [--encoder DIR] [--llm DIR] --out DIR [KEY=VALUE ...]``
+::
+
+    python -m llava_integration.build [--config configs/llava/X.yaml] [--encoder DIR] [--llm DIR]
+        --out DIR [KEY=VALUE ...]
 
 Flags name paths only; what is built is the config's ``model`` section (template, projector, feature
 layer and strategy, weights dtype, ...) and ``seed`` (the projector's initialisation), set in the YAML or
@@ -87,8 +90,10 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     except (OSError, ValueError) as e:
         raise ModelDirError(f"encoder {path!r}: cannot read its config.json ({e})") from None
     if config.model_type not in known_model_types():
-        raise ModelDirError(f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
-                            f"{', '.join(known_model_types())}")
+        raise ModelDirError(
+            f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
+            f"{', '.join(known_model_types())}"
+        )
     family = family_for_model_type(config.model_type)
     vision_config = getattr(config, "vision_config", None) or config
     try:
@@ -106,8 +111,10 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     out = processor(images=[probe], return_tensors="pt")["pixel_values"]
     if tuple(out.shape[-3:]) != (3, size, size):
         problems.append(
-            f"the image processor outputs {tuple(out.shape[-3:])} but the encoder expects (3, {size}, {size}) "
-            f"(processor size={getattr(processor, 'size', None)}, crop_size={getattr(processor, 'crop_size', None)})"
+            f"the image processor outputs {tuple(out.shape[-3:])} "
+            f"but the encoder expects (3, {size}, {size}) "
+            f"(processor size={getattr(processor, 'size', None)}, "
+            f"crop_size={getattr(processor, 'crop_size', None)})"
         )
     mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
     if not getattr(processor, "do_normalize", True):
@@ -117,8 +124,14 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     else:
         for name, got, ref in (("image_mean", mean, family.image_mean), ("image_std", std, family.image_std)):
             if any(abs(float(a) - b) > 1e-3 for a, b in zip(got, ref)):
-                log.warning("encoder %s: %s %s differs from the %s family's %s", path, name,
-                            [round(float(x), 4) for x in got], family.name, list(ref))
+                log.warning(
+                    "encoder %s: %s %s differs from the %s family's %s",
+                    path,
+                    name,
+                    [round(float(x), 4) for x in got],
+                    family.name,
+                    list(ref),
+                )
     if problems:
         raise ModelDirError(f"encoder {path!r}: its processor and model disagree: " + "; ".join(problems))
     return EncoderInfo(family, vision_config, processor, size, patch)
@@ -133,10 +146,13 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     except (OSError, ValueError) as e:
         raise ModelDirError(f"LLM {cfg.llm!r}: cannot load its tokenizer ({e})") from None
     if not getattr(tok, "is_fast", False):
-        raise ModelDirError(f"LLM {cfg.llm!r}: a fast tokenizer is needed (character offsets for label masks)")
+        raise ModelDirError(
+            f"LLM {cfg.llm!r}: a fast tokenizer is needed (character offsets for label masks)"
+        )
     if IMAGE_TOKEN not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]},
-                               replace_extra_special_tokens=False)
+        tok.add_special_tokens(
+            {"additional_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False
+        )
     tok.image_token = IMAGE_TOKEN  # read by LlavaProcessor; saved with the tokenizer config
     if tok.pad_token is None:
         tok.add_special_tokens({"pad_token": cfg.pad_token})
@@ -187,8 +203,10 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
 
     for key in ("encoder", "llm"):
         if not getattr(cfg, key):
-            raise ConfigError(f"model.{key} is empty: set it in the YAML (configs/llava/*.yaml), with "
-                              f"model.{key}=DIR, or with --{key} DIR")
+            raise ConfigError(
+                f"model.{key} is empty: set it in the YAML (configs/llava/*.yaml), with "
+                f"model.{key}=DIR, or with --{key} DIR"
+            )
     get_template(cfg.template)  # an unknown template fails before anything heavy is loaded
     info = inspect_encoder(cfg.encoder, cfg.trust_remote_code)
     strategy = feature_strategy(cfg, info.family)
@@ -212,7 +230,9 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     log.info("loading vision tower %s from %s", info.family.vision_model_class, cfg.encoder)
     vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype)
     log.info("loading language model from %s", cfg.llm)
-    lm = AutoModelForCausalLM.from_pretrained(cfg.llm, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code)
+    lm = AutoModelForCausalLM.from_pretrained(
+        cfg.llm, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code
+    )
 
     # The shell is built on the meta device (no memory, no random init), then the real parts are put in.
     with torch.device("meta"):
@@ -225,8 +245,9 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if meta:
         raise RuntimeError(f"assembly left tensors on the meta device: {meta[:5]}")
-    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=cfg.pad_embeddings_to_multiple_of,
-                                  mean_resizing=True)
+    model.resize_token_embeddings(
+        len(tokenizer), pad_to_multiple_of=cfg.pad_embeddings_to_multiple_of, mean_resizing=True
+    )
     model.config.dtype = torch_dtype
     stops = stop_token_ids(tokenizer, cfg.template)
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
@@ -234,11 +255,14 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     processor = make_processor(info, tokenizer, strategy, cfg.template)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("assembled LLaVA: %s vision + %s projector + %s LLM parameters (%d total); %d image tokens",
-             f"{sum(p.numel() for p in vision.parameters()):,}",
-             f"{sum(p.numel() for p in model.model.multi_modal_projector.parameters()):,}",
-             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", n_params,
-             config.image_seq_length)
+    log.info(
+        "assembled LLaVA: %s vision + %s projector + %s LLM parameters (%d total); %d image tokens",
+        f"{sum(p.numel() for p in vision.parameters()):,}",
+        f"{sum(p.numel() for p in model.model.multi_modal_projector.parameters()):,}",
+        f"{sum(p.numel() for p in model.model.language_model.parameters()):,}",
+        n_params,
+        config.image_seq_length,
+    )
     return model, processor
 
 
@@ -253,30 +277,50 @@ def build(cfg: ModelConfig, out: str | Path, seed: int = 0, provenance_config: A
     model, processor = assemble(cfg, seed=seed)
     with atomic_directory(out) as tmp:
         save_llava_dir(model, processor, tmp)
-        write_provenance(tmp, "llava", config=provenance_config or cfg, parents=[cfg.encoder, cfg.llm],
-                         extra={"stage": "assembled", "template": cfg.template,
-                                "image_seq_length": model.config.image_seq_length})
+        write_provenance(
+            tmp,
+            "llava",
+            config=provenance_config or cfg,
+            parents=[cfg.encoder, cfg.llm],
+            extra={
+                "stage": "assembled",
+                "template": cfg.template,
+                "image_seq_length": model.config.image_seq_length,
+            },
+        )
     log.info("LLaVA directory written to %s", out)
     return out
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llava_integration.build", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="a configs/llava/*.yaml file (its `model` section and seed)")
+    parser = argparse.ArgumentParser(
+        prog="python -m llava_integration.build", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--config", type=Path, help="a configs/llava/*.yaml file (its `model` section and seed)"
+    )
     parser.add_argument("--encoder", help="CLIP/SigLIP directory (or hub id); overrides model.encoder")
     parser.add_argument("--llm", help="causal-LM directory (or hub id); overrides model.llm")
     parser.add_argument("--out", required=True, type=Path, help="LLaVA directory to write")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. model.template=qwen2 model.dtype=bfloat16 seed=1")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. model.template=qwen2 model.dtype=bfloat16 seed=1",
+    )
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     for flag, key in (("encoder", "model.encoder"), ("llm", "model.llm")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = load_config(LlavaTrainConfig, args.config, overrides)
-    build(cfg.model, args.out, seed=cfg.seed,
-          provenance_config={"model": dataclasses.asdict(cfg.model), "seed": cfg.seed})
+    build(
+        cfg.model,
+        args.out,
+        seed=cfg.seed,
+        provenance_config={"model": dataclasses.asdict(cfg.model), "seed": cfg.seed},
+    )
     return 0
 
 

@@ -43,7 +43,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:
-            raise ConfigError(f"unknown projector {self.projector!r}; known projectors: {', '.join(PROJECTORS)}")
+            raise ConfigError(
+                f"unknown projector {self.projector!r}; known projectors: {', '.join(PROJECTORS)}"
+            )
 
 
 @dataclass
@@ -82,7 +84,9 @@ class StageConfig:
 
     template: str = "vicuna_v1"
     data: DataConfig = field(default_factory=DataConfig)
-    init_from: str | None = None  # LLaVA dir to start from (None: pretrain assembles, finetune <run>/pretrain)
+    init_from: str | None = (
+        None  # LLaVA dir to start from (None: pretrain assembles, finetune <run>/pretrain)
+    )
     deepspeed: str | None = None  # DeepSpeed JSON ("auto" values are filled from these settings)
     learning_rate: float = 2e-5
     epochs: float = 1.0
@@ -113,14 +117,24 @@ class RuntimeConfig:
 
 def _pretrain_stage() -> StageConfig:
     """LLaVA-1.5 stage 1: projector only, captions, template plain, lr 1e-3, batch 32 per device, ZeRO-2."""
-    return StageConfig(template="plain", data=DataConfig(image_aspect_ratio="square"),
-                       deepspeed="configs/deepspeed/zero2.json", learning_rate=1e-3, per_device_batch_size=32)
+    return StageConfig(
+        template="plain",
+        data=DataConfig(image_aspect_ratio="square"),
+        deepspeed="configs/deepspeed/zero2.json",
+        learning_rate=1e-3,
+        per_device_batch_size=32,
+    )
 
 
 def _finetune_stage() -> StageConfig:
     """LLaVA-1.5 stage 2: projector + LLM, template vicuna_v1, lr 2e-5, batch 16 per device, ZeRO-3."""
-    return StageConfig(template="vicuna_v1", data=DataConfig(image_aspect_ratio="pad"),
-                       deepspeed="configs/deepspeed/zero3.json", learning_rate=2e-5, per_device_batch_size=16)
+    return StageConfig(
+        template="vicuna_v1",
+        data=DataConfig(image_aspect_ratio="pad"),
+        deepspeed="configs/deepspeed/zero3.json",
+        learning_rate=2e-5,
+        per_device_batch_size=16,
+    )
 
 
 @dataclass

@@ -56,8 +56,10 @@ class SkipReport:
     truncated: int = 0
 
     def summary(self) -> str:
-        return (f"{len(self.bad_records)} malformed record(s) skipped, {self.over_length} over-length record(s) "
-                f"skipped, {self.truncated} truncated after their image tokens")
+        return (
+            f"{len(self.bad_records)} malformed record(s) skipped, {self.over_length} over-length record(s) "
+            f"skipped, {self.truncated} truncated after their image tokens"
+        )
 
 
 def read_records(path: str | Path) -> list[Any]:
@@ -86,8 +88,10 @@ def record_problems(rec: Any, image_root: Path | None) -> list[str]:
             continue
         want = "human" if k % 2 == 0 else "gpt"
         if turn.get("from") != want:
-            problems.append(f"turn {k} is from {turn.get('from')!r}, expected {want!r} "
-                            "(turns must alternate human, gpt, starting with human)")
+            problems.append(
+                f"turn {k} is from {turn.get('from')!r}, expected {want!r} "
+                "(turns must alternate human, gpt, starting with human)"
+            )
         n_image_tokens += turn["value"].count(IMAGE_TOKEN)
     if len(conv) % 2:
         problems.append("the last turn is from 'human' (a conversation must end with a 'gpt' answer)")
@@ -121,11 +125,17 @@ def load_records(cfg: DataConfig, report: SkipReport | None = None) -> list[dict
         else:
             good.append(rec)
     if bad:
-        listed = "\n  ".join(bad[:_MAX_LISTED]) + (f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else "")
+        listed = "\n  ".join(bad[:_MAX_LISTED]) + (
+            f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        )
         if cfg.on_bad_record == "error":
-            raise DataError(f"{cfg.path}: {len(bad)} malformed record(s) of {len(records)}:\n  {listed}\n"
-                            "(fix them, or set data.on_bad_record=skip to skip and count them)")
-        log.warning("%s: skipping %d malformed record(s) of %d:\n  %s", cfg.path, len(bad), len(records), listed)
+            raise DataError(
+                f"{cfg.path}: {len(bad)} malformed record(s) of {len(records)}:\n  {listed}\n"
+                "(fix them, or set data.on_bad_record=skip to skip and count them)"
+            )
+        log.warning(
+            "%s: skipping %d malformed record(s) of %d:\n  %s", cfg.path, len(bad), len(records), listed
+        )
         if report is not None:
             report.bad_records.extend(bad)
     if not good:
@@ -171,13 +181,15 @@ def encode_record(
     labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]
     where = [k for k, t in enumerate(ids) if t == image_token_id]
     if len(where) != (1 if has_image else 0):
-        raise DataError(f"the rendered conversation holds {len(where)} image token(s), expected "
-                        f"{1 if has_image else 0}: {text[:200]!r}")
+        raise DataError(
+            f"the rendered conversation holds {len(where)} image token(s), expected "
+            f"{1 if has_image else 0}: {text[:200]!r}"
+        )
     image_end = 0
     if has_image:
         p = where[0]
-        ids = ids[:p] + [image_token_id] * image_tokens + ids[p + 1:]
-        labels = labels[:p] + [IGNORE_INDEX] * image_tokens + labels[p + 1:]
+        ids = ids[:p] + [image_token_id] * image_tokens + ids[p + 1 :]
+        labels = labels[:p] + [IGNORE_INDEX] * image_tokens + labels[p + 1 :]
         image_end = p + image_tokens
     truncated = False
     if len(ids) > max_length:
@@ -231,8 +243,10 @@ class LlavaDataset(Dataset):
         self.records = load_records(cfg, self.report)
         self.has_image = [r.get("image") is not None for r in self.records]
         if any(self.has_image) and image_tokens + 2 > cfg.max_length:
-            raise ConfigError(f"data.max_length={cfg.max_length} cannot hold one image ({image_tokens} image "
-                              "tokens) and an answer: raise max_length")
+            raise ConfigError(
+                f"data.max_length={cfg.max_length} cannot hold one image ({image_tokens} image "
+                "tokens) and an answer: raise max_length"
+            )
         self.lengths = [estimated_length(r, image_tokens) for r in self.records]
         self._warned = 0
 
@@ -253,19 +267,31 @@ class LlavaDataset(Dataset):
     def encode(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         out = encode_record(
-            to_messages(rec), chat_template=self.chat_template, tokenizer=self.tokenizer,
-            image_token_id=self.image_token_id, image_tokens=self.image_tokens,
-            has_image=self.has_image[index], max_length=self.cfg.max_length, over_length=self.cfg.over_length,
+            to_messages(rec),
+            chat_template=self.chat_template,
+            tokenizer=self.tokenizer,
+            image_token_id=self.image_token_id,
+            image_tokens=self.image_tokens,
+            has_image=self.has_image[index],
+            max_length=self.cfg.max_length,
+            over_length=self.cfg.over_length,
         )
-        item: dict[str, Any] = {"input_ids": torch.tensor(out["input_ids"]), "labels": torch.tensor(out["labels"])}
+        item: dict[str, Any] = {
+            "input_ids": torch.tensor(out["input_ids"]),
+            "labels": torch.tensor(out["labels"]),
+        }
         if out["truncated"]:
             self.report.truncated += 1
         if self.has_image[index]:
             path = self.root / rec["image"]
             try:
-                item["pixel_values"] = load_pixels(path, self.processor.image_processor, self.cfg.image_aspect_ratio)
+                item["pixel_values"] = load_pixels(
+                    path, self.processor.image_processor, self.cfg.image_aspect_ratio
+                )
             except OSError as e:
-                raise DataError(f"record #{index} (id={rec.get('id')!r}): cannot read image {path}: {e}") from None
+                raise DataError(
+                    f"record #{index} (id={rec.get('id')!r}): cannot read image {path}: {e}"
+                ) from None
         return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -323,8 +349,10 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         self.group_size = group_size
         self.seed = seed
         self.epoch = 0
-        self._len = sum(math.ceil(n / group_size) * group_size
-                        for n in (sum(1 for x in self.lengths if x > 0), sum(1 for x in self.lengths if x < 0)))
+        self._len = sum(
+            math.ceil(n / group_size) * group_size
+            for n in (sum(1 for x in self.lengths if x > 0), sum(1 for x in self.lengths if x < 0))
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -343,7 +371,7 @@ class ModalityLengthGroupedSampler(Sampler[int]):
             short = (-len(perm)) % self.group_size
             perm += [perm[k % len(perm)] for k in range(short)]
             for s in range(0, len(perm), self.group_size):
-                group = perm[s: s + self.group_size]
+                group = perm[s : s + self.group_size]
                 out.append(sorted(group, key=lambda i: -abs(self.lengths[i])))
         order = torch.randperm(len(out), generator=g).tolist()
         return [out[k] for k in order]
@@ -360,7 +388,10 @@ def describe(dataset: LlavaDataset, n: int = 1) -> str:
     for i in range(min(n, len(dataset))):
         item = dataset.encode(i)
         sup = [t for t in item["labels"].tolist() if t != IGNORE_INDEX]
-        text = re.sub(f"({re.escape(IMAGE_TOKEN)})+", f"<image>x{dataset.image_tokens}",
-                      tok.decode(item["input_ids"].tolist()))
+        text = re.sub(
+            f"({re.escape(IMAGE_TOKEN)})+",
+            f"<image>x{dataset.image_tokens}",
+            tok.decode(item["input_ids"].tolist()),
+        )
         lines.append(json.dumps({"text": text, "supervised": tok.decode(sup)}))
     return "\n".join(lines)

@@ -70,87 +70,98 @@ def _register(t: Template) -> None:
 
 # LLaVA "plain" (pretraining): the image, then the caption and "\n"; the human text is dropped and no
 # system prompt is used (LLaVA's preprocess_plain). Only the caption and its "\n" are supervised.
-_register(Template(
-    name="plain",
-    stop="\n",
-    description="LLaVA pretraining: <image> + caption + newline (human text dropped)",
-    chat_template=(
-        _CONTENT_MACRO
-        + "{%- for message in messages -%}"
-        "{%- if message['role'] == 'user' -%}"
-        "{%- if message['content'] is string -%}"
-        "{%- for _ in range(message['content'].count('<image>')) -%}{{ '<image>' }}{%- endfor -%}"
-        "{%- else -%}{%- for item in message['content'] -%}"
-        "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- endif -%}{%- endfor -%}{%- endif -%}"
-        "{%- elif message['role'] == 'assistant' -%}"
-        "{% generation %}{{ render_content(message['content']) + '\\n' }}{% endgeneration %}"
-        "{%- endif -%}"
-        "{%- endfor -%}"
-    ),
-))
+_register(
+    Template(
+        name="plain",
+        stop="\n",
+        description="LLaVA pretraining: <image> + caption + newline (human text dropped)",
+        chat_template=(
+            _CONTENT_MACRO + "{%- for message in messages -%}"
+            "{%- if message['role'] == 'user' -%}"
+            "{%- if message['content'] is string -%}"
+            "{%- for _ in range(message['content'].count('<image>')) -%}{{ '<image>' }}{%- endfor -%}"
+            "{%- else -%}{%- for item in message['content'] -%}"
+            "{%- if item['type'] == 'image' -%}{{ '<image>' }}{%- endif -%}{%- endfor -%}{%- endif -%}"
+            "{%- elif message['role'] == 'assistant' -%}"
+            "{% generation %}{{ render_content(message['content']) + '\\n' }}{% endgeneration %}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+        ),
+    )
+)
 
 # Vicuna v1 (LLaVA-1.5): "SYSTEM USER: q ASSISTANT: a</s>USER: q2 ASSISTANT:" -- separators " " and "</s>".
-_register(Template(
-    name="vicuna_v1",
-    stop="</s>",
-    description="LLaVA-1.5 / Vicuna v1: SYSTEM USER: ... ASSISTANT: ...</s>",
-    chat_template=(
-        "{%- set default_system = 'A chat between a curious user and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the user\\'s questions.' -%}"
-        + _CONTENT_MACRO + _SYSTEM
-        + "{{ system + ' ' }}"
-        "{%- for message in turns -%}"
-        "{%- if message['role'] == 'user' -%}{{ 'USER: ' + render_content(message['content']) + ' ' }}"
-        "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT:' }}"
-        "{% generation %}{{ ' ' + render_content(message['content']) + '</s>' }}{% endgeneration %}"
-        "{%- endif -%}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
-    ),
-))
+_register(
+    Template(
+        name="vicuna_v1",
+        stop="</s>",
+        description="LLaVA-1.5 / Vicuna v1: SYSTEM USER: ... ASSISTANT: ...</s>",
+        chat_template=(
+            "{%- set default_system = 'A chat between a curious user and an artificial "
+            "intelligence assistant. The assistant gives helpful, detailed, and polite answers to the "
+            "user\\'s questions.' -%}" + _CONTENT_MACRO + _SYSTEM + "{{ system + ' ' }}"
+            "{%- for message in turns -%}"
+            "{%- if message['role'] == 'user' -%}{{ 'USER: ' + render_content(message['content']) + ' ' }}"
+            "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT:' }}"
+            "{% generation %}{{ ' ' + render_content(message['content']) + '</s>' }}{% endgeneration %}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
+        ),
+    )
+)
 
 # Llama-3 instruct headers (LLaVA-NeXT llama3); the tokenizer adds <|begin_of_text|>.
-_register(Template(
-    name="llama3",
-    stop="<|eot_id|>",
-    description="Llama-3: <|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>",
-    chat_template=(
-        "{%- set default_system = 'You are a helpful language and vision assistant. You are able to "
-        "understand the visual content that the user provides, and assist the user with a variety of tasks "
-        "using natural language.' -%}"
-        + _CONTENT_MACRO + _SYSTEM
-        + "{{ '<|start_header_id|>system<|end_header_id|>\\n\\n' + system + '<|eot_id|>' }}"
-        "{%- for message in turns -%}"
-        "{%- if message['role'] == 'user' -%}"
-        "{{ '<|start_header_id|>user<|end_header_id|>\\n\\n' + render_content(message['content']) + '<|eot_id|>' }}"
-        "{%- elif message['role'] == 'assistant' -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-        "{% generation %}{{ render_content(message['content']) + '<|eot_id|>' }}{% endgeneration %}"
-        "{%- endif -%}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}"
-    ),
-))
+_register(
+    Template(
+        name="llama3",
+        stop="<|eot_id|>",
+        description="Llama-3: <|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>",
+        chat_template=(
+            "{%- set default_system = 'You are a helpful language and vision assistant. You are able to "
+            "understand the visual content that the user provides, and assist the user with a variety of "
+            "tasks using natural language.' -%}"
+            + _CONTENT_MACRO
+            + _SYSTEM
+            + "{{ '<|start_header_id|>system<|end_header_id|>\\n\\n' + system + '<|eot_id|>' }}"
+            "{%- for message in turns -%}"
+            "{%- if message['role'] == 'user' -%}"
+            "{{ '<|start_header_id|>user<|end_header_id|>\\n\\n' + render_content(message['content']) "
+            "+ '<|eot_id|>' }}"
+            "{%- elif message['role'] == 'assistant' -%}"
+            "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+            "{% generation %}{{ render_content(message['content']) + '<|eot_id|>' }}{% endgeneration %}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            "{%- if add_generation_prompt -%}"
+            "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}"
+        ),
+    )
+)
 
 # Qwen2 ChatML.
-_register(Template(
-    name="qwen2",
-    stop="<|im_end|>",
-    description="Qwen2 ChatML: <|im_start|>role\\n...<|im_end|>",
-    chat_template=(
-        "{%- set default_system = 'You are a helpful assistant.' -%}"
-        + _CONTENT_MACRO + _SYSTEM
-        + "{{ '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}"
-        "{%- for message in turns -%}"
-        "{%- if message['role'] == 'user' -%}"
-        "{{ '<|im_start|>user\\n' + render_content(message['content']) + '<|im_end|>\\n' }}"
-        "{%- elif message['role'] == 'assistant' -%}{{ '<|im_start|>assistant\\n' }}"
-        "{% generation %}{{ render_content(message['content']) + '<|im_end|>' }}{% endgeneration %}"
-        "{{ '\\n' }}"
-        "{%- endif -%}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-    ),
-))
+_register(
+    Template(
+        name="qwen2",
+        stop="<|im_end|>",
+        description="Qwen2 ChatML: <|im_start|>role\\n...<|im_end|>",
+        chat_template=(
+            "{%- set default_system = 'You are a helpful assistant.' -%}"
+            + _CONTENT_MACRO
+            + _SYSTEM
+            + "{{ '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}"
+            "{%- for message in turns -%}"
+            "{%- if message['role'] == 'user' -%}"
+            "{{ '<|im_start|>user\\n' + render_content(message['content']) + '<|im_end|>\\n' }}"
+            "{%- elif message['role'] == 'assistant' -%}{{ '<|im_start|>assistant\\n' }}"
+            "{% generation %}{{ render_content(message['content']) + '<|im_end|>' }}{% endgeneration %}"
+            "{{ '\\n' }}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+        ),
+    )
+)
 
 
 def get_template(name: str) -> Template:
@@ -176,9 +187,7 @@ def render_with_spans(
     return rendered[0], [(int(a), int(b)) for a, b in indices[0]]
 
 
-def supervised_token_mask(
-    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
-) -> list[bool]:
+def supervised_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """``True`` for each token whose character range overlaps an assistant span.
 
     ``offsets`` come from a fast tokenizer (``return_offsets_mapping=True``); special tokens the tokenizer

@@ -26,13 +26,12 @@
 #   PROBES     a folder with train/ and val/ image folders + scenes.jsonl labels for linear probes (toy: $WORLD)
 #   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
 #   SAMPLES    images for the reconstruction grid (toy: $WORLD/val/images)
+#   IMAGINE=1  toy: also judge the denoiser's drawings with the attribute classifier (trained once, ~5 min)
 #   NUM_GPUS   processes per node (0 = one plain process, the CPU default)
 #   NUM_NODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   multi-node launch
 # Rerunning is cheap: finished stages resume from their last checkpoint (train.resume=auto) and stop.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # environment, repository root, launch variables, step
 
 case "${DENOISER:-continuous}" in
   continuous) TOY_CONFIG=configs/genhancer/toy.yaml ;;
@@ -44,13 +43,6 @@ NAME="$(basename "$CONFIG" .yaml)"
 if [ "$NAME" = toy ] || [ "$NAME" = toy-discrete ]; then TOY=1; else TOY=0; fi
 RUN_ROOT="${RUN_ROOT:-runs/$NAME}"
 WORLD="${WORLD:-runs/toyworld}"
-NUM_GPUS="${NUM_GPUS:-0}"
-NUM_NODES="${NUM_NODES:-1}"
-NODE_RANK="${NODE_RANK:-0}"
-MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
-MASTER_PORT="${MASTER_PORT:-29500}"
-start=$(date +%s)
-step() { echo "[enhance_clip $(( $(date +%s) - start ))s] $*"; }
 
 # ---------------------------------------------------------------------------------------- inputs
 COMMON=()
@@ -64,6 +56,14 @@ if [ "$TOY" = 1 ]; then
   if [ ! -f "$CLIP/config.json" ]; then
     step "pretraining the toy CLIP -> $CLIP"
     python -m toyworld pretrain-clip --world "$WORLD" --out "$CLIP"
+  fi
+  if [ "$NAME" = toy ]; then
+    VAE_DIR="$(dirname "$CLIP")/vae"  # the config's latent.vae_path (runs/toy/vae)
+    if [ ! -f "$VAE_DIR/config.json" ]; then
+      step "pretraining the toy VAE -> $VAE_DIR (trained once; the toy FLUX.1 VAE)"
+      python -m toyworld pretrain-vae --world "$WORLD" --out "$VAE_DIR"
+    fi
+    COMMON+=("latent.vae_path=$VAE_DIR")
   fi
   if [ "$NAME" = toy-discrete ]; then
     step "toy VQ tokenizer (the config's latent.vae_path; trained once)"
@@ -145,6 +145,13 @@ fi
 if [ -n "${SAMPLES:-}" ]; then
   step "reconstruction grid -> $RUN_ROOT/reconstructions.png"
   python -m genhancer.sample --stage-dir "$RUN_ROOT/stage1" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
+fi
+if [ "$TOY" = 1 ] && [ "${IMAGINE:-0}" = 1 ]; then
+  ATTR="$(dirname "$CLIP")/attributes"
+  step "what the denoiser imagines, judged per attribute -> $RUN_ROOT/imagine (classifier $ATTR, trained once)"
+  python -m toyworld train-attributes --world "$WORLD" --out "$ATTR"
+  python -m toyworld imagine --stage-dir "$RUN_ROOT/stage1" --classifier "$ATTR" --world "$WORLD" \
+    --out "$RUN_ROOT/imagine"
 fi
 python -m genhancer.plots --runs "$RUN_ROOT/stage1" "$RUN_ROOT/stage2" --out "$RUN_ROOT/loss_curves.png"
 step "done: $RUN_ROOT (encoder/, eval/, reconstructions.png, loss_curves.png)"

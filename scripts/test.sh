@@ -6,4 +6,5 @@ source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python -m ruff check .
+python -m ruff format --check .
 python -m pytest "$@"

@@ -39,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         print(__doc__.strip())
         if args and args[0] not in ("-h", "--help"):
-            print(f"\nerror: unknown command {args[0]!r}; known commands: {', '.join(COMMANDS)}", file=sys.stderr)
+            print(
+                f"\nerror: unknown command {args[0]!r}; known commands: {', '.join(COMMANDS)}",
+                file=sys.stderr,
+            )
             return 2
         return 0 if args else 2
     module, function = COMMANDS[args[0]]

@@ -1,4 +1,6 @@
-"""``python -m toyworld imagine --stage-dir RUN --classifier DIR --world DIR --out DIR``: what the denoiser draws.
+"""``python -m toyworld imagine``: what the denoiser draws.
+
+    python -m toyworld imagine --stage-dir RUN --classifier DIR --world DIR --out DIR
 
 GenHancer's stage 2 can only teach the encoder what the frozen stage-1 denoiser reads from the global token.
 This command measures it: the first ``--n`` val images of the world are encoded to their global tokens, the

@@ -72,7 +72,10 @@ def match_images(images: Path, scenes_file: Path) -> tuple[list[Path], list[dict
 
 
 def judge(classifier: str | Path, images: str | Path, scenes: str | Path | None = None) -> dict[str, Any]:
-    """Per-attribute accuracy of the images under ``images`` against their scene labels (see the module doc)."""
+    """Per-attribute accuracy of the images under ``images`` against their scene labels.
+
+    See the module doc.
+    """
     images = Path(images)
     scenes_file = Path(scenes) if scenes else find_scenes_file(images)
     clf = load_classifier(classifier)

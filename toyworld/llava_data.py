@@ -51,7 +51,15 @@ from toyworld.scene import (
 )
 
 QUESTION_TYPES: tuple[str, ...] = (
-    "color", "shape", "count", "position", "orientation", "size", "presence", "object", "text",
+    "color",
+    "shape",
+    "count",
+    "position",
+    "orientation",
+    "size",
+    "presence",
+    "object",
+    "text",
 )
 # Types whose answer is the object's shape (or whether it is a given one). Every other question names the
 # shape, so in a multi-turn record these come first and at most one of them is asked: a later turn could
@@ -120,7 +128,9 @@ def question(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str
         where = f"on the {shape}" if count == 1 else f"on the {noun}"
         return f"Is there a {mark} {where}?", "yes" if mark == present else "no"
     if qtype == "object":
-        asked = shape if rng.random() < 0.5 else rng.choice([s for s in vocabularies()["shapes"] if s != shape])
+        asked = (
+            shape if rng.random() < 0.5 else rng.choice([s for s in vocabularies()["shapes"] if s != shape])
+        )
         return f"Is there a {asked} in the image?", "yes" if asked == shape else "no"
     if qtype == "text":
         if not scene.get("text"):
@@ -143,8 +153,13 @@ def answer_set(qtype: str) -> list[str]:
     """The closed set of answers of a question type ([] for yes/no types, which stay single-word)."""
     v = vocabularies()
     return {
-        "color": v["colors"], "shape": v["shapes"], "count": [NUMBER_WORDS[c] for c in v["counts"]],
-        "position": v["positions"], "orientation": v["orientations"], "size": v["sizes"], "text": v["letters"],
+        "color": v["colors"],
+        "shape": v["shapes"],
+        "count": [NUMBER_WORDS[c] for c in v["counts"]],
+        "position": v["positions"],
+        "orientation": v["orientations"],
+        "size": v["sizes"],
+        "text": v["letters"],
     }.get(qtype, [])
 
 
@@ -181,16 +196,28 @@ def _image_path(split: str, row: dict[str, Any]) -> str:
 
 def pretrain_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random) -> list[dict[str, Any]]:
     return [
-        {"id": f"{split}-cap-{i:06d}", "image": _image_path(split, r),
-         "conversations": [{"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
-                           {"from": "gpt", "value": r["caption"]}]}
+        {
+            "id": f"{split}-cap-{i:06d}",
+            "image": _image_path(split, r),
+            "conversations": [
+                {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
+                {"from": "gpt", "value": r["caption"]},
+            ],
+        }
         for i, r in enumerate(rows)
     ]
 
 
 # The scene attribute each question type asks about (a statement turn on that attribute is not repeated).
-_ATTRIBUTE = {"color": "color", "count": "count", "position": "position", "orientation": "orientation",
-              "size": "size", "presence": "feature", "text": "text"}
+_ATTRIBUTE = {
+    "color": "color",
+    "count": "count",
+    "position": "position",
+    "orientation": "orientation",
+    "size": "size",
+    "presence": "feature",
+    "text": "text",
+}
 
 
 def _alternative(scene: Scene, attr: str, rng: random.Random) -> Scene | None:
@@ -214,7 +241,8 @@ def _alternative(scene: Scene, attr: str, rng: random.Random) -> Scene | None:
 
 def statement_choice(scene_dict: dict[str, Any], rng: random.Random) -> tuple[str, str, str] | None:
     """An MMVP-style turn: which of two statements (one per value of an attribute) is true of the picture?
-    Returns (prompt with the letter suffix, answer letter, the attribute), or None where no pattern applies."""
+    Returns (prompt with the letter suffix, answer letter, the attribute), or None where no pattern
+    applies."""
     scene = Scene.from_dict(scene_dict)
     patterns = list(PATTERNS)
     rng.shuffle(patterns)
@@ -230,8 +258,9 @@ def statement_choice(scene_dict: dict[str, Any], rng: random.Random) -> tuple[st
     return None
 
 
-def conversation(scene: dict[str, Any], rng: random.Random, turns: int, choice_fraction: float,
-                 statement_fraction: float) -> list[tuple[str, str]]:
+def conversation(
+    scene: dict[str, Any], rng: random.Random, turns: int, choice_fraction: float, statement_fraction: float
+) -> list[tuple[str, str]]:
     """The (question with its answer-style suffix, answer) turns of one finetuning record.
 
     At most one shape-revealing turn (``SHAPE_TYPES``, or an MMVP-style statement turn), and it comes first:
@@ -252,19 +281,35 @@ def conversation(scene: dict[str, Any], rng: random.Random, turns: int, choice_f
     return pairs
 
 
-def finetune_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random, turns: int = 3,
-                     text_only_every: int = 50, choice_fraction: float = 0.3,
-                     statement_fraction: float = 0.25) -> list[dict[str, Any]]:
+def finetune_records(
+    rows: Sequence[dict[str, Any]],
+    split: str,
+    rng: random.Random,
+    turns: int = 3,
+    text_only_every: int = 50,
+    choice_fraction: float = 0.3,
+    statement_fraction: float = 0.25,
+) -> list[dict[str, Any]]:
     """``choice_fraction`` of the closed-set turns are asked as multiple choice (answered by letter);
     ``statement_fraction`` of the records open with an MMVP-style statement choice."""
     out = []
     for i, r in enumerate(rows):
         pairs = conversation(r["scene"], rng, turns, choice_fraction, statement_fraction)
-        out.append({"id": f"{split}-qa-{i:06d}", "image": _image_path(split, r),
-                    "conversations": _turns(pairs, image=True)})
+        out.append(
+            {
+                "id": f"{split}-qa-{i:06d}",
+                "image": _image_path(split, r),
+                "conversations": _turns(pairs, image=True),
+            }
+        )
         if text_only_every and i % text_only_every == text_only_every - 1:
             q, a = rng.choice(TEXT_ONLY)
-            out.append({"id": f"{split}-text-{i:06d}", "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=False)})
+            out.append(
+                {
+                    "id": f"{split}-text-{i:06d}",
+                    "conversations": _turns([(q + ANSWER_SUFFIX, a)], image=False),
+                }
+            )
     return out
 
 
@@ -286,8 +331,12 @@ def write_llava_data(world: str | Path, seed: int = 0) -> dict[str, Any]:
         "pretrain": pretrain_records(train, "train", rng),
         "finetune": finetune_records(train, "train", rng),
     }
-    info: dict[str, Any] = {"format": DATA_FORMAT, "seed": seed, "image_root": ".",
-                            "question_types": list(QUESTION_TYPES)}
+    info: dict[str, Any] = {
+        "format": DATA_FORMAT,
+        "seed": seed,
+        "image_root": ".",
+        "question_types": list(QUESTION_TYPES),
+    }
     for name, records in files.items():
         write_json(world / "llava" / f"{name}.json", records)
         info[name] = {"path": f"llava/{name}.json", "records": len(records)}
@@ -320,15 +369,25 @@ def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.llava_data", description=__doc__.split("\n")[0])
-    parser.add_argument("--world", required=True, type=Path, help="toy world directory (from `toyworld build`)")
+    parser.add_argument(
+        "--world", required=True, type=Path, help="toy world directory (from `toyworld build`)"
+    )
     parser.add_argument("--seed", type=int, help="default: the world's seed (world.json)")
-    parser.add_argument("--if-stale", action="store_true",
-                        help="do nothing when the files are already this writer's, with this seed")
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="do nothing when the files are already this writer's, with this seed",
+    )
     args = parser.parse_args(argv)
     seed = args.seed
     if seed is None:
-        seed = int(read_json(args.world / "world.json", missing=f"{args.world}/world.json not found: build the "
-                             "world first (python -m toyworld build --out DIR)").get("seed", 0))
+        seed = int(
+            read_json(
+                args.world / "world.json",
+                missing=f"{args.world}/world.json not found: build the "
+                "world first (python -m toyworld build --out DIR)",
+            ).get("seed", 0)
+        )
     if args.if_stale and is_current(args.world, seed):
         print(f"{args.world}/llava is up to date")
         return 0

@@ -1,6 +1,9 @@
 """The toy LLM: a tiny Llama with a sentencepiece tokenizer, briefly pretrained on the toy world's text.
 
-``python -m toyworld pretrain-llm --world DIR --out DIR [--config configs/llava/toy-llm.yaml] [KEY=VALUE ...]``
+::
+
+    python -m toyworld pretrain-llm --world DIR --out DIR [--config configs/llava/toy-llm.yaml]
+        [KEY=VALUE ...]
 
 An ``OUT`` made from the same world, texts and config is kept (``cached``); ``--force`` rebuilds it.
 
@@ -67,10 +70,22 @@ def train_sentencepiece(texts: Sequence[str], out_dir: Path, vocab_size: int) ->
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
-        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", minloglevel=2, num_threads=1,
+        sentence_iterator=iter(texts),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        character_coverage=1.0,
+        split_digits=True,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        minloglevel=2,
+        num_threads=1,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tokenizer.model"
@@ -90,10 +105,17 @@ def new_toy_llm(tokenizer: Any, cfg: ToyLlmConfig) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_position_embeddings, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, rms_norm_eps=1e-5,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
     )
     torch.manual_seed(cfg.seed)
     return LlamaForCausalLM(config)
@@ -108,19 +130,24 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig
     rng = random.Random(cfg.seed)
     ids: list[int] = []
     for t in rng.sample(list(texts), len(texts)):
-        ids += [tokenizer.bos_token_id, *tokenizer.encode(t, add_special_tokens=False), tokenizer.eos_token_id]
+        ids += [
+            tokenizer.bos_token_id,
+            *tokenizer.encode(t, add_special_tokens=False),
+            tokenizer.eos_token_id,
+        ]
     stream = torch.tensor(ids)
     n_windows = max(1, (len(stream) - 1) // cfg.seq_len)
     stream = stream[: n_windows * cfg.seq_len + 1]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / cfg.steps))
+        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / cfg.steps)
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     t0, loss_val = time.perf_counter(), float("nan")
     for _ in progress(range(cfg.steps), desc="toy LLM pretraining"):
         starts = torch.randint(0, n_windows, (cfg.batch_size,), generator=gen) * cfg.seq_len
-        batch = torch.stack([stream[s: s + cfg.seq_len] for s in starts.tolist()])  # (B, T)
+        batch = torch.stack([stream[s : s + cfg.seq_len] for s in starts.tolist()])  # (B, T)
         out = model(input_ids=batch, labels=batch)  # the model shifts labels itself
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -130,12 +157,20 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig
         loss_val = float(out.loss)
     model.eval()
     secs = time.perf_counter() - t0
-    return {"final_loss": round(loss_val, 4), "seconds": round(secs, 1),
-            "tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(secs, 1e-9))}
+    return {
+        "final_loss": round(loss_val, 4),
+        "seconds": round(secs, 1),
+        "tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(secs, 1e-9)),
+    }
 
 
-def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, parents: Sequence[Path] = (),
-                  extra: dict[str, Any] | None = None) -> Path:
+def build_toy_llm(
+    texts: Sequence[str],
+    out: str | Path,
+    cfg: ToyLlmConfig,
+    parents: Sequence[Path] = (),
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Train the tokenizer, build and pretrain the model, write the HF directory ``out``."""
     out = Path(out)
     texts = list(texts)[: cfg.max_texts]
@@ -149,11 +184,25 @@ def build_toy_llm(texts: Sequence[str], out: str | Path, cfg: ToyLlmConfig, pare
             model.save_pretrained(d, safe_serialization=True)
             tokenizer.save_pretrained(d)
             shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
-            write_provenance(d, "toy-llm", config=cfg, parents=list(parents),
-                             extra={"n_texts": len(texts), "parameters": sum(p.numel() for p in model.parameters()),
-                                    **stats, **(extra or {})})
-    log.info("toy LLM (%s parameters, vocab %d) written to %s %s",
-             f"{sum(p.numel() for p in model.parameters()):,}", len(tokenizer), out, stats)
+            write_provenance(
+                d,
+                "toy-llm",
+                config=cfg,
+                parents=list(parents),
+                extra={
+                    "n_texts": len(texts),
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    **stats,
+                    **(extra or {}),
+                },
+            )
+    log.info(
+        "toy LLM (%s parameters, vocab %d) written to %s %s",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        len(tokenizer),
+        out,
+        stats,
+    )
     return out
 
 
@@ -166,15 +215,21 @@ def is_cached(out: Path, world: Path, cfg: ToyLlmConfig, data_format: str) -> bo
     if not prov:
         return False
     parents = [p.get("path") for p in prov.get("parents", [])]
-    return (prov.get("kind") == "toy-llm" and prov.get("config_hash") == config_hash(cfg)
-            and parents == [str(world.resolve())] and (prov.get("extra") or {}).get("data_format") == data_format)
+    return (
+        prov.get("kind") == "toy-llm"
+        and prov.get("config_hash") == config_hash(cfg)
+        and parents == [str(world.resolve())]
+        and (prov.get("extra") or {}).get("data_format") == data_format
+    )
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     from toyworld.llava_data import DATA_FORMAT, llm_texts
 
-    parser = argparse.ArgumentParser(prog="python -m toyworld pretrain-llm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m toyworld pretrain-llm", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--world", required=True, type=Path, help="toy world directory (its train captions)")
     parser.add_argument("--out", required=True, type=Path, help="HF causal-LM directory to write")
     parser.add_argument("--config", type=Path, help="YAML with ToyLlmConfig keys")
@@ -185,8 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.force and is_cached(args.out, args.world, cfg, DATA_FORMAT):
         print(f"cached: {args.out} (same world, texts and config; --force rebuilds)")
         return 0
-    build_toy_llm(llm_texts(args.world, cfg.seed), args.out, cfg, parents=[args.world],
-                  extra={"data_format": DATA_FORMAT})
+    build_toy_llm(
+        llm_texts(args.world, cfg.seed),
+        args.out,
+        cfg,
+        parents=[args.world],
+        extra={"data_format": DATA_FORMAT},
+    )
     return 0
 
 

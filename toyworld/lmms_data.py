@@ -22,9 +22,10 @@ imports eval. ``toy_vqa`` asks the question types of the LLaVA finetuning data (
 about new scenes, balanced over types.
 
 ``python -m toyworld.lmms_data --world DIR`` rewrites ``DIR/lmms`` of an existing world (the world builder
-calls :func:`write_lmms_data` itself). POPE negatives follow POPE's three samplings, translated to a one-kind-of-object world:
-``random`` asks about a uniformly drawn absent shape, ``popular`` about the absent shape most frequent in
-the split, ``adversarial`` about the absent shape that looks most like the one shown.
+calls :func:`write_lmms_data` itself). POPE negatives follow POPE's three samplings, translated to a
+one-kind-of-object world: ``random`` asks about a uniformly drawn absent shape, ``popular`` about the
+absent shape most frequent in the split, ``adversarial`` about the absent shape that looks most like the
+one shown.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ from toyworld.scene import NUMBER_WORDS, PATTERNS, SHAPES, Scene, make_pair, plu
 POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_QUESTION = "Is there a {shape} in the image?"
 # The shape that looks most like each shape (POPE's "adversarial" negative in a one-object world).
-LOOKALIKE = {"arrow": "triangle", "triangle": "arrow", "square": "circle", "circle": "square", "star": "triangle"}
+LOOKALIKE = {
+    "arrow": "triangle",
+    "triangle": "arrow",
+    "square": "circle",
+    "circle": "square",
+    "star": "triangle",
+}
 CV_TASKS = ("Count", "Relation", "Size")
 _OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
@@ -59,7 +66,9 @@ def task_rng(seed: int, task: str) -> random.Random:
     return random.Random(f"toyworld:{seed}:lmms:{task}")
 
 
-def _draw(rng: random.Random, exclude: set[tuple[Any, ...]], make: Callable[[], Scene], tries: int = 200) -> Scene:
+def _draw(
+    rng: random.Random, exclude: set[tuple[Any, ...]], make: Callable[[], Scene], tries: int = 200
+) -> Scene:
     for _ in range(tries):
         s = make()
         if s.key() not in exclude:
@@ -93,7 +102,9 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     datasets.Dataset.from_dict(cols, features=datasets.Features(features)).to_parquet(str(path))
 
 
-def mmvp_rows(rng: random.Random, pairs_per_pattern: int, exclude: set, size: int, ss: int) -> list[dict[str, Any]]:
+def mmvp_rows(
+    rng: random.Random, pairs_per_pattern: int, exclude: set, size: int, ss: int
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for pattern in progress(list(PATTERNS), desc="toy_mmvp", unit="pattern", leave=False):
         for _ in range(pairs_per_pattern):
@@ -106,19 +117,23 @@ def mmvp_rows(rng: random.Random, pairs_per_pattern: int, exclude: set, size: in
             opts = (sa, sb) if first_is_a else (sb, sa)
             options = f"(a) {opts[0]} (b) {opts[1]}"
             for scene, text in ((a, sa), (b, sb)):
-                rows.append({
-                    "Index": len(rows) + 1,
-                    "Question": MMVP_QUESTION,
-                    "Options": options,
-                    "Correct Answer": "(a)" if text == opts[0] else "(b)",
-                    "pattern": pattern,
-                    "scene": json.dumps(scene.to_dict()),
-                    "image": _png(scene, size, ss),
-                })
+                rows.append(
+                    {
+                        "Index": len(rows) + 1,
+                        "Question": MMVP_QUESTION,
+                        "Options": options,
+                        "Correct Answer": "(a)" if text == opts[0] else "(b)",
+                        "pattern": pattern,
+                        "scene": json.dumps(scene.to_dict()),
+                        "image": _png(scene, size, ss),
+                    }
+                )
     return rows
 
 
-def pope_rows(rng: random.Random, split: str, n_images: int, exclude: set, size: int, ss: int) -> list[dict[str, Any]]:
+def pope_rows(
+    rng: random.Random, split: str, n_images: int, exclude: set, size: int, ss: int
+) -> list[dict[str, Any]]:
     scenes = []
     for _ in range(n_images):
         s = _draw(rng, exclude, lambda: sample_scene(rng, viewpoint=rng.choice(("normal", "close"))))
@@ -139,20 +154,31 @@ def pope_rows(rng: random.Random, split: str, n_images: int, exclude: set, size:
         pairs = [(s.shape, "yes"), (negative, "no")]
         rng.shuffle(pairs)
         for shape, answer in pairs:
-            rows.append({
-                "question_id": f"{split}-{len(rows):05d}",
-                "question": POPE_QUESTION.format(shape=shape),
-                "answer": answer,
-                "image_source": f"toy_pope_{split}_{i:05d}",
-                "category": split,
-                "scene": json.dumps(s.to_dict()),
-                "image": image,
-            })
+            rows.append(
+                {
+                    "question_id": f"{split}-{len(rows):05d}",
+                    "question": POPE_QUESTION.format(shape=shape),
+                    "answer": answer,
+                    "image_source": f"toy_pope_{split}_{i:05d}",
+                    "category": split,
+                    "scene": json.dumps(s.to_dict()),
+                    "image": image,
+                }
+            )
     return rows
 
 
-def _choice_row(rng: random.Random, idx: int, task: str, question: str, correct: str, others: list[str],
-                scene: Scene, size: int, ss: int) -> dict[str, Any]:
+def _choice_row(
+    rng: random.Random,
+    idx: int,
+    task: str,
+    question: str,
+    correct: str,
+    others: list[str],
+    scene: Scene,
+    size: int,
+    ss: int,
+) -> dict[str, Any]:
     choices = [correct, *others]
     rng.shuffle(choices)
     letters = [chr(65 + i) for i in range(len(choices))]
@@ -171,26 +197,53 @@ def _choice_row(rng: random.Random, idx: int, task: str, question: str, correct:
     }
 
 
-def cv_bench_rows(rng: random.Random, per_task: int, exclude: set, size: int, ss: int) -> list[dict[str, Any]]:
+def cv_bench_rows(
+    rng: random.Random, per_task: int, exclude: set, size: int, ss: int
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for _ in range(per_task):  # Count: 1-3 copies of one shape
         s = _draw(rng, exclude, lambda: sample_scene(rng, viewpoint="normal", count=rng.choice((1, 2, 3))))
         exclude.add(s.key())
         words = [NUMBER_WORDS[c] for c in (1, 2, 3)]
-        rows.append(_choice_row(rng, len(rows), "Count", f"How many {plural(s.shape)} are in the image?",
-                                NUMBER_WORDS[s.count], [w for w in words if w != NUMBER_WORDS[s.count]], s, size, ss))
+        rows.append(
+            _choice_row(
+                rng,
+                len(rows),
+                "Count",
+                f"How many {plural(s.shape)} are in the image?",
+                NUMBER_WORDS[s.count],
+                [w for w in words if w != NUMBER_WORDS[s.count]],
+                s,
+                size,
+                ss,
+            )
+        )
     for _ in range(per_task):  # Relation: where the object is relative to the picture's centre
         side = rng.choice(tuple(_OPPOSITE))
         s = _draw(rng, exclude, lambda: sample_scene(rng, count=1, position=side))  # noqa: B023
         exclude.add(s.key())
-        rows.append(_choice_row(rng, len(rows), "Relation",
-                                f"Which part of the picture is the {s.shape} in?", side, [_OPPOSITE[side]], s, size, ss))
+        rows.append(
+            _choice_row(
+                rng,
+                len(rows),
+                "Relation",
+                f"Which part of the picture is the {s.shape} in?",
+                side,
+                [_OPPOSITE[side]],
+                s,
+                size,
+                ss,
+            )
+        )
     for _ in range(per_task):  # Size: large or small, seen from the normal distance
         s = _draw(rng, exclude, lambda: sample_scene(rng, count=1, viewpoint="normal"))
         exclude.add(s.key())
         other = "small" if s.size == "large" else "large"
-        rows.append(_choice_row(rng, len(rows), "Size", f"Is the {s.shape} large or small?", s.size, [other],
-                                s, size, ss))
+        rows.append(
+            _choice_row(
+                rng, len(rows), "Size", f"Is the {s.shape} large or small?", s.size, [other], s, size, ss
+            )
+        )
     return rows
 
 
@@ -209,14 +262,16 @@ def vqa_rows(rng: random.Random, per_type: int, exclude: set, size: int, ss: int
         qtype, q, a = min(options, key=lambda qa: (counts[qa[0]], QUESTION_TYPES.index(qa[0])))
         counts[qtype] += 1
         bar.update(1)
-        rows.append({
-            "question_id": f"vqa-{len(rows):05d}",
-            "question_type": qtype,
-            "question": q,
-            "answer": a,
-            "scene": json.dumps(s.to_dict()),
-            "image": _png(s, size, ss),
-        })
+        rows.append(
+            {
+                "question_id": f"vqa-{len(rows):05d}",
+                "question_type": qtype,
+                "question": q,
+                "answer": a,
+                "scene": json.dumps(s.to_dict()),
+                "image": _png(s, size, ss),
+            }
+        )
     bar.close()
     return rows
 
@@ -250,7 +305,9 @@ def write_lmms_data(
     counts["toy_mmvp"] = len(rows)
 
     for split in POPE_SPLITS:
-        rows = pope_rows(task_rng(seed, f"toy_pope_{split}"), split, pope_images_per_split, taken, image_size, ss)
+        rows = pope_rows(
+            task_rng(seed, f"toy_pope_{split}"), split, pope_images_per_split, taken, image_size, ss
+        )
         _write_parquet(rows, out / "toy_pope" / f"{split}.parquet")
         files[f"toy_pope_{split}"] = {"test": f"toy_pope/{split}.parquet"}
         counts[f"toy_pope_{split}"] = len(rows)
@@ -284,20 +341,29 @@ def world_scene_keys(world: Path) -> set[tuple[Any, ...]]:
         path = world / rel
         if not path.is_file():
             raise DataError(f"{path} not found: is {world} a toy world? (python -m toyworld build --out DIR)")
-        keys |= {Scene.from_dict(r["scene"], f"{path}, line {i + 1}").key() for i, r in enumerate(read_jsonl(path))}
+        keys |= {
+            Scene.from_dict(r["scene"], f"{path}, line {i + 1}").key() for i, r in enumerate(read_jsonl(path))
+        }
     return keys
 
 
 def rewrite_world_lmms(world: str | Path) -> dict[str, Any]:
     """Rewrite ``world/lmms`` of an existing toy world with its own seed and image size (atomically)."""
     world = Path(world)
-    info = read_json(world / "world.json", missing=f"{world}/world.json not found: build the world first "
-                     "(python -m toyworld build --out DIR)")
+    info = read_json(
+        world / "world.json",
+        missing=f"{world}/world.json not found: build the world first (python -m toyworld build --out DIR)",
+    )
     config = info.get("config", {})
     exclude = world_scene_keys(world)
     with atomic_directory(world / "lmms") as tmp:
-        manifest = write_lmms_data(tmp, seed=int(config.get("seed", 0)), image_size=int(config.get("image_size", 64)),
-                                   supersample=int(config.get("supersample", 2)), exclude=exclude)
+        manifest = write_lmms_data(
+            tmp,
+            seed=int(config.get("seed", 0)),
+            image_size=int(config.get("image_size", 64)),
+            supersample=int(config.get("supersample", 2)),
+            exclude=exclude,
+        )
     info.setdefault("derived", {})["lmms_eval"] = manifest
     write_json(world / "world.json", info)
     return manifest
@@ -306,7 +372,9 @@ def rewrite_world_lmms(world: str | Path) -> dict[str, Any]:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.lmms_data", description=__doc__.split("\n")[0])
-    parser.add_argument("--world", required=True, type=Path, help="toy world directory (from `toyworld build`)")
+    parser.add_argument(
+        "--world", required=True, type=Path, help="toy world directory (from `toyworld build`)"
+    )
     args = parser.parse_args(argv)
     manifest = rewrite_world_lmms(args.world)
     print(manifest["counts"])

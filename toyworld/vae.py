@@ -3,8 +3,8 @@
 A small diffusers ``AutoencoderKL`` (sized by :class:`VaeShape`; the defaults map a 64 px image to a
 16 x 16 x 4 latent) trained on the world's *train* images with an L1 + MSE reconstruction loss (object
 pixels weighted up) and a weak KL term. Then its latent statistics are measured on train images and written
-into the saved config as ``shift_factor`` (mean) and ``scaling_factor`` (1 / standard deviation), as FLUX.1's 0.1159 / 0.3611, so
-that GenHancer runs on it with::
+into the saved config as ``shift_factor`` (mean) and ``scaling_factor`` (1 / standard deviation), as
+FLUX.1's 0.1159 / 0.3611, so that GenHancer runs on it with::
 
     latent.space=vae latent.vae_path=OUT latent.shift=null latent.scale=null
 
@@ -60,7 +60,10 @@ _REQUIRED_OUT_FILES = ("config.json", "diffusion_pytorch_model.safetensors", SUM
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
 class VaeShape:
-    """The ``AutoencoderKL`` architecture. Each entry of ``block_out_channels`` after the first halves the side."""
+    """The ``AutoencoderKL`` architecture.
+
+    Each entry of ``block_out_channels`` after the first halves the side.
+    """
 
     image_size: int = 64
     block_out_channels: tuple[int, ...] = (8, 16, 32)
@@ -265,7 +268,8 @@ def evaluate(
     classifier: str | Path | None,
     grid: Path | None = None,
 ) -> dict[str, Any]:
-    """Reconstruction error on val images and, with a classifier, per-attribute accuracy originals vs recons."""
+    """Reconstruction error on val images and, with a classifier, per-attribute accuracy
+    originals vs recons."""
     paths, scenes = read_split(world, "val")
     paths, scenes = paths[: cfg.eval_images], scenes[: cfg.eval_images]
     originals = load_images(paths, cfg.model.image_size, "loading val images")
@@ -309,7 +313,8 @@ def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any]
 def _add_attribute_check(
     out: Path, summary: dict[str, Any], cfg: PretrainVaeConfig, world: str | Path, classifier: str | Path
 ) -> dict[str, Any]:
-    """Run the attribute check on a cached VAE that lacks it (or had another classifier); rewrite summary.json."""
+    """Run the attribute check on a cached VAE that lacks it (or had another classifier);
+    rewrite summary.json."""
     from diffusers import AutoencoderKL
 
     wanted = str(Path(classifier).resolve())

@@ -65,7 +65,9 @@ def resolve_runtime(device: str | None = None, dtype: str | None = None, attn: s
     try:
         dev = torch.device(dev_name)
     except RuntimeError:
-        raise ConfigError(f"model arg device={device!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(
+            f"model arg device={device!r} is not a torch device (use auto, cpu, cuda or cuda:N)"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"model arg device={device!r} asks for CUDA but no GPU is visible; use device=cpu")
     if dev.type == "cuda" and dev.index is None:
@@ -101,7 +103,8 @@ def _as_batch_size(value: Any) -> int:
         n = int(value)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"--batch_size {value!r} is not supported by genhancer_llava (give an integer, e.g. 8; 'auto' is not implemented)"
+            f"--batch_size {value!r} is not supported by genhancer_llava "
+            "(give an integer, e.g. 8; 'auto' is not implemented)"
         ) from None
     if n < 1:
         raise ConfigError(f"--batch_size must be >= 1, got {n}")
@@ -157,13 +160,15 @@ class GenhancerLlava(lmms):
     ) -> None:
         super().__init__()
         if kwargs:
-            known = ("pretrained, device, dtype, attn_implementation, batch_size, chat_template, max_new_tokens, "
-                     "trust_remote_code, use_cache")
+            known = (
+                "pretrained, device, dtype, attn_implementation, batch_size, chat_template, max_new_tokens, "
+                "trust_remote_code, use_cache"
+            )
             raise ConfigError(f"unknown genhancer_llava model arg(s) {sorted(kwargs)}; known: {known}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
-                "genhancer_llava evaluates in one process (device_map is one explicit device); launch lmms-eval "
-                "without accelerate/torchrun, or one run per GPU"
+                "genhancer_llava evaluates in one process (device_map is one explicit device); "
+                "launch lmms-eval without accelerate/torchrun, or one run per GPU"
             )
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -182,7 +187,9 @@ class GenhancerLlava(lmms):
         if chat_template:
             tpl = Path(chat_template)
             if not tpl.is_file():
-                raise ConfigError(f"model arg chat_template={chat_template!r}: file not found (give a .jinja file)")
+                raise ConfigError(
+                    f"model arg chat_template={chat_template!r}: file not found (give a .jinja file)"
+                )
             self.processor.chat_template = tpl.read_text()
         if not getattr(self.processor, "chat_template", None):
             raise ModelDirError(
@@ -198,10 +205,16 @@ class GenhancerLlava(lmms):
             attn_implementation=self.runtime.attn_implementation,
             trust_remote_code=remote,
         ).eval()
-        self.chat_template = None  # lmms-eval's --apply_chat_template hook; prompts are templated here instead
+        self.chat_template = (
+            None  # lmms-eval's --apply_chat_template hook; prompts are templated here instead
+        )
         LOG.info(
-            "genhancer_llava: %s on %s (%s, %s), batch %d", path, self.runtime.device,
-            str(self.runtime.dtype).replace("torch.", ""), self.runtime.attn_implementation, self.batch_size_per_gpu,
+            "genhancer_llava: %s on %s (%s, %s), batch %d",
+            path,
+            self.runtime.device,
+            str(self.runtime.dtype).replace("torch.", ""),
+            self.runtime.attn_implementation,
+            self.batch_size_per_gpu,
         )
 
     # ------------------------------------------------------------------ lmms interface properties
@@ -243,7 +256,9 @@ class GenhancerLlava(lmms):
         try:
             return self.task_dict[task][split][doc_id]
         except (KeyError, IndexError) as e:
-            raise GenerationError(f"task {task!r}: doc_id {doc_id} not found in split {split!r} ({e})") from None
+            raise GenerationError(
+                f"task {task!r}: doc_id {doc_id} not found in split {split!r} ({e})"
+            ) from None
 
     def _visuals(self, doc_to_visual: Callable | None, doc: Any, task: str, doc_id: int) -> list[Any]:
         if doc_to_visual is None:
@@ -251,15 +266,17 @@ class GenhancerLlava(lmms):
         try:
             visuals = doc_to_visual(doc)
         except Exception as e:
-            raise GenerationError(f"task {task!r}, doc_id {doc_id}: doc_to_visual failed: {type(e).__name__}: {e}") from e
+            raise GenerationError(
+                f"task {task!r}, doc_id {doc_id}: doc_to_visual failed: {type(e).__name__}: {e}"
+            ) from e
         flat: list[Any] = []
         for v in visuals or []:
             flat.extend(v if isinstance(v, (list, tuple)) else [v])
         for v in flat:
             if isinstance(v, (str, dict)):
                 raise GenerationError(
-                    f"task {task!r}, doc_id {doc_id}: genhancer_llava handles images only, got {type(v).__name__} "
-                    "(video/audio tasks are not supported)"
+                    f"task {task!r}, doc_id {doc_id}: genhancer_llava handles images only, "
+                    f"got {type(v).__name__} (video/audio tasks are not supported)"
                 )
         return flat
 
@@ -295,7 +312,9 @@ class GenhancerLlava(lmms):
         if isinstance(until, str):
             until = [until]
         elif until is not None and not isinstance(until, list):
-            raise ConfigError(f"generation_kwargs 'until' must be a string or a list, got {type(until).__name__}")
+            raise ConfigError(
+                f"generation_kwargs 'until' must be a string or a list, got {type(until).__name__}"
+            )
         temperature = float(gk.get("temperature") or 0.0)
         do_sample = bool(gk.get("do_sample", False)) or temperature > 0
         kwargs: dict[str, Any] = {
@@ -361,7 +380,8 @@ class GenhancerLlava(lmms):
             n_cont = self._n_tokens(prompt + str(continuation)) - n_prompt
             if n_cont <= 0:
                 raise GenerationError(
-                    f"task {task!r}, doc_id {doc_id}: the continuation {continuation!r} adds no tokens to the prompt"
+                    f"task {task!r}, doc_id {doc_id}: the continuation {continuation!r} "
+                    "adds no tokens to the prompt"
                 )
             items.append(_Item(i, task, doc_id, prompt, images, n_prompt, str(continuation)))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -384,7 +404,9 @@ class GenhancerLlava(lmms):
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
         keep = max(n_conts) + 1  # only the logits that predict continuation tokens
         with torch.inference_mode():
-            logits = self._model(**inputs, position_ids=position_ids, logits_to_keep=keep, use_cache=False).logits
+            logits = self._model(
+                **inputs, position_ids=position_ids, logits_to_keep=keep, use_cache=False
+            ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, keep, V)
         out = []
         for row, n in enumerate(n_conts):
@@ -400,7 +422,10 @@ class GenhancerLlava(lmms):
 
 
 class GenhancerLlavaChat(GenhancerLlava):
-    """Chat interface: prompts come from the task's ``doc_to_messages`` (generation only in lmms-eval 0.7.3)."""
+    """Chat interface: prompts come from the task's ``doc_to_messages``.
+
+    Generation only in lmms-eval 0.7.3.
+    """
 
     is_simple = False
 
@@ -416,14 +441,20 @@ class GenhancerLlavaChat(GenhancerLlava):
                 chat = ChatMessages(messages=doc_to_messages(doc))
                 images, videos, audios = chat.extract_media()
                 messages = chat.model_dump()["messages"]
-                prompt = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                prompt = self.processor.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
             except Exception as e:
-                raise GenerationError(f"task {task!r}, doc_id {doc_id}: building the chat prompt failed: {e}") from e
+                raise GenerationError(
+                    f"task {task!r}, doc_id {doc_id}: building the chat prompt failed: {e}"
+                ) from e
             if videos or audios:
                 raise GenerationError(f"task {task!r}, doc_id {doc_id}: genhancer_llava handles images only")
             key = _sort_key(gen_kwargs)
             settings[key] = gen_kwargs
-            groups.setdefault(key, []).append(_Item(i, task, doc_id, prompt, list(images), self._n_tokens(prompt)))
+            groups.setdefault(key, []).append(
+                _Item(i, task, doc_id, prompt, list(images), self._n_tokens(prompt))
+            )
         return self._run_generation(groups, settings, len(requests))
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:

@@ -81,7 +81,9 @@ def task_yaml(run_dir: Path, task: str) -> Path:
                 return p
         except ConfigError:
             continue
-    raise ConfigError(f"{run_dir}: cannot find the YAML of task {task!r} (looked in {run_dir}/lmms_tasks and lmms-eval)")
+    raise ConfigError(
+        f"{run_dir}: cannot find the YAML of task {task!r} (looked in {run_dir}/lmms_tasks and lmms-eval)"
+    )
 
 
 def _import_function(spec: str, where: Path) -> Callable[..., Any]:
@@ -96,7 +98,10 @@ def _import_function(spec: str, where: Path) -> Callable[..., Any]:
 
 
 def aggregations(yaml_path: Path) -> dict[str, Callable[[list[Any]], float]]:
-    """metric -> aggregation function of one task (metrics with an unknown builtin aggregation are left out)."""
+    """metric -> aggregation function of one task.
+
+    Metrics with an unknown builtin aggregation are left out.
+    """
     cfg, origin = _resolve_yaml(yaml_path)
     out = {}
     for item in cfg.get("metric_list") or []:
@@ -111,20 +116,26 @@ def aggregations(yaml_path: Path) -> dict[str, Callable[[list[Any]], float]]:
 # ------------------------------------------------------------------------------------------ samples
 def run_samples(run_dir: Path) -> dict[str, Path]:
     """canonical task -> its per-sample log, from the run's ``results.json``."""
-    summary = read_json(run_dir / "results.json", missing=f"{run_dir}: no results.json; run `python -m eval.lmms "
-                        "run --out RUN_DIR` first")
+    summary = read_json(
+        run_dir / "results.json",
+        missing=f"{run_dir}: no results.json; run `python -m eval.lmms run --out RUN_DIR` first",
+    )
     out = {}
     for s in summary.get("samples") or []:
         task = Path(s).name.rsplit("_samples_", 1)[-1].removesuffix(".jsonl")
         out[task] = Path(s)
     if not out:
-        raise DataError(f"{run_dir}/results.json lists no per-sample logs (was the run made with --no-log-samples?)")
+        raise DataError(
+            f"{run_dir}/results.json lists no per-sample logs (was the run made with --no-log-samples?)"
+        )
     return out
 
 
 def load_task_samples(path: Path, task: str, metrics: Sequence[str]) -> TaskSamples:
     rows = read_jsonl(path)
-    paired = bool(rows) and all(isinstance(r.get(m), dict) and PAIR_KEY in r[m] for r in rows for m in metrics)
+    paired = bool(rows) and all(
+        isinstance(r.get(m), dict) and PAIR_KEY in r[m] for r in rows for m in metrics
+    )
     records: dict[str, dict[Any, list[Any]]] = {m: {} for m in metrics}
     units: list[Any] = []
     for i, r in enumerate(rows):
@@ -170,9 +181,15 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def compare_task(base: list[TaskSamples], other: list[TaskSamples],
-                 aggs: dict[str, Callable[[list[Any]], float]], iters: int, rng: random.Random) -> dict[str, Any]:
-    """Per metric: each model's value (mean over seeds), the difference and its paired-bootstrap 95% interval."""
+def compare_task(
+    base: list[TaskSamples],
+    other: list[TaskSamples],
+    aggs: dict[str, Callable[[list[Any]], float]],
+    iters: int,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """Per metric: each model's value (mean over seeds), the difference and its paired-bootstrap
+    95% interval."""
     units = [u for u in base[0].units if all(u in s.records[next(iter(aggs))] for s in (*base, *other))]
     if not units:
         raise DataError(f"task {base[0].task}: the runs share no documents")
@@ -187,17 +204,25 @@ def compare_task(base: list[TaskSamples], other: list[TaskSamples],
         o = [score(s, metric, agg, units) for s in other]
         diffs = []
         for seeds, draw in draws:
-            diffs.append(_mean([score(other[k], metric, agg, draw) - score(base[k], metric, agg, draw) for k in seeds]))
+            diffs.append(
+                _mean([score(other[k], metric, agg, draw) - score(base[k], metric, agg, draw) for k in seeds])
+            )
         out[metric] = {
-            "baseline": _mean(b), "other": _mean(o), "baseline_per_seed": b, "other_per_seed": o,
+            "baseline": _mean(b),
+            "other": _mean(o),
+            "baseline_per_seed": b,
+            "other_per_seed": o,
             "diff": _mean([y - x for x, y in zip(b, o)]),
             "ci95": [_percentile(diffs, 0.025), _percentile(diffs, 0.975)],
-            "units": len(units), "seeds": n_seeds,
+            "units": len(units),
+            "seeds": n_seeds,
         }
     return out
 
 
-def compare_runs(runs: dict[str, list[Path]], baseline: str, iters: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compare_runs(
+    runs: dict[str, list[Path]], baseline: str, iters: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """``runs``: name -> run dirs (one per training seed); every other name is compared with ``baseline``."""
     if baseline not in runs:
         raise ConfigError(f"--baseline {baseline!r} is not one of the run names {sorted(runs)}")
@@ -207,8 +232,14 @@ def compare_runs(runs: dict[str, list[Path]], baseline: str, iters: int = 1000, 
     samples = {name: [run_samples(d) for d in dirs] for name, dirs in runs.items()}
     shared = set.intersection(*(set(s) for per_name in samples.values() for s in per_name))
     ref_dir = runs[baseline][0]
-    result: dict[str, Any] = {"format": COMPARE_FORMAT, "baseline": baseline, "iters": iters, "seed": seed,
-                              "runs": {n: [str(d) for d in ds] for n, ds in runs.items()}, "comparisons": {}}
+    result: dict[str, Any] = {
+        "format": COMPARE_FORMAT,
+        "baseline": baseline,
+        "iters": iters,
+        "seed": seed,
+        "runs": {n: [str(d) for d in ds] for n, ds in runs.items()},
+        "comparisons": {},
+    }
     for name in runs:
         if name == baseline:
             continue
@@ -219,7 +250,9 @@ def compare_runs(runs: dict[str, list[Path]], baseline: str, iters: int = 1000, 
                 continue
             base = [load_task_samples(s[task], task, list(aggs)) for s in samples[baseline]]
             other = [load_task_samples(s[task], task, list(aggs)) for s in samples[name]]
-            tasks[suites.canonical_task(task)] = compare_task(base, other, aggs, iters, random.Random(f"{seed}:{task}"))
+            tasks[suites.canonical_task(task)] = compare_task(
+                base, other, aggs, iters, random.Random(f"{seed}:{task}")
+            )
         result["comparisons"][name] = tasks
     return result
 
@@ -230,14 +263,18 @@ def table(result: dict[str, Any]) -> str:
     lines = []
     for name, tasks in result["comparisons"].items():
         seeds = next((m["seeds"] for t in tasks.values() for m in t.values()), 1)
-        lines.append(f"{name} vs {base} (x100; paired bootstrap 95% interval over questions"
-                     f"{f' and {seeds} seeds' if seeds > 1 else ''}):")
+        lines.append(
+            f"{name} vs {base} (x100; paired bootstrap 95% interval over questions"
+            f"{f' and {seeds} seeds' if seeds > 1 else ''}):"
+        )
         lines.append(f"  {'task':<22}{'metric':<24}{base:>10}{name:>10}{'diff':>8}  95% interval")
         for task, metrics in tasks.items():
             for metric, m in metrics.items():
                 lo, hi = m["ci95"]
-                lines.append(f"  {task:<22}{metric:<24}{100 * m['baseline']:>10.1f}{100 * m['other']:>10.1f}"
-                             f"{100 * m['diff']:>+8.1f}  [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+                lines.append(
+                    f"  {task:<22}{metric:<24}{100 * m['baseline']:>10.1f}{100 * m['other']:>10.1f}"
+                    f"{100 * m['diff']:>+8.1f}  [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                )
     return "\n".join(lines)
 
 
@@ -255,8 +292,13 @@ def parse_runs(items: Sequence[str]) -> dict[str, list[Path]]:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="paired bootstrap comparison of runs on the same tasks")
-    p.add_argument("--runs", nargs="+", required=True, metavar="NAME=RUN[,RUN...]",
-                   help="eval.lmms run directories per model; several per name are training seeds")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        metavar="NAME=RUN[,RUN...]",
+        help="eval.lmms run directories per model; several per name are training seeds",
+    )
     p.add_argument("--baseline", help="the name the others are compared with (default: the first)")
     p.add_argument("--iters", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")

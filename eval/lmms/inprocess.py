@@ -38,7 +38,9 @@ def load_genhancer_llava(model_dir: str | Path, batch_size: int, device: str = "
     return GenhancerLlava(pretrained=str(model_dir), device=device, batch_size=batch_size)
 
 
-def evaluate_instance(model: Any, tasks: list[str], include_dir: str | Path, limit: int | None) -> InProcessRun:
+def evaluate_instance(
+    model: Any, tasks: list[str], include_dir: str | Path, limit: int | None
+) -> InProcessRun:
     import torch
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
@@ -63,8 +65,15 @@ def evaluate_instance(model: Any, tasks: list[str], include_dir: str | Path, lim
         setattr(model, name, timed)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        out = simple_evaluate(model=model, tasks=tasks, task_manager=manager, limit=limit, log_samples=True,
-                              bootstrap_iters=0, verbosity="ERROR")
+        out = simple_evaluate(
+            model=model,
+            tasks=tasks,
+            task_manager=manager,
+            limit=limit,
+            log_samples=True,
+            bootstrap_iters=0,
+            verbosity="ERROR",
+        )
     finally:
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         for k, v in modules.items():

@@ -28,14 +28,22 @@ def check_llava_dir(path: str | Path) -> Path:
             f"model directory not found: {d} (give the LLaVA directory written by llava_integration, "
             "e.g. runs/toy/llava-baseline/finetune/model)"
         )
-    cfg = read_json(d / "config.json", ModelDirError, missing=f"{d} is not an HF model directory: it has no config.json")
+    cfg = read_json(
+        d / "config.json", ModelDirError, missing=f"{d} is not an HF model directory: it has no config.json"
+    )
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if model_type != "llava":
         hint = ""
         if model_type in known_model_types():
-            hint = " -- this is a vision encoder; evaluate it with `python -m eval.mmvp_vlm`, or build a LLaVA from it with llava_integration first"
+            hint = (
+                " -- this is a vision encoder; evaluate it with `python -m eval.mmvp_vlm`, "
+                "or build a LLaVA from it with llava_integration first"
+            )
         elif model_type in ("llama", "mistral", "qwen2"):
-            hint = " -- this is a language model without a vision tower; build a LLaVA from it with llava_integration first"
+            hint = (
+                " -- this is a language model without a vision tower; "
+                "build a LLaVA from it with llava_integration first"
+            )
         raise ModelDirError(
             f"{d} is not a LLaVA directory: config.json has model_type {model_type!r}, expected 'llava'{hint}"
         )
@@ -45,7 +53,9 @@ def check_llava_dir(path: str | Path) -> Path:
             "directory (processor.save_pretrained(dir))"
         )
     if not any((d / f).is_file() for f in TOKENIZER_FILES):
-        raise ModelDirError(f"{d}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into it")
+        raise ModelDirError(
+            f"{d}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into it"
+        )
     if not (list(d.glob("*.safetensors")) or list(d.glob("*.safetensors.index.json"))):
         raise ModelDirError(f"{d}: no *.safetensors weights (pickle .bin checkpoints are not loaded)")
     return d.resolve()

@@ -1,4 +1,5 @@
-"""``python -m eval.lmms run``: evaluate a LLaVA directory with the real lmms-eval CLI and normalise the result.
+"""``python -m eval.lmms run``: evaluate a LLaVA directory with the real lmms-eval CLI and normalise
+the result.
 
     python -m eval.lmms run --model DIR --suite toy|vision-centric|TASK[,TASK...] --out RUN_DIR
         [--world TOY_WORLD] [--mirror DIR] [--limit N] [--batch-size N] [--backend genhancer_llava|llava_hf]
@@ -70,10 +71,22 @@ def find_failure(log_text: str) -> str | None:
 
 
 def build_command(
-    backend: str, model: Path, cli_tasks: list[str], include_dir: Path, out_dir: Path, *,
-    batch_size: int, limit: int | None, device: str, dtype: str, log_samples: bool, extra_model_args: str,
+    backend: str,
+    model: Path,
+    cli_tasks: list[str],
+    include_dir: Path,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    limit: int | None,
+    device: str,
+    dtype: str,
+    log_samples: bool,
+    extra_model_args: str,
 ) -> list[str]:
-    if backend == "llava_hf":  # lmms-eval's built-in: batch 1, device_map must be explicit under transformers 5
+    if (
+        backend == "llava_hf"
+    ):  # lmms-eval's built-in: batch 1, device_map must be explicit under transformers 5
         dev = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
         dt = dtype if dtype != "auto" else ("bfloat16" if dev.startswith("cuda") else "float32")
         model_args = f"pretrained={model},device={dev},device_map={dev},dtype={dt}"
@@ -83,13 +96,22 @@ def build_command(
     if extra_model_args:
         model_args += "," + extra_model_args
     cmd = [
-        sys.executable, "-m", "lmms_eval", "eval",
-        "--model", backend,
-        "--model_args", model_args,
-        "--tasks", ",".join(cli_tasks),
-        "--include_path", str(include_dir),
-        "--batch_size", str(batch_size),
-        "--output_path", str(out_dir),
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "eval",
+        "--model",
+        backend,
+        "--model_args",
+        model_args,
+        "--tasks",
+        ",".join(cli_tasks),
+        "--include_path",
+        str(include_dir),
+        "--batch_size",
+        str(batch_size),
+        "--output_path",
+        str(out_dir),
     ]
     if log_samples:
         cmd.append("--log_samples")
@@ -116,7 +138,10 @@ def _protocol(output_type: str | None) -> str:
 
 
 def extract_scores(raw: dict[str, Any], where: str) -> dict[str, dict[str, float]]:
-    """``results[task]["metric,filter"]`` -> ``{canonical task: {metric: value}}`` (stderr entries dropped)."""
+    """``results[task]["metric,filter"]`` -> ``{canonical task: {metric: value}}``.
+
+    stderr entries are dropped.
+    """
     results = raw.get("results")
     if not isinstance(results, dict):
         raise DataError(f"{where}: no 'results' mapping; is this an lmms-eval results file?")
@@ -152,8 +177,18 @@ def cv_bench_sources(samples_file: Path) -> dict[str, float]:
     return out
 
 
-def normalise(raw_file: Path, *, model: Path, backend: str, suite: str, tasks: list[str], limit: int | None,
-              batch_size: int, wall_s: float | None, command: list[str]) -> dict[str, Any]:
+def normalise(
+    raw_file: Path,
+    *,
+    model: Path,
+    backend: str,
+    suite: str,
+    tasks: list[str],
+    limit: int | None,
+    batch_size: int,
+    wall_s: float | None,
+    command: list[str],
+) -> dict[str, Any]:
     raw = read_json(raw_file)
     if not isinstance(raw, dict):
         raise DataError(f"{raw_file}: not an lmms-eval results file (top level is not a mapping)")
@@ -165,11 +200,14 @@ def normalise(raw_file: Path, *, model: Path, backend: str, suite: str, tasks: l
         proto = meta.get("protocol") if isinstance(meta, dict) else None
         protocol[suites.canonical_task(task)] = {
             "mode": proto or _protocol(cfg.get("output_type") if isinstance(cfg, dict) else None),
-            "source": "mirror" if task.startswith(suites.MIRROR_PREFIX) else (
-                "toy" if task.startswith("toy_") else "hub"),
+            "source": "mirror"
+            if task.startswith(suites.MIRROR_PREFIX)
+            else ("toy" if task.startswith("toy_") else "hub"),
         }
-    samples = sorted(str(p.relative_to(raw_file.parent)) for p in raw_file.parent.glob(
-        raw_file.name.replace("_results.json", "_samples_*.jsonl")))
+    samples = sorted(
+        str(p.relative_to(raw_file.parent))
+        for p in raw_file.parent.glob(raw_file.name.replace("_results.json", "_samples_*.jsonl"))
+    )
     for rel in samples:
         task = rel.rsplit("_samples_", 1)[-1].removesuffix(".jsonl")
         if suites.canonical_task(task) == "cv_bench" and "cv_bench" in scores:
@@ -216,10 +254,20 @@ def run_lmms_eval(cmd: list[str], log_path: Path, echo: bool) -> tuple[int, str]
 
 
 def evaluate(
-    model: str | Path, suite: str, out: str | Path, *, world: str | Path | None = None,
-    mirror: str | Path | None = None, limit: int | None = None, batch_size: int = 8,
-    backend: str = MODEL_ID, device: str = "auto", dtype: str = "auto", model_args: str = "",
-    log_samples: bool = True, echo: bool = False,
+    model: str | Path,
+    suite: str,
+    out: str | Path,
+    *,
+    world: str | Path | None = None,
+    mirror: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    backend: str = MODEL_ID,
+    device: str = "auto",
+    dtype: str = "auto",
+    model_args: str = "",
+    log_samples: bool = True,
+    echo: bool = False,
 ) -> dict[str, Any]:
     """Run one suite on one LLaVA directory; returns (and writes) RUN_DIR/results.json."""
     if backend not in BACKENDS:
@@ -232,10 +280,23 @@ def evaluate(
     tasks = suites.expand(suite)
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    include_dir, cli_tasks = suites.write_include_dir(tasks, run_dir / "lmms_tasks", toy_data=world, mirror=mirror)
+    include_dir, cli_tasks = suites.write_include_dir(
+        tasks, run_dir / "lmms_tasks", toy_data=world, mirror=mirror
+    )
     out_dir = run_dir / "lmms_out"
-    cmd = build_command(backend, model_dir, cli_tasks, include_dir, out_dir, batch_size=batch_size, limit=limit,
-                        device=device, dtype=dtype, log_samples=log_samples, extra_model_args=model_args)
+    cmd = build_command(
+        backend,
+        model_dir,
+        cli_tasks,
+        include_dir,
+        out_dir,
+        batch_size=batch_size,
+        limit=limit,
+        device=device,
+        dtype=dtype,
+        log_samples=log_samples,
+        extra_model_args=model_args,
+    )
     log_path = run_dir / "lmms_eval.log"
     LOG.info("running lmms-eval on %s: %s (log: %s)", model_dir, ", ".join(cli_tasks), log_path)
     started = time.time()
@@ -249,8 +310,17 @@ def evaluate(
     raw_file = newest_results_file(out_dir)
     if raw_file.stat().st_mtime < started - 1:
         raise EvalRunError(f"lmms-eval wrote no new results file under {out_dir} (newest is {raw_file})")
-    summary = normalise(raw_file, model=model_dir, backend=backend, suite=suite, tasks=tasks, limit=limit,
-                        batch_size=batch_size, wall_s=wall, command=cmd)
+    summary = normalise(
+        raw_file,
+        model=model_dir,
+        backend=backend,
+        suite=suite,
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+        wall_s=wall,
+        command=cmd,
+    )
     write_json(run_dir / "results.json", summary)
     return summary
 
@@ -263,8 +333,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", required=True,
-                   help="toy | vision-centric | comma-separated task names (e.g. toy_mmvp,toy_pope)")
+    p.add_argument(
+        "--suite",
+        required=True,
+        help="toy | vision-centric | comma-separated task names (e.g. toy_mmvp,toy_pope)",
+    )
     p.add_argument("--world", type=Path, help="toy world directory (or its lmms/ dir); needed by toy tasks")
     p.add_argument("--mirror", type=Path, help="local mirror of the real benchmarks (layout: docs/eval.md)")
 
@@ -295,15 +368,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return compare.run_cli(args)
     if args.command == "tasks":
         tasks = suites.expand(args.suite)
-        include, cli_tasks = suites.write_include_dir(tasks, args.out, toy_data=args.world, mirror=args.mirror)
+        include, cli_tasks = suites.write_include_dir(
+            tasks, args.out, toy_data=args.world, mirror=args.mirror
+        )
         print(f"include dir -> {include}")
-        print(f"lmms-eval --model {MODEL_ID} --model_args pretrained=LLAVA_DIR --tasks {','.join(cli_tasks)} "
-              f"--include_path {include} --batch_size 8 --output_path OUT --log_samples")
+        print(
+            f"lmms-eval --model {MODEL_ID} --model_args pretrained=LLAVA_DIR --tasks {','.join(cli_tasks)} "
+            f"--include_path {include} --batch_size 8 --output_path OUT --log_samples"
+        )
         return 0
     summary = evaluate(
-        args.model, args.suite, args.out, world=args.world, mirror=args.mirror, limit=args.limit,
-        batch_size=args.batch_size, backend=args.backend, device=args.device, dtype=args.dtype,
-        model_args=args.model_args, log_samples=not args.no_log_samples, echo=args.verbose,
+        args.model,
+        args.suite,
+        args.out,
+        world=args.world,
+        mirror=args.mirror,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        model_args=args.model_args,
+        log_samples=not args.no_log_samples,
+        echo=args.verbose,
     )
     _print_summary(summary)
     print(f"results -> {Path(args.out) / 'results.json'}")

@@ -48,24 +48,55 @@ class MirrorTask:
 
 
 MIRROR_TASKS: dict[str, MirrorTask] = {
-    "mmvp": MirrorTask("mmvp/mmvp.yaml", {"train": "mmvp/train.parquet"},
-                       ("Index", "Question", "Options", "Correct Answer", "image")),
-    "cv_bench": MirrorTask("cv_bench/cv_bench.yaml", {"test": "cv_bench/test.parquet"},
-                           ("idx", "type", "task", "source", "prompt", "choices", "answer", "image")),
-    "naturalbench": MirrorTask("naturalbench/naturalbench.yaml", {"test": "naturalbench/test.parquet"},
-                               ("Index", "Question", "Question_Type", "answer", "Image")),
-    "pope_adv": MirrorTask("pope/pope_adv.yaml", {"adversarial": "pope/adversarial.parquet"},
-                           ("question_id", "question", "answer", "category", "image")),
-    "pope_pop": MirrorTask("pope/pope_pop.yaml", {"popular": "pope/popular.parquet"},
-                           ("question_id", "question", "answer", "category", "image")),
-    "pope_random": MirrorTask("pope/pope_random.yaml", {"random": "pope/random.parquet"},
-                              ("question_id", "question", "answer", "category", "image")),
-    "scienceqa_img": MirrorTask("scienceqa/scienceqa_img.yaml", {"test": "scienceqa_img/test.parquet"},
-                                ("hint", "question", "choices", "answer", "image")),
+    "mmvp": MirrorTask(
+        "mmvp/mmvp.yaml",
+        {"train": "mmvp/train.parquet"},
+        ("Index", "Question", "Options", "Correct Answer", "image"),
+    ),
+    "cv_bench": MirrorTask(
+        "cv_bench/cv_bench.yaml",
+        {"test": "cv_bench/test.parquet"},
+        ("idx", "type", "task", "source", "prompt", "choices", "answer", "image"),
+    ),
+    "naturalbench": MirrorTask(
+        "naturalbench/naturalbench.yaml",
+        {"test": "naturalbench/test.parquet"},
+        ("Index", "Question", "Question_Type", "answer", "Image"),
+    ),
+    "pope_adv": MirrorTask(
+        "pope/pope_adv.yaml",
+        {"adversarial": "pope/adversarial.parquet"},
+        ("question_id", "question", "answer", "category", "image"),
+    ),
+    "pope_pop": MirrorTask(
+        "pope/pope_pop.yaml",
+        {"popular": "pope/popular.parquet"},
+        ("question_id", "question", "answer", "category", "image"),
+    ),
+    "pope_random": MirrorTask(
+        "pope/pope_random.yaml",
+        {"random": "pope/random.parquet"},
+        ("question_id", "question", "answer", "category", "image"),
+    ),
+    "scienceqa_img": MirrorTask(
+        "scienceqa/scienceqa_img.yaml",
+        {"test": "scienceqa_img/test.parquet"},
+        ("hint", "question", "choices", "answer", "image"),
+    ),
     "hallusion_bench_image": MirrorTask(
-        "hallusion_bench/hallusion_bench_image.yaml", {"image": "hallusion_bench_image/image.parquet"},
-        ("category", "subcategory", "set_id", "figure_id", "question_id", "question", "gt_answer",
-         "gt_answer_details", "image"),
+        "hallusion_bench/hallusion_bench_image.yaml",
+        {"image": "hallusion_bench_image/image.parquet"},
+        (
+            "category",
+            "subcategory",
+            "set_id",
+            "figure_id",
+            "question_id",
+            "question",
+            "gt_answer",
+            "gt_answer_details",
+            "image",
+        ),
     ),
 }
 REAL_TASKS = (*MIRROR_TASKS, "pope_full")
@@ -80,7 +111,7 @@ _TagTolerantLoader.add_constructor("!function", lambda loader, node: loader.cons
 
 def read_task_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(path.read_text(), Loader=_TagTolerantLoader)  # noqa: S506 - safe loader subclass
+        data = yaml.load(path.read_text(), Loader=_TagTolerantLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
@@ -101,7 +132,7 @@ def toy_task_files() -> dict[str, Path]:
 
 def canonical_task(name: str) -> str:
     """``mirror_mmvp`` -> ``mmvp`` (results of a mirror run are the real task's)."""
-    return name[len(MIRROR_PREFIX):] if name.startswith(MIRROR_PREFIX) else name
+    return name[len(MIRROR_PREFIX) :] if name.startswith(MIRROR_PREFIX) else name
 
 
 def expand(spec: str) -> list[str]:
@@ -163,18 +194,27 @@ def write_include_dir(
     for name in tasks:
         if name in toy:
             if root_toy is None:
-                raise ConfigError(f"task {name!r} reads the toy world's data: pass --world DIR (the toy world)")
+                raise ConfigError(
+                    f"task {name!r} reads the toy world's data: pass --world DIR (the toy world)"
+                )
             members = GROUPS.get(name, (name,))
             for member in members:
                 src = toy[member]
                 cfg = read_task_yaml(src)
-                files = _anchor((cfg.get("dataset_kwargs") or {}).get("data_files"), root_toy, f"{src} ({member})")
-                _write_yaml(out / "toy" / f"{member}.yaml",
-                            {"include": str(src), "dataset_kwargs": {"data_files": files}},
-                            f"generated by eval.lmms: {member} over {root_toy}")
+                files = _anchor(
+                    (cfg.get("dataset_kwargs") or {}).get("data_files"), root_toy, f"{src} ({member})"
+                )
+                _write_yaml(
+                    out / "toy" / f"{member}.yaml",
+                    {"include": str(src), "dataset_kwargs": {"data_files": files}},
+                    f"generated by eval.lmms: {member} over {root_toy}",
+                )
             if name in GROUPS:
-                _write_yaml(out / "toy" / f"{name}.yaml", {"group": name, "task": list(members)},
-                            "generated by eval.lmms")
+                _write_yaml(
+                    out / "toy" / f"{name}.yaml",
+                    {"group": name, "task": list(members)},
+                    "generated by eval.lmms",
+                )
             cli_names.append(name)
         elif mirror is not None:
             root = Path(mirror).expanduser()
@@ -183,23 +223,31 @@ def write_include_dir(
             members = GROUPS.get(name, (name,))
             for member in members:
                 if member not in MIRROR_TASKS:
-                    raise ConfigError(f"task {member!r} has no mirror layout; known: {', '.join(MIRROR_TASKS)}")
+                    raise ConfigError(
+                        f"task {member!r} has no mirror layout; known: {', '.join(MIRROR_TASKS)}"
+                    )
                 spec = MIRROR_TASKS[member]
                 src = lmms_eval_tasks_dir() / spec.yaml
                 if not src.is_file():
                     raise ConfigError(f"lmms-eval has no task file {src}; is lmms-eval 0.7.3 installed?")
                 files = _anchor(spec.data_files, root.resolve(), f"--mirror {root} ({member})")
-                _write_yaml(out / "mirror" / f"{MIRROR_PREFIX}{member}.yaml", {
-                    "include": str(src),
-                    "task": MIRROR_PREFIX + member,
-                    "dataset_path": "parquet",
-                    "dataset_name": None,
-                    "dataset_kwargs": {"data_files": files},
-                }, f"generated by eval.lmms: lmms-eval's {member} over local parquet in {root.resolve()}")
+                _write_yaml(
+                    out / "mirror" / f"{MIRROR_PREFIX}{member}.yaml",
+                    {
+                        "include": str(src),
+                        "task": MIRROR_PREFIX + member,
+                        "dataset_path": "parquet",
+                        "dataset_name": None,
+                        "dataset_kwargs": {"data_files": files},
+                    },
+                    f"generated by eval.lmms: lmms-eval's {member} over local parquet in {root.resolve()}",
+                )
             if name in GROUPS:
-                _write_yaml(out / "mirror" / f"{MIRROR_PREFIX}{name}.yaml",
-                            {"group": MIRROR_PREFIX + name, "task": [MIRROR_PREFIX + m for m in members]},
-                            "generated by eval.lmms")
+                _write_yaml(
+                    out / "mirror" / f"{MIRROR_PREFIX}{name}.yaml",
+                    {"group": MIRROR_PREFIX + name, "task": [MIRROR_PREFIX + m for m in members]},
+                    "generated by eval.lmms",
+                )
             cli_names.append(MIRROR_PREFIX + name)
         else:
             cli_names.append(name)  # the real task from the hub (lmms-eval's own YAML)

@@ -38,6 +38,14 @@ def toy_world(tmp_path_factory) -> Path:
     from toyworld.lmms_data import write_lmms_data
 
     world = tmp_path_factory.mktemp("toy_world")
-    write_lmms_data(world / "lmms", seed=0, image_size=32, supersample=1, mmvp_pairs_per_pattern=2,
-                    pope_images_per_split=6, cv_bench_per_task=4, vqa_per_type=2)
+    write_lmms_data(
+        world / "lmms",
+        seed=0,
+        image_size=32,
+        supersample=1,
+        mmvp_pairs_per_pattern=2,
+        pope_images_per_split=6,
+        cv_bench_per_task=4,
+        vqa_per_type=2,
+    )
     return world

@@ -25,11 +25,13 @@ def test_registered_with_lmms_eval_registry():
 
 
 def test_answers_equal_llava_hf(tiny_llava_dir, toy_world, tmp_path):
-    include, names = suites.write_include_dir(["toy_mmvp", "toy_pope_random", "toy_cv_bench"], tmp_path / "inc",
-                                              toy_data=toy_world)
+    include, names = suites.write_include_dir(
+        ["toy_mmvp", "toy_pope_random", "toy_cv_bench"], tmp_path / "inc", toy_data=toy_world
+    )
     ref = inprocess.evaluate_instance(inprocess.load_llava_hf(tiny_llava_dir), names, include, 3)
-    ours = inprocess.evaluate_instance(inprocess.load_genhancer_llava(tiny_llava_dir, batch_size=3),
-                                       names, include, 3)
+    ours = inprocess.evaluate_instance(
+        inprocess.load_genhancer_llava(tiny_llava_dir, batch_size=3), names, include, 3
+    )
     assert ref.n_samples == ours.n_samples == 9
     assert inprocess.compare_answers(ours, ref) == []
 
@@ -48,8 +50,11 @@ def test_loglikelihood_batched_equals_unpadded_forward(tiny_llava_dir):
     docs = [{"image": Image.new("RGB", (40, 40), c)} for c in ("red", "blue")]
     model.task_dict = {"t": {"test": docs}}
     prompts = ["Is there a circle in the image?", "How many stars are in the image? A. one B. two C. three"]
-    reqs = [_Req((p, cont, _doc_to_visual, i, "t", "test"))
-            for i, p in enumerate(prompts) for cont in (" A", " yes", " left right")]
+    reqs = [
+        _Req((p, cont, _doc_to_visual, i, "t", "test"))
+        for i, p in enumerate(prompts)
+        for cont in (" A", " yes", " left right")
+    ]
     got = model.loglikelihood(reqs)
 
     proc, net = model.processor, model.model
@@ -73,7 +78,10 @@ def test_failing_generation_names_task_and_doc(broken_llava_dir):
 
     model = inprocess.load_genhancer_llava(broken_llava_dir, batch_size=2)
     model.task_dict = {"toy_x": {"test": [{"image": Image.new("RGB", (32, 32))}] * 3}}
-    reqs = [_Req(("Is there a circle?", {"max_new_tokens": 2}, _doc_to_visual, i, "toy_x", "test")) for i in range(3)]
+    reqs = [
+        _Req(("Is there a circle?", {"max_new_tokens": 2}, _doc_to_visual, i, "toy_x", "test"))
+        for i in range(3)
+    ]
     with pytest.raises(GenerationError, match=r"task 'toy_x', doc_id\(s\) \[\d+(, \d+)?\]"):
         model.generate_until(reqs)
 

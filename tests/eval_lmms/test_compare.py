@@ -18,8 +18,10 @@ from genhancer.utils.errors import ConfigError
 
 def _vqa_docs(n: int) -> list[dict]:
     types = vqa_utils.QUESTION_TYPES
-    return [{"question_id": f"q{i}", "question_type": types[i % len(types)], "question": "?", "answer": "red"}
-            for i in range(n)]
+    return [
+        {"question_id": f"q{i}", "question_type": types[i % len(types)], "question": "?", "answer": "red"}
+        for i in range(n)
+    ]
 
 
 def fake_run(root: Path, toy_world: Path, answers: dict[str, list[tuple[dict, str]]]) -> Path:
@@ -32,7 +34,10 @@ def fake_run(root: Path, toy_world: Path, answers: dict[str, list[tuple[dict, st
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as f:
             for i, (doc, reply) in enumerate(rows):
-                f.write(json.dumps({"doc_id": i, "filtered_resps": reply, **utils.process_results(doc, [reply])}) + "\n")
+                f.write(
+                    json.dumps({"doc_id": i, "filtered_resps": reply, **utils.process_results(doc, [reply])})
+                    + "\n"
+                )
         samples.append(str(path))
     (root / "results.json").write_text(json.dumps({"format": "genhancer-lmms-results/1", "samples": samples}))
     return root
@@ -72,8 +77,14 @@ def test_mmvp_pairs_are_resampled_whole(tmp_path, toy_world):
     docs = []
     for k in range(40):
         for j in range(2):
-            docs.append({"Index": 2 * k + j + 1, "Options": "(a) x (b) y", "Correct Answer": "(a)" if j == 0 else "(b)",
-                         "pattern": "Color and Appearance"})
+            docs.append(
+                {
+                    "Index": 2 * k + j + 1,
+                    "Options": "(a) x (b) y",
+                    "Correct Answer": "(a)" if j == 0 else "(b)",
+                    "pattern": "Color and Appearance",
+                }
+            )
     rng = random.Random(4)
     rows_a = [(d, "A" if rng.random() < 0.7 else "B") for d in docs]
     rows_b = [(d, mmvp_utils.doc_to_target(d)) for d in docs]  # always right
@@ -92,8 +103,14 @@ def test_seeds_are_paired_and_averaged(tmp_path, toy_world):
     docs = _vqa_docs(90)
     runs = {"base": [], "enh": []}
     for seed, (pb, pe) in enumerate(((0.5, 0.6), (0.4, 0.7))):
-        runs["base"].append(fake_run(tmp_path / f"b{seed}", toy_world, {"toy_vqa": _replies(docs, pb, random.Random(seed))}))
-        runs["enh"].append(fake_run(tmp_path / f"e{seed}", toy_world, {"toy_vqa": _replies(docs, pe, random.Random(9 + seed))}))
+        runs["base"].append(
+            fake_run(tmp_path / f"b{seed}", toy_world, {"toy_vqa": _replies(docs, pb, random.Random(seed))})
+        )
+        runs["enh"].append(
+            fake_run(
+                tmp_path / f"e{seed}", toy_world, {"toy_vqa": _replies(docs, pe, random.Random(9 + seed))}
+            )
+        )
     m = compare_runs(runs, "base", iters=200)["comparisons"]["enh"]["toy_vqa"]["vqa_accuracy"]
     assert m["seeds"] == 2 and len(m["baseline_per_seed"]) == 2
     assert m["diff"] == pytest.approx(sum(m["other_per_seed"]) / 2 - sum(m["baseline_per_seed"]) / 2)

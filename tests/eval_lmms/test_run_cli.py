@@ -13,14 +13,38 @@ from eval.lmms.run import find_failure, main
 @pytest.mark.slow
 def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["run", "--model", str(tiny_llava_dir), "--suite", "toy", "--world", str(toy_world),
-               "--out", str(out), "--limit", "2", "--batch-size", "4"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            str(tiny_llava_dir),
+            "--suite",
+            "toy",
+            "--world",
+            str(toy_world),
+            "--out",
+            str(out),
+            "--limit",
+            "2",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "results.json").read_text())
     assert summary["format"] == "genhancer-lmms-results/1"
-    assert summary["model_backend"].startswith("eval.lmms.adapter.GenhancerLlava")  # found via the entry point
-    assert set(summary["scores"]) == {"toy_vqa", "toy_mmvp", "toy_mmvp_ll", "toy_pope_adversarial",
-                                      "toy_pope_popular", "toy_pope_random", "toy_cv_bench"}
+    assert summary["model_backend"].startswith(
+        "eval.lmms.adapter.GenhancerLlava"
+    )  # found via the entry point
+    assert set(summary["scores"]) == {
+        "toy_vqa",
+        "toy_mmvp",
+        "toy_mmvp_ll",
+        "toy_pope_adversarial",
+        "toy_pope_popular",
+        "toy_pope_random",
+        "toy_cv_bench",
+    }
     assert 0.0 <= summary["scores"]["toy_pope_random"]["pope_f1_score"] <= 1.0
     assert summary["protocol"]["toy_mmvp_ll"]["mode"] == "likelihood"
     assert summary["protocol"]["toy_mmvp"]["mode"] == "generation"
@@ -32,8 +56,23 @@ def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, c
 
 @pytest.mark.slow
 def test_failing_generation_fails_the_run(broken_llava_dir, toy_world, tmp_path, capsys):
-    rc = main(["run", "--model", str(broken_llava_dir), "--suite", "toy_pope_random", "--world", str(toy_world),
-               "--out", str(tmp_path / "run"), "--limit", "2", "--batch-size", "2"])
+    rc = main(
+        [
+            "run",
+            "--model",
+            str(broken_llava_dir),
+            "--suite",
+            "toy_pope_random",
+            "--world",
+            str(toy_world),
+            "--out",
+            str(tmp_path / "run"),
+            "--limit",
+            "2",
+            "--batch-size",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "generation failed for task 'toy_pope_random', doc_id(s) [" in err
@@ -49,7 +88,9 @@ def test_log_scan_finds_swallowed_errors():
 
 
 def test_unknown_task_and_bad_model_dir_messages(tiny_llava_dir, tmp_path, capsys):
-    rc = main(["run", "--model", str(tiny_llava_dir), "--suite", "toy,mmvp_typo", "--out", str(tmp_path / "r")])
+    rc = main(
+        ["run", "--model", str(tiny_llava_dir), "--suite", "toy,mmvp_typo", "--out", str(tmp_path / "r")]
+    )
     assert rc == 2
     assert "unknown task or suite 'mmvp_typo'; known: toy, vision-centric" in capsys.readouterr().err
     clip = tmp_path / "clip"
@@ -75,4 +116,7 @@ def test_include_dir_anchors_toy_data(toy_world, tmp_path):
     path = cfg["dataset_kwargs"]["data_files"]["test"]
     assert path == str((toy_world / "lmms" / "toy_pope" / "popular.parquet").resolve())
     assert suites.read_task_yaml(include / "toy" / "toy_pope.yaml")["task"] == [
-        "toy_pope_adversarial", "toy_pope_popular", "toy_pope_random"]
+        "toy_pope_adversarial",
+        "toy_pope_popular",
+        "toy_pope_random",
+    ]

@@ -35,11 +35,18 @@ def test_toy_vqa_task_knows_every_question_type_and_scores_exact_words():
     from eval.lmms.tasks.toy_vqa import utils
 
     assert utils.QUESTION_TYPES == QUESTION_TYPES  # the task's per-type metrics cover the data's types
-    doc = {"question_id": "q1", "question_type": "color", "question": "What color is the star?", "answer": "red"}
+    doc = {
+        "question_id": "q1",
+        "question_type": "color",
+        "question": "What color is the star?",
+        "answer": "red",
+    }
     assert utils.process_results(doc, [" Red."])["vqa_color_acc"]["score"] == 1.0
     assert utils.process_results(doc, ["dark red"])["vqa_accuracy"]["score"] == 0.0
-    recs = [utils.process_results({**doc, "question_type": t}, [a])["vqa_accuracy"]
-            for t, a in (("color", "red"), ("color", "blue"), ("shape", "red"))]
+    recs = [
+        utils.process_results({**doc, "question_type": t}, [a])["vqa_accuracy"]
+        for t, a in (("color", "red"), ("color", "blue"), ("shape", "red"))
+    ]
     assert utils.aggregate_color(recs) == 0.5 and utils.aggregate_shape(recs) == 1.0
     assert utils.aggregate_accuracy(recs) == 2 / 3
 
@@ -47,16 +54,27 @@ def test_toy_vqa_task_knows_every_question_type_and_scores_exact_words():
 def test_held_out_and_deterministic(tmp_path):
     from toyworld.scene import Scene
 
-    kw = dict(seed=3, image_size=32, supersample=1, mmvp_pairs_per_pattern=1, pope_images_per_split=3,
-              cv_bench_per_task=2, vqa_per_type=1)
+    kw = dict(
+        seed=3,
+        image_size=32,
+        supersample=1,
+        mmvp_pairs_per_pattern=1,
+        pope_images_per_split=3,
+        cv_bench_per_task=2,
+        vqa_per_type=1,
+    )
     a = write_lmms_data(tmp_path / "a", **kw)
     b = write_lmms_data(tmp_path / "b", **kw)
     assert a["files"] == b["files"]
     for rel in (f for d in a["files"].values() for f in d.values()):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
     def keys(root):
-        return {Scene.from_dict(json.loads(s)).key() for rel in (f for d in a["files"].values() for f in d.values())
-                for s in pd.read_parquet(root / rel)["scene"]}
+        return {
+            Scene.from_dict(json.loads(s)).key()
+            for rel in (f for d in a["files"].values() for f in d.values())
+            for s in pd.read_parquet(root / rel)["scene"]
+        }
 
     taken = keys(tmp_path / "a")
     write_lmms_data(tmp_path / "c", exclude=set(taken), **kw)  # excluded scenes are redrawn
@@ -76,10 +94,16 @@ def test_rewrite_an_existing_worlds_lmms_data_keeps_its_scenes_out(tmp_path):
         scenes = [sample_scene(rng) for _ in range(200)]
         used.update({s.key(): s for s in scenes})
         write_jsonl(tmp_path / rel, [{"scene": s.to_dict()} for s in scenes])
-    write_json(tmp_path / "world.json", {"seed": 0, "config": {"seed": 0, "image_size": 16, "supersample": 1}})
+    write_json(
+        tmp_path / "world.json", {"seed": 0, "config": {"seed": 0, "image_size": 16, "supersample": 1}}
+    )
     manifest = rewrite_world_lmms(tmp_path)
     assert manifest["counts"]["toy_vqa"] == 100 * len(QUESTION_TYPES)
     assert json.loads((tmp_path / "world.json").read_text())["derived"]["lmms_eval"] == manifest
-    drawn = {Scene.from_dict(json.loads(s)).key() for d in manifest["files"].values() for rel in d.values()
-             for s in pd.read_parquet(tmp_path / "lmms" / rel)["scene"]}
+    drawn = {
+        Scene.from_dict(json.loads(s)).key()
+        for d in manifest["files"].values()
+        for rel in d.values()
+        for s in pd.read_parquet(tmp_path / "lmms" / rel)["scene"]
+    }
     assert drawn and not drawn & set(used)

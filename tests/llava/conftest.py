@@ -34,8 +34,15 @@ def toy_llm_dir(tmp_path_factory, llava_world):
     from toyworld.llava_data import llm_texts
     from toyworld.llm import ToyLlmConfig, build_toy_llm
 
-    cfg = ToyLlmConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-                       num_kv_heads=1, steps=0)
+    cfg = ToyLlmConfig(
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        steps=0,
+    )
     return build_toy_llm(llm_texts(llava_world), tmp_path_factory.mktemp("toy_llm") / "llm", cfg)
 
 

@@ -1,4 +1,5 @@
-"""Assembly: vision weights == the encoder dir's, processor agreement checks, provenance, reload + generate."""
+"""Assembly: vision weights == the encoder dir's, processor agreement checks, provenance,
+reload + generate."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def test_llm_weights_kept_and_tokens_added(assembled_dir, toy_llm_dir):
     emb = llava.get_input_embeddings().weight
     assert emb.shape[0] == n + 2  # <image> and <pad>
     assert torch.equal(emb[:n], lm.get_input_embeddings().weight)
-    assert torch.equal(llava.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(
+        llava.model.language_model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight
+    )
     assert llava.config.image_token_id == n or llava.config.image_token_id == n + 1
 
 
@@ -55,8 +58,10 @@ def test_reload_with_plain_transformers_and_generate(assembled_dir, llava_world)
 
     model = LlavaForConditionalGeneration.from_pretrained(assembled_dir)
     proc = AutoProcessor.from_pretrained(assembled_dir)
-    prompt = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Color?"}]}],
-                                      add_generation_prompt=True)
+    prompt = proc.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Color?"}]}],
+        add_generation_prompt=True,
+    )
     img = Image.open(llava_world / "val" / "images" / "000000.png").convert("RGB")
     inputs = proc(images=[img], text=[prompt], return_tensors="pt")
     assert (inputs["input_ids"] == model.config.image_token_id).sum() == model.config.image_seq_length
@@ -71,7 +76,9 @@ def test_mismatched_processor_is_named(tmp_path, tiny_clip_dir):
 
     bad = tmp_path / "bad_clip"
     shutil.copytree(tiny_clip_dir, bad)
-    cfg_file = next(p for p in (bad / "processor_config.json", bad / "preprocessor_config.json") if p.is_file())
+    cfg_file = next(
+        p for p in (bad / "processor_config.json", bad / "preprocessor_config.json") if p.is_file()
+    )
     cfg = json.loads(cfg_file.read_text())
     ip = cfg.get("image_processor", cfg)
     ip["crop_size"] = {"height": 48, "width": 48}

@@ -33,14 +33,30 @@ def _write(tmp_path, records, name="data.json"):
     return p
 
 
-GOOD = {"id": "ok", "image": "train/images/000000.png",
-        "conversations": [{"from": "human", "value": "<image>\nColor?"}, {"from": "gpt", "value": "red"}]}
+GOOD = {
+    "id": "ok",
+    "image": "train/images/000000.png",
+    "conversations": [{"from": "human", "value": "<image>\nColor?"}, {"from": "gpt", "value": "red"}],
+}
 BAD = {
     "no conversations": {"id": "b1", "image": "train/images/000000.png"},
-    "turn 0 is from 'gpt'": {"id": "b2", "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]},
-    "2 '<image>' tokens": {"id": "b3", "image": "train/images/000000.png", "conversations": [
-        {"from": "human", "value": "<image>\n<image>\nColor?"}, {"from": "gpt", "value": "red"}]},
-    "image file not found": {"id": "b4", "image": "train/images/nope.png", "conversations": GOOD["conversations"]},
+    "turn 0 is from 'gpt'": {
+        "id": "b2",
+        "conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}],
+    },
+    "2 '<image>' tokens": {
+        "id": "b3",
+        "image": "train/images/000000.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nColor?"},
+            {"from": "gpt", "value": "red"},
+        ],
+    },
+    "image file not found": {
+        "id": "b4",
+        "image": "train/images/nope.png",
+        "conversations": GOOD["conversations"],
+    },
     "no 'image'": {"id": "b5", "conversations": GOOD["conversations"]},
     "must end with a 'gpt' answer": {"id": "b6", "conversations": [{"from": "human", "value": "hi"}]},
 }
@@ -66,9 +82,16 @@ def test_bad_records_skipped_and_counted(tmp_path, llava_world):
 
 
 def _enc(tok, rec, max_length, n_img=16, over="truncate"):
-    return encode_record(to_messages(rec), chat_template=VICUNA, tokenizer=tok,
-                         image_token_id=tok.convert_tokens_to_ids("<image>"), image_tokens=n_img,
-                         has_image=rec.get("image") is not None, max_length=max_length, over_length=over)
+    return encode_record(
+        to_messages(rec),
+        chat_template=VICUNA,
+        tokenizer=tok,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_tokens=n_img,
+        has_image=rec.get("image") is not None,
+        max_length=max_length,
+        over_length=over,
+    )
 
 
 def test_576_image_token_budget():
@@ -82,11 +105,15 @@ def test_576_image_token_budget():
 
 def test_image_tokens_expand_inside_max_length_and_are_never_cut(assembled_processor):
     tok = assembled_processor.tokenizer
-    long = dict(GOOD, conversations=[{"from": "human", "value": "<image>\nColor?"},
-                                     {"from": "gpt", "value": "red " * 200}])
+    long = dict(
+        GOOD,
+        conversations=[{"from": "human", "value": "<image>\nColor?"}, {"from": "gpt", "value": "red " * 200}],
+    )
     full = _enc(tok, long, 10_000, n_img=576)
     assert full["input_ids"].count(tok.convert_tokens_to_ids("<image>")) == 576
-    image_end = max(i for i, t in enumerate(full["input_ids"]) if t == tok.convert_tokens_to_ids("<image>")) + 1
+    image_end = (
+        max(i for i, t in enumerate(full["input_ids"]) if t == tok.convert_tokens_to_ids("<image>")) + 1
+    )
     # Truncated after the image tokens: the budget counts all 576, labels there are -100.
     cut = _enc(tok, long, image_end + 30, n_img=576)
     assert cut["truncated"] and len(cut["input_ids"]) == image_end + 30
@@ -101,29 +128,49 @@ def test_image_tokens_expand_inside_max_length_and_are_never_cut(assembled_proce
 
 
 def test_dataset_skips_and_counts_over_length(tmp_path, llava_world, assembled_processor):
-    long = dict(GOOD, id="long", conversations=[{"from": "human", "value": "<image>\n" + "why " * 300},
-                                                {"from": "gpt", "value": "red"}])
+    long = dict(
+        GOOD,
+        id="long",
+        conversations=[
+            {"from": "human", "value": "<image>\n" + "why " * 300},
+            {"from": "gpt", "value": "red"},
+        ],
+    )
     path = _write(tmp_path, [long, GOOD])
-    ds = LlavaDataset(DataConfig(path=str(path), image_root=str(llava_world), max_length=120),
-                      assembled_processor, VICUNA, image_tokens=16)
+    ds = LlavaDataset(
+        DataConfig(path=str(path), image_root=str(llava_world), max_length=120),
+        assembled_processor,
+        VICUNA,
+        image_tokens=16,
+    )
     item = ds[0]  # record 0 cannot keep its answer within 120 tokens -> replaced by record 1
     assert ds.report.over_length == 1 and len(item["input_ids"]) <= 120
     with pytest.raises(ConfigError, match="cannot hold one image"):
-        LlavaDataset(DataConfig(path=str(path), image_root=str(llava_world), max_length=16),
-                     assembled_processor, VICUNA, image_tokens=16)
+        LlavaDataset(
+            DataConfig(path=str(path), image_root=str(llava_world), max_length=16),
+            assembled_processor,
+            VICUNA,
+            image_tokens=16,
+        )
 
 
 def test_training_and_evaluation_prompts_are_identical(llava_world, assembled_processor):
     """The dataset's ids before the answer == what the processor makes at evaluation (apply_chat_template)."""
     from PIL import Image
 
-    ds = LlavaDataset(DataConfig(path=str(llava_world / "llava" / "finetune.json"), image_root=str(llava_world)),
-                      assembled_processor, assembled_processor.chat_template, image_tokens=16)
+    ds = LlavaDataset(
+        DataConfig(path=str(llava_world / "llava" / "finetune.json"), image_root=str(llava_world)),
+        assembled_processor,
+        assembled_processor.chat_template,
+        image_tokens=16,
+    )
     item = ds[0]
     rec = ds.records[0]
     q = rec["conversations"][0]["value"].replace("<image>", "").strip()
     prompt = assembled_processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}], add_generation_prompt=True)
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+        add_generation_prompt=True,
+    )
     with Image.open(llava_world / rec["image"]) as im:
         ev = assembled_processor(images=[im.convert("RGB")], text=[prompt], return_tensors="pt")
     n = ev["input_ids"].shape[1]
@@ -133,8 +180,12 @@ def test_training_and_evaluation_prompts_are_identical(llava_world, assembled_pr
 
 
 def test_text_only_and_multiturn_records_and_collator(llava_world, assembled_processor):
-    ds = LlavaDataset(DataConfig(path=str(llava_world / "llava" / "finetune.json"), image_root=str(llava_world)),
-                      assembled_processor, VICUNA, image_tokens=16)
+    ds = LlavaDataset(
+        DataConfig(path=str(llava_world / "llava" / "finetune.json"), image_root=str(llava_world)),
+        assembled_processor,
+        VICUNA,
+        image_tokens=16,
+    )
     text_only = [i for i, h in enumerate(ds.has_image) if not h]
     assert text_only, "the toy finetune data has text-only records"
     batch = LlavaCollator(assembled_processor.tokenizer.pad_token_id)([ds[0], ds[text_only[0]], ds[1]])
@@ -152,7 +203,7 @@ def test_sampler_groups_by_modality_and_length():
     order = list(s)
     assert len(order) == len(s) == 12  # 7 image records -> 8, 4 text-only -> 4
     for g in range(0, len(order), 4):
-        group = order[g: g + 4]
+        group = order[g : g + 4]
         signs = {lengths[i] > 0 for i in group}
         assert len(signs) == 1  # one modality per global micro-batch
         assert [abs(lengths[i]) for i in group] == sorted((abs(lengths[i]) for i in group), reverse=True)

@@ -1,4 +1,5 @@
-"""The toy world's LLaVA JSON: no shortcut through the question text, MMVP-style statement turns, staleness."""
+"""The toy world's LLaVA JSON: no shortcut through the question text, MMVP-style statement turns,
+staleness."""
 
 from __future__ import annotations
 

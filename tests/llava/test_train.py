@@ -24,18 +24,31 @@ def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    p = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     return p
 
 
 def _common(run_dir, world, clip, llm) -> list[str]:
-    return [f"run_dir={run_dir}", f"model.encoder={clip}", f"model.llm={llm}", "train.report_to=[]",
-            "train.logging_steps=1", f"pretrain.data.path={world}/llava/pretrain.json",
-            f"pretrain.data.image_root={world}", f"finetune.data.path={world}/llava/finetune.json",
-            f"finetune.data.image_root={world}", "pretrain.max_steps=3", "finetune.max_steps=3",
-            "pretrain.per_device_batch_size=4", "finetune.per_device_batch_size=4", "pretrain.data.limit=null",
-            "finetune.data.limit=null"]
+    return [
+        f"run_dir={run_dir}",
+        f"model.encoder={clip}",
+        f"model.llm={llm}",
+        "train.report_to=[]",
+        "train.logging_steps=1",
+        f"pretrain.data.path={world}/llava/pretrain.json",
+        f"pretrain.data.image_root={world}",
+        f"finetune.data.path={world}/llava/finetune.json",
+        f"finetune.data.image_root={world}",
+        "pretrain.max_steps=3",
+        "finetune.max_steps=3",
+        "pretrain.per_device_batch_size=4",
+        "finetune.per_device_batch_size=4",
+        "pretrain.data.limit=null",
+        "finetune.data.limit=null",
+    ]
 
 
 def _params(d: Path) -> dict[str, torch.Tensor]:
@@ -86,7 +99,9 @@ def _generates(model_dir: Path, world: Path) -> None:
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = LlavaForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True).eval()
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}
+    ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.open(world / "val" / "images" / "000000.png").convert("RGB")
     inputs = processor(images=image, text=prompt, return_tensors="pt")
@@ -97,9 +112,20 @@ def _generates(model_dir: Path, world: Path) -> None:
 
 def _lora_finetune(pretrained, run_dir: Path) -> Path:
     run, common = pretrained
-    _run(["-m", "llava_integration.train", "stage=finetune", *common, f"run_dir={run_dir}",
-          f"finetune.init_from={run / 'pretrain' / 'model'}", "finetune.lora.enabled=true", "finetune.lora.r=4",
-          "finetune.lora.alpha=8", "finetune.lora.projector_lr=1e-3"])
+    _run(
+        [
+            "-m",
+            "llava_integration.train",
+            "stage=finetune",
+            *common,
+            f"run_dir={run_dir}",
+            f"finetune.init_from={run / 'pretrain' / 'model'}",
+            "finetune.lora.enabled=true",
+            "finetune.lora.r=4",
+            "finetune.lora.alpha=8",
+            "finetune.lora.projector_lr=1e-3",
+        ]
+    )
     return run_dir / "finetune" / "model"
 
 
@@ -138,10 +164,25 @@ def test_zero3_two_processes_torchrun(pretrained, tmp_path):
     with socket.socket() as sock:  # torchrun's --master_port 0 does not rendezvous: pick a free port
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
-    p = _run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m",
-              "llava_integration.train", "stage=finetune", *common, f"run_dir={two}",
-              f"finetune.init_from={run / 'pretrain' / 'model'}", "finetune.max_steps=2",
-              "finetune.per_device_batch_size=2"], timeout=400)
+    p = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            port,
+            "-m",
+            "llava_integration.train",
+            "stage=finetune",
+            *common,
+            f"run_dir={two}",
+            f"finetune.init_from={run / 'pretrain' / 'model'}",
+            "finetune.max_steps=2",
+            "finetune.per_device_batch_size=2",
+        ],
+        timeout=400,
+    )
     assert "finetune model ->" in p.stdout
     before, after = _params(run / "pretrain" / "model"), _params(two / "finetune" / "model")
     assert _changed(before, after) == {"vision": False, "projector": True, "llm": True}

@@ -1,4 +1,5 @@
-"""The toy VAE: a few training steps on a tiny world, measured latent factors, caching, GenHancer's vae space."""
+"""The toy VAE: a few training steps on a tiny world, measured latent factors, caching,
+GenHancer's vae space."""
 
 from __future__ import annotations
 

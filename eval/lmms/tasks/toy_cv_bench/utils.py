@@ -26,8 +26,14 @@ def extract_letter(text: str) -> str:
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
     gt = doc["answer"].strip("() ")
     pred = extract_letter(results[0])
-    rec = {"id": doc["idx"], "task": doc["task"], "gt": gt, "pred": results[0], "pred_letter": pred,
-           "is_correct": pred == gt}
+    rec = {
+        "id": doc["idx"],
+        "task": doc["task"],
+        "gt": gt,
+        "pred": results[0],
+        "pred_letter": pred,
+        "is_correct": pred == gt,
+    }
     return {k: rec for k in METRICS}
 
 

@@ -14,7 +14,9 @@ def options(doc: dict[str, Any]) -> list[str]:
     """'(a) X (b) Y' -> ['X', 'Y']."""
     found = [text.strip() for _letter, text in _OPTION.findall(doc["Options"])]
     if len(found) != 2:
-        raise ValueError(f"toy_mmvp Index {doc.get('Index')}: cannot parse two options from {doc['Options']!r}")
+        raise ValueError(
+            f"toy_mmvp Index {doc.get('Index')}: cannot parse two options from {doc['Options']!r}"
+        )
     return found
 
 
@@ -47,8 +49,14 @@ def extract_letter(text: str) -> str:
 
 def _record(doc: dict[str, Any], pred: str, letter: str) -> dict[str, dict[str, Any]]:
     index = int(doc["Index"]) - 1  # 1-based in the data; rows 2k, 2k+1 (0-based) form pair k
-    rec = {"index": index, "pair_index": index // 2, "pattern": doc.get("pattern"), "pred": pred,
-           "pred_letter": letter, "gt": doc_to_target(doc)}
+    rec = {
+        "index": index,
+        "pair_index": index // 2,
+        "pattern": doc.get("pattern"),
+        "pred": pred,
+        "pred_letter": letter,
+        "gt": doc_to_target(doc),
+    }
     rec["is_correct"] = letter == rec["gt"]
     return {"mmvp_accuracy": rec, "mmvp_pair_accuracy": rec}
 

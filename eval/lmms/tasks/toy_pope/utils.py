@@ -28,9 +28,18 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[s
     pred = normalise(results[0])
     gt = doc["answer"].strip().lower()
     if gt not in ("yes", "no"):
-        raise ValueError(f"toy_pope question_id {doc.get('question_id')}: answer {doc['answer']!r} is not yes/no")
-    rec = {"question_id": doc["question_id"], "prediction": pred, "ground_truth": gt, "score": float(pred == gt)}
-    return {k: rec for k in ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio")}
+        raise ValueError(
+            f"toy_pope question_id {doc.get('question_id')}: answer {doc['answer']!r} is not yes/no"
+        )
+    rec = {
+        "question_id": doc["question_id"],
+        "prediction": pred,
+        "ground_truth": gt,
+        "score": float(pred == gt),
+    }
+    return {
+        k: rec for k in ("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio")
+    }
 
 
 def aggregate_accuracy(results: list[dict[str, Any]]) -> float:

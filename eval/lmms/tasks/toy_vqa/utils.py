@@ -30,11 +30,18 @@ def normalise(text: str) -> str:
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, dict[str, Any]]:
     qtype = doc["question_type"]
     if qtype not in QUESTION_TYPES:
-        raise ValueError(f"toy_vqa question_id {doc.get('question_id')}: unknown question_type {qtype!r}; "
-                         f"known: {', '.join(QUESTION_TYPES)}")
+        raise ValueError(
+            f"toy_vqa question_id {doc.get('question_id')}: unknown question_type {qtype!r}; "
+            f"known: {', '.join(QUESTION_TYPES)}"
+        )
     pred = normalise(results[0])
-    rec = {"question_id": doc["question_id"], "question_type": qtype, "prediction": pred,
-           "answer": normalise(doc["answer"]), "score": float(pred == normalise(doc["answer"]))}
+    rec = {
+        "question_id": doc["question_id"],
+        "question_type": qtype,
+        "prediction": pred,
+        "answer": normalise(doc["answer"]),
+        "score": float(pred == normalise(doc["answer"])),
+    }
     return {k: rec for k in METRICS}
 
 
