@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.cli import entry_point
+from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.config import load_config
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.families import FamilyFacts, family_for_model_type, known_model_types
@@ -302,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--encoder", help="CLIP/SigLIP directory (or hub id); overrides model.encoder")
     parser.add_argument("--llm", help="causal-LM directory (or hub id); overrides model.llm")
-    parser.add_argument("--out", required=True, type=Path, help="LLaVA directory to write")
+    parser.add_argument("--out", type=Path, help="LLaVA directory to write (required unless --print-config)")
+    add_print_config_argument(parser)
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -315,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = load_config(LlavaTrainConfig, args.config, overrides)
+    if args.print_config:
+        print_config_and_exit(cfg)
+    if args.out is None:
+        parser.error("the following arguments are required: --out")
     build(
         cfg.model,
         args.out,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genhancer.utils.cli import entry_point
+from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.config import load_config
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger, progress
@@ -230,13 +230,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m toyworld pretrain-llm", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--world", required=True, type=Path, help="toy world directory (its train captions)")
-    parser.add_argument("--out", required=True, type=Path, help="HF causal-LM directory to write")
+    parser.add_argument("--world", type=Path, help="toy world directory (its train captions)")
+    parser.add_argument("--out", type=Path, help="HF causal-LM directory to write")
+    add_print_config_argument(parser)
     parser.add_argument("--config", type=Path, help="YAML with ToyLlmConfig keys")
     parser.add_argument("--force", action="store_true", help="rebuild even when OUT is up to date")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=0 hidden_size=64")
     args = parser.parse_args(argv)
     cfg = load_config(ToyLlmConfig, args.config, args.overrides)
+    if args.print_config:
+        print_config_and_exit(cfg)
+    if args.world is None or args.out is None:
+        parser.error("the following arguments are required: --world, --out")
     if not args.force and is_cached(args.out, args.world, cfg, DATA_FORMAT):
         print(f"cached: {args.out} (same world, texts and config; --force rebuilds)")
         return 0
