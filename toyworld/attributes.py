@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +29,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from genhancer.utils.cli import entry_point
-from genhancer.utils.config import config_hash, dump_yaml, from_dict, load_config, to_dict
-from genhancer.utils.errors import DataError, ModelDirError, UserError
-from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json, write_jsonl
+from genhancer.utils.config import config_hash, from_dict, to_dict
+from genhancer.utils.errors import DataError, ModelDirError
+from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json
 from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import read_provenance, write_provenance
+from toyworld.cached_run import CachedRun, MetricsLog, run_parser, start_run, warmup_cosine
 from toyworld.pretrain_clip import load_images
 from toyworld.scene import (
     BACKGROUNDS,
@@ -81,7 +78,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 # Attributes whose null value means "does not apply" (not scored) rather than a class of its own.
 NOT_APPLICABLE_WHEN_NULL = ("orientation",)
-_REQUIRED_OUT_FILES = (WEIGHTS_FILE, SPEC_FILE, SUMMARY_FILE, "provenance.json")
+RUN = CachedRun(KIND, SUMMARY_FILE, (WEIGHTS_FILE, SPEC_FILE, SUMMARY_FILE, "provenance.json"))
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -374,18 +371,10 @@ def train_classifier(
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
-        ),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, cfg.steps))
     names = list(net.heads)
     batch = min(cfg.batch_size, len(images))
-    rows: list[dict[str, float]] = []
-    running, seen, start = 0.0, 0, time.perf_counter()
+    log = MetricsLog(cfg.steps, cfg.log_every)
     net.train()
     bar = progress(range(cfg.steps), desc="train attribute classifier", unit="step")
     for step in bar:
@@ -397,37 +386,14 @@ def train_classifier(
         loss.backward()
         opt.step()
         sched.step()
-        running, seen = running + float(loss.detach()), seen + 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            rows.append(
-                {
-                    "step": step + 1,
-                    "loss": running / seen,
-                    "lr": opt.param_groups[0]["lr"],
-                    "seconds": round(time.perf_counter() - start, 3),
-                }
-            )
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
-            running, seen = 0.0, 0
+        if log.add(step, loss=loss):
+            bar.set_postfix(loss=f"{log.flush(step, lr=opt.param_groups[0]['lr'])['loss']:.4f}")
     net.eval()
-    return rows, time.perf_counter() - start
+    return log.rows, log.elapsed()
 
 
-def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
-    """OUT's summary when it holds a classifier of this config hash and world; else None."""
-    if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
-        return None
-    try:
-        prov = read_provenance(out) or {}
-        summary = read_json(out / SUMMARY_FILE)
-    except DataError:
-        return None
-    same = (
-        prov.get("kind") == KIND
-        and prov.get("config_hash") == cfg_hash
-        and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint
-    )
-    return summary if same else None
+# OUT's summary when it holds a classifier of this config hash and world; else None.
+cached_summary = RUN.cached_summary
 
 
 def train_attributes(
@@ -481,49 +447,30 @@ def train_attributes(
         save_classifier(
             clf, cfg.model, tmp, {"val_accuracy": {k: v["accuracy"] for k, v in val["attributes"].items()}}
         )
-        dump_yaml(cfg, tmp / "config.yaml")
-        write_jsonl(tmp / "metrics.jsonl", rows)
-        summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        write_json(tmp / SUMMARY_FILE, summary)
-        write_provenance(
-            tmp, KIND, config=cfg, parents=[world], command=command, extra={"world_fingerprint": fingerprint}
+        RUN.write_records(
+            tmp, cfg, rows, summary, t0, parents=[world], command=command, fingerprint=fingerprint
         )
     return {**summary, "cached": False}
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m toyworld train-attributes",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
-    p.add_argument("--out", help="output directory of the classifier")
-    p.add_argument(
-        "--config",
-        help="YAML instance of AttributesConfig (default: built-in defaults = "
+    return run_parser(
+        "train-attributes",
+        __doc__,
+        out_help="output directory of the classifier",
+        config_help="YAML instance of AttributesConfig (default: built-in defaults = "
         "configs/toyworld/attributes.yaml)",
+        force_help="retrain even when OUT holds a matching classifier",
     )
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=500")
-    p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching classifier")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    return p
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = load_config(AttributesConfig, args.config, args.overrides)
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    started = start_run("train-attributes", build_parser(), AttributesConfig, argv)
+    if started is None:
         return 0
-    if not args.world or not args.out:
-        raise UserError("train-attributes needs --world DIR and --out DIR (see --help)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = ["python", "-m", "toyworld", "train-attributes", *(sys.argv[1:] if argv is None else argv)]
+    args, cfg, command = started
     summary = train_attributes(cfg, args.world, args.out, force=args.force, command=command)
     state = (
         "cached (use --force to retrain)"

@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,17 +36,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 
 from eval.mmvp_vlm import MMVPPair, pair_logits_batched, read_benchmark, score_pairs
 from eval.zeroshot import predict_classes, read_spec
 from genhancer.utils.cli import entry_point
-from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
-from genhancer.utils.errors import DataError, UserError
-from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json, write_jsonl
+from genhancer.utils.config import config_hash
+from genhancer.utils.errors import DataError
+from genhancer.utils.fsio import atomic_directory, read_jsonl
 from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import read_provenance, write_provenance
+from toyworld.cached_run import CachedRun, MetricsLog, run_parser, start_run
 from toyworld.models import (
     CLIP_MEAN,
     CLIP_STD,
@@ -61,14 +59,18 @@ from toyworld.models import (
 KIND = "toy-clip"
 SUMMARY_FILE = "training_summary.json"
 # Files that make OUT a complete toy CLIP (anything missing means: not cached, retrain).
-_REQUIRED_OUT_FILES = (
-    "config.json",
-    "model.safetensors",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "provenance.json",
+RUN = CachedRun(
+    KIND,
     SUMMARY_FILE,
+    (
+        "config.json",
+        "model.safetensors",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "provenance.json",
+        SUMMARY_FILE,
+    ),
 )
 
 
@@ -288,9 +290,7 @@ def train_clip(
     max_log_scale = math.log(cfg.max_logit_scale)
     model.train()
     order, pos = torch.randperm(n, generator=gen), 0
-    rows: list[dict[str, float]] = []
-    running, seen = 0.0, 0
-    start = time.perf_counter()
+    log = MetricsLog(cfg.steps, cfg.log_every)
     bar = progress(range(cfg.steps), desc="pretrain toy CLIP", unit="step")
     for step in bar:
         if pos + batch > n:
@@ -313,40 +313,18 @@ def train_clip(
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, max_log_scale)
-        running += float(loss.detach())
-        seen += 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {
-                "step": step + 1,
-                "loss": running / seen,
-                "lr": opt.param_groups[0]["lr"],
-                "logit_scale": float(model.logit_scale.detach().exp()),
-                "seconds": round(time.perf_counter() - start, 3),
-            }
-            rows.append(row)
+        if log.add(step, loss=loss):
+            row = log.flush(
+                step, lr=opt.param_groups[0]["lr"], logit_scale=float(model.logit_scale.detach().exp())
+            )
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-            running, seen = 0.0, 0
     model.eval()
-    return rows, time.perf_counter() - start
+    return log.rows, log.elapsed()
 
 
 # ---------------------------------------------------------------------------------------------- cache
-def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
-    """The training summary of OUT when it is a complete toy CLIP with this config hash and world; else
-    None."""
-    if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
-        return None
-    try:
-        prov = read_provenance(out) or {}
-        summary = read_json(out / SUMMARY_FILE)
-    except DataError:
-        return None
-    same = (
-        prov.get("kind") == KIND
-        and prov.get("config_hash") == cfg_hash
-        and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint
-    )
-    return summary if same else None
+# The training summary of OUT when it is a complete toy CLIP with this config hash and world; else None.
+cached_summary = RUN.cached_summary
 
 
 def pretrain(
@@ -431,17 +409,8 @@ def pretrain(
     }
     with atomic_directory(out) as tmp:
         save_clip_dir(model.cpu(), processor, tmp)
-        dump_yaml(cfg, tmp / "config.yaml")
-        write_jsonl(tmp / "metrics.jsonl", rows)
-        summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        write_json(tmp / SUMMARY_FILE, summary)
-        write_provenance(
-            tmp,
-            KIND,
-            config=cfg,
-            parents=[files.root],
-            command=command,
-            extra={"world_fingerprint": fingerprint},
+        RUN.write_records(
+            tmp, cfg, rows, summary, t0, parents=[files.root], command=command, fingerprint=fingerprint
         )
     return {**summary, "cached": False}
 
@@ -461,50 +430,25 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m toyworld pretrain-clip",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = run_parser(
+        "pretrain-clip",
+        __doc__,
+        out_help="output directory: the toy CLIP (HF CLIPModel directory)",
+        config_help="YAML instance of PretrainClipConfig (default: built-in defaults = "
+        "configs/toyworld/clip.yaml)",
+        force_help="retrain even when OUT holds a matching cached model",
     )
-    p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
-    p.add_argument("--out", help="output directory: the toy CLIP (HF CLIPModel directory)")
-    p.add_argument(
-        "--config",
-        help="YAML instance of PretrainClipConfig (default: built-in defaults = configs/toyworld/clip.yaml)",
-    )
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=200")
-    p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching cached model")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice, all cores). On a machine "
-        "shared with other jobs use 1: oversubscribed threads can be 10x slower",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = load_config(PretrainClipConfig, args.config, args.overrides)
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    started = start_run("pretrain-clip", build_parser(), PretrainClipConfig, argv)
+    if started is None:
         return 0
-    if not args.world or not args.out:
-        raise UserError("pretrain-clip needs --world DIR and --out DIR (see --help)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, cfg, command = started
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = [
-        "python",
-        "-m",
-        "toyworld",
-        "pretrain-clip",
-        *(list(sys.argv[1:]) if argv is None else list(argv)),
-    ]
     summary = pretrain(cfg, args.world, args.out, device=args.device, force=args.force, command=command)
     if summary["cached"]:
         print(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,15 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from genhancer.utils.cli import entry_point
-from genhancer.utils.config import config_hash, dump_yaml, load_config, to_dict
-from genhancer.utils.errors import DataError, UserError
-from genhancer.utils.fsio import atomic_directory, read_json, write_json, write_jsonl
+from genhancer.utils.config import config_hash
+from genhancer.utils.fsio import atomic_directory, write_json
 from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import read_provenance, write_provenance
 from toyworld.attributes import (
     attribute_accuracy,
     format_accuracy,
@@ -49,12 +45,17 @@ from toyworld.attributes import (
     read_split,
     splits_fingerprint,
 )
+from toyworld.cached_run import CachedRun, MetricsLog, run_parser, start_run, warmup_cosine
 from toyworld.pretrain_clip import load_images
 
 KIND = "toy-vae"
 SUMMARY_FILE = "summary.json"
 GRID_FILE = "reconstructions.png"
-_REQUIRED_OUT_FILES = ("config.json", "diffusion_pytorch_model.safetensors", SUMMARY_FILE, "provenance.json")
+RUN = CachedRun(
+    KIND,
+    SUMMARY_FILE,
+    ("config.json", "diffusion_pytorch_model.safetensors", SUMMARY_FILE, "provenance.json"),
+)
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -175,17 +176,9 @@ def train_vae(
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-            * 0.5
-            * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
-        ),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup_steps, cfg.steps))
     batch = min(cfg.batch_size, len(images))
-    rows: list[dict[str, float]] = []
-    sums, seen, start = {"loss": 0.0, "recon": 0.0, "kl": 0.0}, 0, time.perf_counter()
+    log = MetricsLog(cfg.steps, cfg.log_every)
     vae.train()
     bar = progress(range(cfg.steps), desc="train toy VAE", unit="step")
     for step in bar:
@@ -200,22 +193,10 @@ def train_vae(
         loss.backward()
         opt.step()
         sched.step()
-        for k, v in (("loss", loss), ("recon", recon), ("kl", kl)):
-            sums[k] += float(v.detach())
-        seen += 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            rows.append(
-                {
-                    "step": step + 1,
-                    **{k: v / seen for k, v in sums.items()},
-                    "lr": opt.param_groups[0]["lr"],
-                    "seconds": round(time.perf_counter() - start, 3),
-                }
-            )
-            bar.set_postfix(recon=f"{rows[-1]['recon']:.4f}")
-            sums, seen = dict.fromkeys(sums, 0.0), 0
+        if log.add(step, loss=loss, recon=recon, kl=kl):
+            bar.set_postfix(recon=f"{log.flush(step, lr=opt.param_groups[0]['lr'])['recon']:.4f}")
     vae.eval()
-    return rows, time.perf_counter() - start
+    return log.rows, log.elapsed()
 
 
 @torch.no_grad()
@@ -293,21 +274,8 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------- cache
-def cached_summary(out: Path, cfg_hash: str, fingerprint: str) -> dict[str, Any] | None:
-    """OUT's summary when it holds a toy VAE of this config hash and world; else None."""
-    if not all((out / f).is_file() for f in _REQUIRED_OUT_FILES):
-        return None
-    try:
-        prov = read_provenance(out) or {}
-        summary = read_json(out / SUMMARY_FILE)
-    except DataError:
-        return None
-    same = (
-        prov.get("kind") == KIND
-        and prov.get("config_hash") == cfg_hash
-        and (prov.get("extra") or {}).get("world_fingerprint") == fingerprint
-    )
-    return summary if same else None
+# OUT's summary when it holds a toy VAE of this config hash and world; else None.
+cached_summary = RUN.cached_summary
 
 
 def _add_attribute_check(
@@ -382,12 +350,8 @@ def pretrain_vae(
     with atomic_directory(out) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
         summary.update(evaluate(vae, cfg, world, classifier, grid=tmp / GRID_FILE))
-        dump_yaml(cfg, tmp / "config.yaml")
-        write_jsonl(tmp / "metrics.jsonl", rows)
-        summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        write_json(tmp / SUMMARY_FILE, summary)
-        write_provenance(
-            tmp, KIND, config=cfg, parents=[world], command=command, extra={"world_fingerprint": fingerprint}
+        RUN.write_records(
+            tmp, cfg, rows, summary, t0, parents=[world], command=command, fingerprint=fingerprint
         )
     return {**summary, "cached": False}
 
@@ -409,47 +373,28 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m toyworld pretrain-vae",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = run_parser(
+        "pretrain-vae",
+        __doc__,
+        out_help="output directory: the toy VAE (diffusers AutoencoderKL directory)",
+        config_help="YAML instance of PretrainVaeConfig (default: built-in defaults = "
+        "configs/toyworld/vae.yaml)",
+        force_help="retrain even when OUT holds a matching cached VAE",
     )
-    p.add_argument("--world", help="toy world directory (python -m toyworld build --out DIR)")
-    p.add_argument("--out", help="output directory: the toy VAE (diffusers AutoencoderKL directory)")
     p.add_argument(
         "--classifier",
         help="attribute classifier (python -m toyworld train-attributes) for the "
         "check of which attributes the reconstructions keep",
     )
-    p.add_argument(
-        "--config",
-        help="YAML instance of PretrainVaeConfig (default: built-in defaults = configs/toyworld/vae.yaml)",
-    )
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, e.g. train.steps=200")
-    p.add_argument("--force", action="store_true", help="retrain even when OUT holds a matching cached VAE")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice). On a "
-        "machine shared with other jobs use 1: oversubscribed threads can be 10x slower",
-    )
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
 
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = load_config(PretrainVaeConfig, args.config, args.overrides)
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    started = start_run("pretrain-vae", build_parser(), PretrainVaeConfig, argv)
+    if started is None:
         return 0
-    if not args.world or not args.out:
-        raise UserError("pretrain-vae needs --world DIR and --out DIR (see --help)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = ["python", "-m", "toyworld", "pretrain-vae", *(sys.argv[1:] if argv is None else argv)]
+    args, cfg, command = started
     summary = pretrain_vae(
         cfg, args.world, args.out, classifier=args.classifier, force=args.force, command=command
     )

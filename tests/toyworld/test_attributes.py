@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genhancer.utils.config import config_hash, load_config
 from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.fsio import read_json
 from toyworld import attributes as at
@@ -27,19 +28,15 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(make_world) -> Path:
     """A tiny world from the real builder: 160 train / 40 val images at 32 px."""
-    from toyworld.build import WorldConfig, build_world
-
-    root = tmp_path_factory.mktemp("attr_world") / "world"
-    build_world(WorldConfig(image_size=32, n_train=160, n_val=40, pairs_per_pattern=1), root)
-    return root
+    return make_world("attr_world", n_train=160, n_val=40)
 
 
 @pytest.fixture(scope="module")
 def trained(world, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("attr_clf") / "clf"
-    cfg = at.load_config(at.AttributesConfig, None, [*TINY, "train.steps=200"])
+    cfg = load_config(at.AttributesConfig, None, [*TINY, "train.steps=200"])
     return out, at.train_attributes(cfg, world, out)
 
 
@@ -108,10 +105,10 @@ def test_train_save_load_and_cache(trained, world):
     # it learned: the background (a third of every picture) is read off every val image
     bg = summary["val"]["attributes"]["background"]
     assert bg["accuracy"] > max(0.9, bg["majority"])
-    cfg = at.load_config(at.AttributesConfig, None, [*TINY, "train.steps=200"])
+    cfg = load_config(at.AttributesConfig, None, [*TINY, "train.steps=200"])
     assert at.train_attributes(cfg, world, out)["cached"] is True
-    other = at.load_config(at.AttributesConfig, None, [*TINY, "train.steps=3"])
-    assert at.cached_summary(out, at.config_hash(other), summary["world_fingerprint"]) is None
+    other = load_config(at.AttributesConfig, None, [*TINY, "train.steps=3"])
+    assert at.cached_summary(out, config_hash(other), summary["world_fingerprint"]) is None
 
 
 def test_load_classifier_errors(tmp_path, trained):

@@ -11,33 +11,13 @@ from toyworld.__main__ import main as toyworld_main
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from toyworld.build import WorldConfig, build_world
-
-    root = tmp_path_factory.mktemp("imagine_world") / "world"
-    build_world(WorldConfig(image_size=32, n_train=32, n_val=12, pairs_per_pattern=1), root)
-    return root
+def world(make_world) -> Path:
+    return make_world("imagine_world", n_train=32, n_val=12)
 
 
 @pytest.fixture(scope="module")
-def classifier(world, tmp_path_factory) -> Path:
-    from genhancer.utils.config import load_config
-    from toyworld.attributes import AttributesConfig, train_attributes
-
-    out = tmp_path_factory.mktemp("imagine_clf") / "clf"
-    cfg = load_config(
-        AttributesConfig,
-        None,
-        [
-            "model.image_size=32",
-            "model.widths=[8,16]",
-            "model.hidden=32",
-            "train.steps=3",
-            "train.batch_size=16",
-        ],
-    )
-    train_attributes(cfg, world, out)
-    return out
+def classifier(world, make_classifier) -> Path:
+    return make_classifier(world, "imagine_clf")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from genhancer.utils.errors import ConfigError
 from genhancer.utils.fsio import read_json, read_jsonl, write_json
 from toyworld import vae as tv
 from toyworld.__main__ import main as toyworld_main
-from toyworld.attributes import AttributesConfig, read_split, train_attributes
+from toyworld.attributes import read_split
 from toyworld.pretrain_clip import load_images
 
 # 32 px -> 8x8x4 latents; a few steps take about a second.
@@ -35,30 +35,13 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from toyworld.build import WorldConfig, build_world
-
-    root = tmp_path_factory.mktemp("vae_world") / "world"
-    build_world(WorldConfig(image_size=32, n_train=64, n_val=16, pairs_per_pattern=1), root)
-    return root
+def world(make_world) -> Path:
+    return make_world("vae_world", n_train=64, n_val=16)
 
 
 @pytest.fixture(scope="module")
-def classifier(world, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("vae_clf") / "clf"
-    cfg = load_config(
-        AttributesConfig,
-        None,
-        [
-            "model.image_size=32",
-            "model.widths=[8,16]",
-            "model.hidden=32",
-            "train.steps=3",
-            "train.batch_size=16",
-        ],
-    )
-    train_attributes(cfg, world, out)
-    return out
+def classifier(world, make_classifier) -> Path:
+    return make_classifier(world, "vae_clf")
 
 
 @pytest.fixture(scope="module")
