@@ -73,6 +73,8 @@ RUN = CachedRun(
     ),
 )
 
+log = get_logger(__name__)
+
 
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
@@ -327,6 +329,19 @@ def train_clip(
 cached_summary = RUN.cached_summary
 
 
+def _tokenize_captions(
+    cfg: PretrainClipConfig, captions: list[str], zeroshot: dict[str, Any]
+) -> tuple[Any, Any, torch.Tensor]:
+    """The toy tokenizer, the distinct captions tokenised (U, L) and each image's caption index (N,)."""
+    # The tokenizer sees the train captions and the zero-shot prompts only, never benchmark statements.
+    tok_texts = captions + [zeroshot["template"].format(c) for c in zeroshot["classes"]]
+    tokenizer = train_clip_tokenizer(tok_texts, cfg.tokenizer.vocab_size, cfg.tokenizer.max_length)
+    unique = sorted(set(captions))
+    cid_of = {c: i for i, c in enumerate(unique)}
+    enc = tokenizer(unique, padding="longest", truncation=True, return_tensors="pt")  # (U, L)
+    return tokenizer, enc, torch.tensor([cid_of[c] for c in captions])
+
+
 def pretrain(
     cfg: PretrainClipConfig,
     world: str | Path,
@@ -337,7 +352,6 @@ def pretrain(
     command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) the toy CLIP of ``world`` into ``out``; returns the training summary."""
-    log = get_logger(__name__)
     files = world_files(world)
     out = Path(out)
     fingerprint = world_fingerprint(files)
@@ -355,18 +369,12 @@ def pretrain(
     paths, captions = read_train_split(files)
     zeroshot = read_spec(files.zeroshot)
     mmvp_pairs = read_benchmark(files.mmvp) if files.mmvp else None  # both checked before training
-    # The tokenizer sees the train captions and the zero-shot prompts only, never benchmark statements.
-    tok_texts = captions + [zeroshot["template"].format(c) for c in zeroshot["classes"]]
-    tokenizer = train_clip_tokenizer(tok_texts, cfg.tokenizer.vocab_size, cfg.tokenizer.max_length)
-    unique = sorted(set(captions))
-    cid_of = {c: i for i, c in enumerate(unique)}
-    enc = tokenizer(unique, padding="longest", truncation=True, return_tensors="pt")  # (U, L)
-    caption_ids = torch.tensor([cid_of[c] for c in captions])  # (N,)
+    tokenizer, enc, caption_ids = _tokenize_captions(cfg, captions, zeroshot)
     log.info(
         "world %s: %d train images, %d distinct captions, vocab %d",
         files.root,
         len(paths),
-        len(unique),
+        enc["input_ids"].shape[0],
         len(tokenizer),
     )
     images = load_images(paths, cfg.model.image_size, "loading train images")  # (N, 3, S, S) uint8

@@ -146,6 +146,35 @@ def _shape_points(scene: Scene) -> list[Point]:
     return [_turn(p, turns) for p in pts]
 
 
+def _paint_layer(
+    scene: Scene, big: int, centre: Point, r_px: float, colour: tuple[int, ...], dark: tuple[int, ...]
+) -> Image.Image:
+    """The object's paint at canvas size ``big``: plain ``colour``, or with ``dark`` stripes / squares."""
+    ox, oy = centre
+    layer = Image.new("RGB", (big, big), colour)
+    if scene.texture != "plain":
+        ldraw = ImageDraw.Draw(layer)
+        left, top, right, bottom = ox - r_px, oy - r_px, ox + r_px, oy + r_px
+        if scene.texture == "striped":
+            period = STRIPE_PERIOD * r_px
+            k = 0
+            while top + k * period < bottom:
+                y0 = top + k * period
+                # max(): at tiny sizes a half period is under a pixel; keep the band at least one
+                # pixel tall
+                ldraw.rectangle([left, y0, right, max(y0, y0 + period / 2 - 1)], fill=dark)
+                k += 1
+        else:  # checkered
+            cell = CHECKER_CELL * r_px
+            n = int(math.ceil(2 * r_px / cell)) + 1
+            for i in range(n):
+                for j in range(n):
+                    if (i + j) % 2 == 0:
+                        x0, y0 = left + i * cell, top + j * cell
+                        ldraw.rectangle([x0, y0, max(x0, x0 + cell - 1), max(y0, y0 + cell - 1)], fill=dark)
+    return layer
+
+
 def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Image:
     """Draw ``scene`` as a ``size`` x ``size`` RGB image (deterministic: same scene, same pixels)."""
     if size < 8:
@@ -185,29 +214,7 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 2) -> Image.Im
                 mdraw.polygon(poly, outline=255, width=outline_w)
 
         # Paint: plain colour, or the colour with dark bands / squares (object-aligned, not turned).
-        layer = Image.new("RGB", (big, big), colour)
-        if scene.texture != "plain":
-            ldraw = ImageDraw.Draw(layer)
-            left, top, right, bottom = ox - r_px, oy - r_px, ox + r_px, oy + r_px
-            if scene.texture == "striped":
-                period = STRIPE_PERIOD * r_px
-                k = 0
-                while top + k * period < bottom:
-                    y0 = top + k * period
-                    # max(): at tiny sizes a half period is under a pixel; keep the band at least one
-                    # pixel tall
-                    ldraw.rectangle([left, y0, right, max(y0, y0 + period / 2 - 1)], fill=dark)
-                    k += 1
-            else:  # checkered
-                cell = CHECKER_CELL * r_px
-                n = int(math.ceil(2 * r_px / cell)) + 1
-                for i in range(n):
-                    for j in range(n):
-                        if (i + j) % 2 == 0:
-                            x0, y0 = left + i * cell, top + j * cell
-                            ldraw.rectangle(
-                                [x0, y0, max(x0, x0 + cell - 1), max(y0, y0 + cell - 1)], fill=dark
-                            )
+        layer = _paint_layer(scene, big, (ox, oy), r_px, colour, dark)
         img.paste(layer, (0, 0), mask)
 
         # Marks: a black dot / ring, or a letter, in the middle of the object.
