@@ -1,4 +1,4 @@
-"""A tiny HF LLaVA directory built from config (ENV.md section 4), for tests and benchmarks.
+"""A tiny HF LLaVA directory built from config, for tests and benchmarks.
 
 A byte-level BPE tokenizer (``PreTrainedTokenizerFast``, chat template taking string or list content), a
 ``LlavaProcessor`` that expands ``<image>`` into 16 tokens, and a ~143k-parameter

@@ -1,4 +1,4 @@
-"""Fixtures for the lmms-eval tests: a tiny HF LLaVA directory built from config (ENV.md section 4).
+"""Fixtures for the lmms-eval tests: a tiny HF LLaVA directory built from config.
 
 See ``eval.lmms.tiny``; the toy lmms data is written once per session by the toy world's writer.
 """
