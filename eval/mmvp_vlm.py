@@ -8,7 +8,7 @@ Usage::
 Benchmark folder (official or toy): ``Questions.csv`` (header row; columns question id, type, statement,
 read by position) and ``MLLM_VLM Images/<type>/<qid>.jpg``; consecutive rows form a pair.
 
-Protocol (docs/method.md, "MMVP-VLM"): text = "a photo of " + statement, padded to the tokenizer's max length; for each
+Protocol (docs/method.md): text = "a photo of " + statement, padded to the tokenizer's max length; for each
 statement, softmax over the pair's two images of the text->image logits; predict image 1 if p > 0.5; ground
 truth is image 1 for an odd qid; a pair is correct only if both statements are; pattern = the type column;
 pattern score = correct pairs / pairs x 100; average = mean of the pattern scores.
