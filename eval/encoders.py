@@ -154,8 +154,8 @@ def load_encoder(
         )
     model_cls = getattr(transformers, family.full_model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    try:
-        model = model_cls.from_pretrained(str(model_dir), **kwargs)
+    try:  # safetensors only: a pickled .bin is never loaded (convert it with save_pretrained first)
+        model = model_cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelDirError(
             f"{model_dir}: could not load the {family.full_model_class} weights ({e})"

@@ -200,6 +200,7 @@ class GenhancerLlava(lmms):
         self.image_token = getattr(self.processor, "image_token", None) or "<image>"
         self._model = LlavaForConditionalGeneration.from_pretrained(
             path,
+            use_safetensors=True,  # never unpickle a .bin
             dtype=self.runtime.dtype,
             device_map={"": str(self.runtime.device)},
             attn_implementation=self.runtime.attn_implementation,
