@@ -150,7 +150,10 @@ def training_session(train: TrainConfig) -> Iterator[Session]:
         _reset_accelerate()
         try:
             accelerator = _accelerator(train)
-            yield Session(accelerator, ProcessGroup(accelerator.device))
+            try:
+                yield Session(accelerator, ProcessGroup(accelerator.device))
+            finally:
+                accelerator.free_memory()  # the engine and its groups go before the process group does
         finally:
             try:
                 destroy_process_group()  # gloo aborts at exit otherwise; DeepSpeed's handles go with it

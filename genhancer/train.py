@@ -145,11 +145,16 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
     """Run one stage as configured; returns the summary (also written to ``run_dir/summary.json``)."""
     t_start = time.time()
     with training_session(cfg.train) as session, ExitStack() as closing:
-        run = _setup(cfg, session, closing)
-        _resume(run)
-        report = _Report(run, closing)
-        _loop(run, report, _sample_log(run, closing))
-        return _finalize(run, report, t_start)
+        # the run's objects live in _stage's frame: gone before the session destroys the process group
+        return _stage(cfg, session, closing, t_start)
+
+
+def _stage(cfg: GenHancerConfig, session: Session, closing: ExitStack, t_start: float) -> dict[str, Any]:
+    run = _setup(cfg, session, closing)
+    _resume(run)
+    report = _Report(run, closing)
+    _loop(run, report, _sample_log(run, closing))
+    return _finalize(run, report, t_start)
 
 
 # ------------------------------------------------------------------------------------------------- setup

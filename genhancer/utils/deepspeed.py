@@ -11,6 +11,7 @@ No model code here: ``llava_integration`` imports this module, never GenHancer's
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -124,7 +125,13 @@ def single_process_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def destroy_process_group() -> None:
     """DeepSpeed's group first (it also drops DeepSpeed's cached group handles), then torch's if one is left;
-    gloo aborts at interpreter exit otherwise. Does nothing when there is no group."""
+    gloo aborts at interpreter exit otherwise. Does nothing when there is no group.
+
+    ``destroy_process_group`` only drops torch's own references: a group still held by a finished run's
+    objects (a Trainer's engine, ZeRO's partition groups, often in reference cycles) would be freed during
+    interpreter finalisation, where gloo's worker threads abort the process ("terminate called without an
+    active exception") after all the work is done. Collecting garbage before and after frees them here."""
+    gc.collect()
     if "deepspeed.comm" in sys.modules:
         import deepspeed.comm as ds_comm
 
@@ -132,6 +139,7 @@ def destroy_process_group() -> None:
             ds_comm.destroy_process_group()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    gc.collect()
 
 
 @contextmanager
