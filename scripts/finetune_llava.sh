@@ -63,11 +63,9 @@ if [ ! -f "$WORLD/world.json" ]; then
   step "building the toy world -> $WORLD"
   python -m toyworld build --out "$WORLD"
 fi
-python -m toyworld.llava_data --world "$WORLD" --if-stale  # the LLaVA JSON of this version of the writer
-if [ ! -f "$WORLD/lmms/toy_vqa/test.parquet" ]; then
-  step "writing the toy lmms-eval data -> $WORLD/lmms"
-  python -m toyworld.lmms_data --world "$WORLD"
-fi
+# The LLaVA JSON and the lmms-eval parquet of this version of the writers (rewritten when stale)
+python -m toyworld.llava_data --world "$WORLD" --if-stale
+python -m toyworld.lmms_data --world "$WORLD" --if-stale
 if [ ! -f "$BASELINE/config.json" ] || [ ! -f "$ENHANCED/config.json" ]; then
   step "no toy CLIP / enhanced encoder yet: running scripts/enhance_clip.sh"
   WORLD="$WORLD" bash scripts/enhance_clip.sh
@@ -119,7 +117,8 @@ for stage in ("pretrain", "finetune"):
     extra = json.load(open(f"{run}/{stage}/model/provenance.json"))["extra"]
     print(f"  {run:28s} {stage:8s} {extra['steps']:4d} steps  {extra['train_seconds']:6.1f} s  "
           f"{extra['tokens_per_second']:8.0f} tokens/s  loss {extra['train_loss']}")
-print("  wall times: " + ", ".join(f"{k} {v} s" for k, v in (l.split("\t") for l in open(f"{run}/timings.tsv").read().split("\n") if l)))
+rows = [line.split("\t") for line in open(f"{run}/timings.tsv").read().splitlines() if line]
+print("  wall (CPU) s: " + ", ".join(f"{label} {wall} ({cpu})" for label, wall, cpu in rows))
 EOF
   done
 done

@@ -6,8 +6,9 @@
 #                     NODE_RANK, MASTER_ADDR, MASTER_PORT (default $DEFAULT_MASTER_PORT when the script sets
 #                     it before sourcing, else 29500) -- from the environment, with defaults
 #   step MSG...       prints "[<script> <seconds since start>s] MSG"
-#   timed LABEL CMD.. runs CMD; prints "[<script>] LABEL: <wall> s" and, when TIMINGS names a file, appends
-#                     "LABEL<TAB><wall>" to it; returns CMD's exit status
+#   timed LABEL CMD.. runs CMD; prints "[<script>] LABEL: <wall> s wall, <cpu> s CPU" (CPU: user + system
+#                     time of the processes it ran, what it costs on a machine of its own) and, when TIMINGS
+#                     names a file, appends "LABEL<TAB><wall><TAB><cpu>" to it; returns CMD's exit status
 #   launch_module MOD ARGS...
 #                     python -m MOD ARGS, as one plain process (NUM_GPUS=0) or under torchrun with NUM_GPUS
 #                     processes on each of NUM_NODES nodes
@@ -33,13 +34,25 @@ step() {
   echo "[$SCRIPT_NAME $(_elapsed "$LIB_START" | cut -d. -f1)s] $*"
 }
 
+_child_cpu() {  # _child_cpu VAR: VAR = user + system seconds of this shell's finished children
+  # `times` must run in this shell (a pipe or $(...) would ask a subshell, which has no children).
+  local f
+  f="$(mktemp)"
+  times > "$f"
+  printf -v "$1" '%s' "$(awk 'NR == 2 { split($0, t, /[ ms]+/); print t[1] * 60 + t[2] + t[3] * 60 + t[4] }' "$f")"
+  rm -f "$f"
+}
+
 timed() {
-  local label="$1" t0="$EPOCHREALTIME" rc=0 secs
+  local label="$1" t0="$EPOCHREALTIME" c0 c1 rc=0 secs cpu
   shift
+  _child_cpu c0
   "$@" || rc=$?
   secs="$(_elapsed "$t0")"
-  echo "[$SCRIPT_NAME] $label: $secs s"
-  if [ -n "${TIMINGS:-}" ]; then printf '%s\t%s\n' "$label" "$secs" >> "$TIMINGS"; fi
+  _child_cpu c1
+  cpu="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')"
+  echo "[$SCRIPT_NAME] $label: $secs s wall, $cpu s CPU"
+  if [ -n "${TIMINGS:-}" ]; then printf '%s\t%s\t%s\n' "$label" "$secs" "$cpu" >> "$TIMINGS"; fi
   return "$rc"
 }
 

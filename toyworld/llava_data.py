@@ -3,12 +3,14 @@
 Written under ``WORLD/llava/`` (image paths relative to ``WORLD``, the image root), in the exact record
 format of LCS-558K and llava_v1_5_mix665k, so ``llava_integration`` reads them like the real files:
 
-- ``pretrain.json``: one caption record per training image (LCS-558K style: "<image>\\n<describe>" -> caption)
+- ``pretrain.json``: one caption record per training image (LCS-558K style: "<image>\\n<describe>" -> a
+  caption naming every attribute, like LCS-558K's synthetic captions)
 - ``finetune.json``: multi-turn question-answer records on the training images in mix665k's two answer
   styles: a single word ("Answer the question using a single word or phrase.") or, for closed-set
   questions, an option letter ("Answer with the option's letter from the given choices directly.", options
-  listed "A. x" or "(A) x" as in MMVP / CV-Bench), a quarter of them opening with an MMVP-style choice
-  between two statements, plus a few text-only records
+  listed "A. x" or "(A) x" as in MMVP / CV-Bench; half the closed-set turns), a quarter of them opening
+  with an MMVP-style choice between two statements; detailed-description records for a third of the
+  images; a few text-only records
 - ``info.json``: the writer's format version, the seed and the record counts
 
 Question types (answers are single words that need the picture): color, shape, count, position,
@@ -65,10 +67,25 @@ QUESTION_TYPES: tuple[str, ...] = (
 # shape, so in a multi-turn record these come first and at most one of them is asked: a later turn could
 # otherwise be answered by copying the shape from an earlier question instead of reading the picture.
 SHAPE_TYPES: tuple[str, ...] = ("shape", "object")
+# The shape that looks most like each shape (POPE's "adversarial" negative in a one-object world).
+LOOKALIKE = {
+    "arrow": "triangle",
+    "triangle": "arrow",
+    "square": "circle",
+    "circle": "square",
+    "star": "triangle",
+}
 ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 MMVP_QUESTION = "Which statement is true of the picture?"
-DATA_FORMAT = "toy-llava/2"  # bump when the records change, so scripts rewrite stale files
+DATA_FORMAT = "toy-llava/5"  # bump when the records change, so scripts rewrite stale files
+# Half the closed-set turns are multiple choice: answering by letter (CV-Bench, MMVP) is the harder habit
+# for a small model to learn. A quarter of the records open with an MMVP-style statement choice.
+CHOICE_FRACTION = 0.5
+STATEMENT_FRACTION = 0.25
+# Share of the other records that open with a POPE-style "Is there a <shape>?" turn: comparing a named
+# shape with the picture is what a small model learns last.
+OBJECT_FRACTION = 0.35
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 MARKS = ("dot", "ring", "letter")
 # LCS-558K-style caption instructions (the plain template drops them; kept for the record format).
@@ -78,6 +95,11 @@ CAPTION_PROMPTS = (
     "Give a short and clear explanation of the subsequent image.",
     "Render a clear and concise summary of the photo.",
     "Write a terse but informative summary of the picture.",
+)
+DETAIL_PROMPTS = (
+    "Describe the picture in detail.",
+    "What is in the image? Describe everything you see.",
+    "Give a detailed description of the image.",
 )
 TEXT_ONLY = (
     ("Which shapes can point in a direction?", "triangle and arrow"),
@@ -123,13 +145,15 @@ def question(scene: dict[str, Any], qtype: str, rng: random.Random) -> tuple[str
         return f"Which way {does} the {noun} point?", scene["orientation"]
     if qtype == "presence":
         present = scene.get("feature") or ("letter" if scene.get("text") else None)
-        # Half the questions ask about the mark that is there (if any), half about a random one.
-        mark = present if present and rng.random() < 0.5 else rng.choice(MARKS)
+        # Mostly about the mark that is there (if any), else a random one: about half the answers are yes.
+        mark = present if present and rng.random() < 0.9 else rng.choice(MARKS)
         where = f"on the {shape}" if count == 1 else f"on the {noun}"
         return f"Is there a {mark} {where}?", "yes" if mark == present else "no"
     if qtype == "object":
+        # POPE-style: half positives; negatives half the look-alike shape, half another one
+        others = [s for s in vocabularies()["shapes"] if s != shape]
         asked = (
-            shape if rng.random() < 0.5 else rng.choice([s for s in vocabularies()["shapes"] if s != shape])
+            shape if rng.random() < 0.5 else LOOKALIKE[shape] if rng.random() < 0.5 else rng.choice(others)
         )
         return f"Is there a {asked} in the image?", "yes" if asked == shape else "no"
     if qtype == "text":
@@ -181,6 +205,52 @@ def as_choice(qtype: str, q: str, a: str, rng: random.Random) -> tuple[str, str]
     return prompt + LETTER_SUFFIX, letters[options.index(a)]
 
 
+_POSITION_WORDS = {
+    "center": "in the center",
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+}
+_VIEWPOINT_WORDS = {
+    "normal": "seen from a normal distance",
+    "close": "seen up close",
+    "far": "seen from far away",
+}
+
+
+def describe(scene: dict[str, Any]) -> str:
+    """A full description of ``scene`` in the answers' own words (what the toy LLM reads in place of a
+    picture): "two large striped red arrows pointing up, in the center, with a black dot, seen up close,
+    on a white background"."""
+    count = int(scene.get("count", 1))
+    look = (
+        scene["texture"]
+        if scene.get("fill") == "solid" and scene.get("texture") != "plain"
+        else ("outlined" if scene.get("fill") == "outline" else "solid")
+    )
+    head = f"{NUMBER_WORDS[count]} {scene['size']} {look} {scene['color']} "
+    head += scene["shape"] if count == 1 else _plural(scene["shape"])
+    if scene.get("orientation"):
+        head += f" pointing {scene['orientation']}"
+    mark = (
+        f"with a black {scene['feature']}"
+        if scene.get("feature")
+        else f"with the letter {scene['text']}"
+        if scene.get("text")
+        else "with no mark"
+    )
+    return ", ".join(
+        (
+            head,
+            _POSITION_WORDS[scene["position"]],
+            mark,
+            _VIEWPOINT_WORDS[scene["viewpoint"]],
+            f"on a {scene['background']} background",
+        )
+    )
+
+
 def _turns(pairs: Sequence[tuple[str, str]], image: bool) -> list[dict[str, str]]:
     """pairs: (question with its answer-style suffix, answer)."""
     conv = []
@@ -195,13 +265,16 @@ def _image_path(split: str, row: dict[str, Any]) -> str:
 
 
 def pretrain_records(rows: Sequence[dict[str, Any]], split: str, rng: random.Random) -> list[dict[str, Any]]:
+    """One caption record per image. The caption is the scene's full description (:func:`describe`), the toy
+    counterpart of LCS-558K's synthetic BLIP captions: every attribute is named, so the projector is taught
+    to carry all of them (the world's alt-text captions name little more than shape and colour)."""
     return [
         {
             "id": f"{split}-cap-{i:06d}",
             "image": _image_path(split, r),
             "conversations": [
                 {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
-                {"from": "gpt", "value": r["caption"]},
+                {"from": "gpt", "value": describe(r["scene"])},
             ],
         }
         for i, r in enumerate(rows)
@@ -259,7 +332,12 @@ def statement_choice(scene_dict: dict[str, Any], rng: random.Random) -> tuple[st
 
 
 def conversation(
-    scene: dict[str, Any], rng: random.Random, turns: int, choice_fraction: float, statement_fraction: float
+    scene: dict[str, Any],
+    rng: random.Random,
+    turns: int,
+    choice_fraction: float,
+    statement_fraction: float,
+    object_fraction: float = OBJECT_FRACTION,
 ) -> list[tuple[str, str]]:
     """The (question with its answer-style suffix, answer) turns of one finetuning record.
 
@@ -271,6 +349,9 @@ def conversation(
     stmt = statement_choice(scene, rng) if rng.random() < statement_fraction else None
     if stmt is not None:
         qas = [qa for qa in qas if qa[0] not in SHAPE_TYPES and _ATTRIBUTE.get(qa[0]) != stmt[2]][: turns - 1]
+    elif rng.random() < object_fraction:
+        obj = next(qa for qa in qas if qa[0] == "object")
+        qas = [obj] + [qa for qa in qas if qa[0] not in SHAPE_TYPES][: turns - 1]
     else:
         shape_qas = [qa for qa in qas[:turns] if qa[0] in SHAPE_TYPES][:1]
         qas = shape_qas + [qa for qa in qas if qa[0] not in SHAPE_TYPES][: turns - len(shape_qas)]
@@ -287,11 +368,14 @@ def finetune_records(
     rng: random.Random,
     turns: int = 3,
     text_only_every: int = 50,
-    choice_fraction: float = 0.3,
-    statement_fraction: float = 0.25,
+    choice_fraction: float = CHOICE_FRACTION,
+    statement_fraction: float = STATEMENT_FRACTION,
+    describe_every: int = 3,
 ) -> list[dict[str, Any]]:
     """``choice_fraction`` of the closed-set turns are asked as multiple choice (answered by letter);
-    ``statement_fraction`` of the records open with an MMVP-style statement choice."""
+    ``statement_fraction`` of the records open with an MMVP-style statement choice; every
+    ``describe_every``-th image also gets a detailed-description record of its own (as LLaVA-Instruct's
+    detailed descriptions sit beside the question answering in mix665k)."""
     out = []
     for i, r in enumerate(rows):
         pairs = conversation(r["scene"], rng, turns, choice_fraction, statement_fraction)
@@ -302,6 +386,14 @@ def finetune_records(
                 "conversations": _turns(pairs, image=True),
             }
         )
+        if describe_every and i % describe_every == 0:
+            out.append(
+                {
+                    "id": f"{split}-detail-{i:06d}",
+                    "image": _image_path(split, r),
+                    "conversations": _turns([(rng.choice(DETAIL_PROMPTS), describe(r["scene"]))], image=True),
+                }
+            )
         if text_only_every and i % text_only_every == text_only_every - 1:
             q, a = rng.choice(TEXT_ONLY)
             out.append(
@@ -353,15 +445,31 @@ def is_current(world: str | Path, seed: int) -> bool:
     return info.get("format") == DATA_FORMAT and info.get("seed") == seed
 
 
-def llm_texts(world: str | Path, seed: int = 0) -> list[str]:
-    """Plain text of the toy world for the toy LLM: captions and question-answer pairs of the train split."""
+def chat_text(description: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """A LLaVA-1.5 (vicuna_v1) conversation whose first user turn opens with ``description`` where a LLaVA
+    conversation has its image; the final end-of-turn is left to the packer's EOS."""
+    from llava_integration.templates import get_template, render_with_spans
+
+    messages = []
+    for i, (q, a) in enumerate(pairs):
+        messages += [
+            {"role": "user", "content": f"{description}\n{q}" if i == 0 else q},
+            {"role": "assistant", "content": a},
+        ]
+    text, _ = render_with_spans(get_template("vicuna_v1").chat_template, messages)
+    return text.removesuffix("</s>")
+
+
+def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
+    """The toy LLM's text, from the train split: the captions, and per scene one conversation in the LLaVA
+    finetuning format whose questions are answered from a full description of the scene (the toy stand-in
+    for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its context)."""
     rng = random.Random(f"{seed}:llm-text")
     rows = _rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
     for r in rows:
-        for t, q, a in applicable(r["scene"], rng):
-            mc = as_choice(t, q, a, rng) if rng.random() < 0.3 else None
-            texts.append(f"{mc[0]} {mc[1]}" if mc else f"{q}{ANSWER_SUFFIX} {a}")
+        pairs = conversation(r["scene"], rng, turns, CHOICE_FRACTION, STATEMENT_FRACTION)
+        texts.append(chat_text(describe(r["scene"]), pairs))
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
     return texts
 

@@ -56,9 +56,9 @@ class ToyLlmConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     max_position_embeddings: int = 1024
-    steps: int = 150  # next-token pretraining steps (0: random weights)
-    batch_size: int = 16
-    seq_len: int = 64
+    steps: int = 1500  # next-token pretraining steps (0: random weights)
+    batch_size: int = 16  # documents per step
+    seq_len: int = 256  # tokens kept of each document (a description + three questions fit)
     learning_rate: float = 3e-3
     seed: int = 0
     max_texts: int = 50_000
@@ -121,46 +121,55 @@ def new_toy_llm(tokenizer: Any, cfg: ToyLlmConfig) -> Any:
     return LlamaForCausalLM(config)
 
 
+def document_batch(docs: Sequence[list[int]], pad_id: int, seq_len: int) -> tuple[Any, Any]:
+    """Whole documents (cut at ``seq_len``), right-padded: ``(input_ids, labels)``, both (B, T); labels are
+    -100 on padding."""
+    import torch
+
+    docs = [d[:seq_len] for d in docs]
+    n = max(len(d) for d in docs)
+    ids = torch.full((len(docs), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(docs), n), -100, dtype=torch.long)
+    for k, d in enumerate(docs):
+        ids[k, : len(d)] = labels[k, : len(d)] = torch.tensor(d)
+    return ids, labels
+
+
 def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig) -> dict[str, float]:
-    """Next-token prediction on packed documents (``<s> text </s> <s> text </s> ...``)."""
+    """Next-token prediction on whole documents (``<s> text </s>``, a batch of ``batch_size`` at a time).
+
+    Every example starts at its document's start, so a question is always seen with the description it
+    is about: that is what teaches the model to answer from its context."""
     import torch
 
     if cfg.steps <= 0:
         return {}
     rng = random.Random(cfg.seed)
-    ids: list[int] = []
-    for t in rng.sample(list(texts), len(texts)):
-        ids += [
-            tokenizer.bos_token_id,
-            *tokenizer.encode(t, add_special_tokens=False),
-            tokenizer.eos_token_id,
-        ]
-    stream = torch.tensor(ids)
-    n_windows = max(1, (len(stream) - 1) // cfg.seq_len)
-    stream = stream[: n_windows * cfg.seq_len + 1]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    docs = [[bos, *tokenizer.encode(t, add_special_tokens=False), eos] for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / cfg.steps)
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    t0, loss_val = time.perf_counter(), float("nan")
+    t0, loss_val, tokens = time.perf_counter(), float("nan"), 0
     for _ in progress(range(cfg.steps), desc="toy LLM pretraining"):
-        starts = torch.randint(0, n_windows, (cfg.batch_size,), generator=gen) * cfg.seq_len
-        batch = torch.stack([stream[s : s + cfg.seq_len] for s in starts.tolist()])  # (B, T)
-        out = model(input_ids=batch, labels=batch)  # the model shifts labels itself
+        ids, labels = document_batch(rng.sample(docs, cfg.batch_size), eos, cfg.seq_len)
+        out = model(
+            input_ids=ids, attention_mask=(labels != -100).long(), labels=labels
+        )  # shifts labels itself
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss_val = float(out.loss)
+        loss_val, tokens = out.loss.item(), tokens + int((labels != -100).sum())
     model.eval()
     secs = time.perf_counter() - t0
     return {
         "final_loss": round(loss_val, 4),
         "seconds": round(secs, 1),
-        "tokens_per_second": round(cfg.steps * cfg.batch_size * cfg.seq_len / max(secs, 1e-9)),
+        "tokens_per_second": round(tokens / max(secs, 1e-9)),
     }
 
 

@@ -23,9 +23,9 @@ about new scenes, balanced over types.
 
 ``python -m toyworld.lmms_data --world DIR`` rewrites ``DIR/lmms`` of an existing world (the world builder
 calls :func:`write_lmms_data` itself). POPE negatives follow POPE's three samplings, translated to a
-one-kind-of-object world: ``random`` asks about a uniformly drawn absent shape, ``popular`` about the
-absent shape most frequent in the split, ``adversarial`` about the absent shape that looks most like the
-one shown.
+one-kind-of-object world:
+``random`` asks about a uniformly drawn absent shape, ``popular`` about the absent shape most frequent in
+the split, ``adversarial`` about the absent shape that looks most like the one shown.
 """
 
 from __future__ import annotations
@@ -43,21 +43,15 @@ from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
 from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json
 from genhancer.utils.logging import progress
-from toyworld.llava_data import MMVP_QUESTION, QUESTION_TYPES, applicable
+from toyworld.llava_data import LOOKALIKE, MMVP_QUESTION, QUESTION_TYPES, applicable
 from toyworld.render import render_scene
 from toyworld.scene import NUMBER_WORDS, PATTERNS, SHAPES, Scene, make_pair, plural, sample_scene
 
 POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_QUESTION = "Is there a {shape} in the image?"
-# The shape that looks most like each shape (POPE's "adversarial" negative in a one-object world).
-LOOKALIKE = {
-    "arrow": "triangle",
-    "triangle": "arrow",
-    "square": "circle",
-    "circle": "square",
-    "star": "triangle",
-}
 CV_TASKS = ("Count", "Relation", "Size")
+LMMS_FORMAT = "genhancer-toy-lmms/1"  # the manifest's layout
+WRITER_VERSION = 2  # bump when a task's data changes, so scripts rewrite stale files
 _OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
@@ -323,7 +317,8 @@ def write_lmms_data(
     counts["toy_vqa"] = len(rows)
 
     manifest = {
-        "format": "genhancer-toy-lmms/1",
+        "format": LMMS_FORMAT,
+        "writer_version": WRITER_VERSION,
         "seed": seed,
         "streams": "toyworld:<seed>:lmms:<task>",
         "image_size": image_size,
@@ -375,7 +370,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--world", required=True, type=Path, help="toy world directory (from `toyworld build`)"
     )
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="do nothing when WORLD/lmms was already written by this version",
+    )
     args = parser.parse_args(argv)
+    manifest_path = args.world / "lmms" / "manifest.json"
+    if (
+        args.if_stale
+        and manifest_path.is_file()
+        and read_json(manifest_path).get("writer_version") == WRITER_VERSION
+    ):
+        print(f"{args.world}/lmms is up to date")
+        return 0
     manifest = rewrite_world_lmms(args.world)
     print(manifest["counts"])
     return 0

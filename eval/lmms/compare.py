@@ -15,7 +15,9 @@ both models; with several seeds the seeds are resampled too (paired), so the int
 noise as well as the choice of questions. Resampling units are the documents, except that records naming
 a pair (``pair_index``, MMVP) are resampled by pair.
 
-Output: a table (metrics x 100) and, with ``--out``, a JSON (format ``genhancer-lmms-compare/1``).
+Output: a table (metrics x 100: each model's mean with its interval, and the difference with its interval)
+and, with ``--out``, a JSON (format ``genhancer-lmms-compare/1``; per metric: ``baseline``, ``other``, their
+``*_per_seed`` values and ``*_ci95``, ``diff`` and its ``ci95``, ``units``, ``seeds``).
 """
 
 from __future__ import annotations
@@ -98,10 +100,8 @@ def _import_function(spec: str, where: Path) -> Callable[..., Any]:
 
 
 def aggregations(yaml_path: Path) -> dict[str, Callable[[list[Any]], float]]:
-    """metric -> aggregation function of one task.
-
-    Metrics with an unknown builtin aggregation are left out.
-    """
+    """metric -> aggregation function of one task (metrics with an unknown builtin aggregation are left
+    out)."""
     cfg, origin = _resolve_yaml(yaml_path)
     out = {}
     for item in cfg.get("metric_list") or []:
@@ -176,6 +176,10 @@ def _percentile(xs: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def _interval(xs: Sequence[float]) -> list[float]:
+    return [_percentile(xs, 0.025), _percentile(xs, 0.975)]
+
+
 def _mean(xs: Sequence[float]) -> float:
     xs = [x for x in xs if not math.isnan(x)]
     return sum(xs) / len(xs) if xs else math.nan
@@ -188,8 +192,8 @@ def compare_task(
     iters: int,
     rng: random.Random,
 ) -> dict[str, Any]:
-    """Per metric: each model's value (mean over seeds), the difference and its paired-bootstrap
-    95% interval."""
+    """Per metric: each model's value (mean over seeds), the difference and its paired-bootstrap 95%
+    interval."""
     units = [u for u in base[0].units if all(u in s.records[next(iter(aggs))] for s in (*base, *other))]
     if not units:
         raise DataError(f"task {base[0].task}: the runs share no documents")
@@ -202,18 +206,20 @@ def compare_task(
     for metric, agg in aggs.items():
         b = [score(s, metric, agg, units) for s in base]
         o = [score(s, metric, agg, units) for s in other]
-        diffs = []
+        boot_b, boot_o = [], []
         for seeds, draw in draws:
-            diffs.append(
-                _mean([score(other[k], metric, agg, draw) - score(base[k], metric, agg, draw) for k in seeds])
-            )
+            boot_b.append(_mean([score(base[k], metric, agg, draw) for k in seeds]))
+            boot_o.append(_mean([score(other[k], metric, agg, draw) for k in seeds]))
+        diffs = [y - x for x, y in zip(boot_b, boot_o)]
         out[metric] = {
             "baseline": _mean(b),
             "other": _mean(o),
             "baseline_per_seed": b,
             "other_per_seed": o,
+            "baseline_ci95": _interval(boot_b),
+            "other_ci95": _interval(boot_o),
             "diff": _mean([y - x for x, y in zip(b, o)]),
-            "ci95": [_percentile(diffs, 0.025), _percentile(diffs, 0.975)],
+            "ci95": _interval(diffs),
             "units": len(units),
             "seeds": n_seeds,
         }
@@ -258,22 +264,27 @@ def compare_runs(
 
 
 def table(result: dict[str, Any]) -> str:
-    """Plain-text table: task, metric, baseline, other, difference [95% interval] (all x 100)."""
+    """Plain-text table (x 100): task, metric, each model's value [95% interval], difference [95%
+    interval]."""
     base = result["baseline"]
     lines = []
+
+    def cell(value: float, ci: Sequence[float], signed: bool = False) -> str:
+        sign = "+" if signed else ""
+        return f"{100 * value:{sign}6.1f} [{100 * ci[0]:{sign}.1f}, {100 * ci[1]:{sign}.1f}]"
+
     for name, tasks in result["comparisons"].items():
         seeds = next((m["seeds"] for t in tasks.values() for m in t.values()), 1)
         lines.append(
-            f"{name} vs {base} (x100; paired bootstrap 95% interval over questions"
-            f"{f' and {seeds} seeds' if seeds > 1 else ''}):"
+            f"{name} vs {base} (x100, mean [paired bootstrap 95% interval] over questions"
+            f"{f' and {seeds} training seeds' if seeds > 1 else ''}):"
         )
-        lines.append(f"  {'task':<22}{'metric':<24}{base:>10}{name:>10}{'diff':>8}  95% interval")
+        lines.append(f"  {'task':<22}{'metric':<22}{base:>22}{name:>22}{'difference':>24}")
         for task, metrics in tasks.items():
             for metric, m in metrics.items():
-                lo, hi = m["ci95"]
                 lines.append(
-                    f"  {task:<22}{metric:<24}{100 * m['baseline']:>10.1f}{100 * m['other']:>10.1f}"
-                    f"{100 * m['diff']:>+8.1f}  [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                    f"  {task:<22}{metric:<22}{cell(m['baseline'], m['baseline_ci95']):>22}"
+                    f"{cell(m['other'], m['other_ci95']):>22}{cell(m['diff'], m['ci95'], True):>24}"
                 )
     return "\n".join(lines)
 

@@ -86,3 +86,31 @@ def test_rewrite_with_another_seed(tmp_path, llava_world):
     shutil.copytree(llava_world, world)
     write_llava_data(world, seed=1)
     assert is_current(world, 1) and not is_current(world, 0)
+
+
+def test_description_names_every_answer_and_feeds_captions_and_detail_records(llava_world):
+    from toyworld.llava_data import NUMBER_WORDS, describe
+
+    scene = Scene(
+        shape="arrow",
+        color="blue",
+        size="small",
+        orientation="left",
+        position="top",
+        feature="ring",
+        viewpoint="close",
+        background="gray",
+    ).to_dict()
+    text = describe(scene)
+    assert text == (
+        "one small solid blue arrow pointing left, at the top, with a black ring, seen up close, "
+        "on a gray background"
+    )
+    three = describe(Scene(count=3, text="T", fill="outline").to_dict())
+    assert three.startswith(f"{NUMBER_WORDS[3]} large outlined red circles") and "with the letter T" in three
+    pre = json.loads((llava_world / "llava" / "pretrain.json").read_text())
+    rows = [json.loads(line) for line in (llava_world / "train" / "scenes.jsonl").read_text().splitlines()]
+    assert pre[0]["conversations"][1]["value"] == describe(rows[0]["scene"])
+    fin = json.loads((llava_world / "llava" / "finetune.json").read_text())
+    detail = [r for r in fin if "-detail-" in r["id"]]
+    assert len(detail) == (len(rows) + 2) // 3 and all(len(r["conversations"]) == 2 for r in detail)
