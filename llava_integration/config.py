@@ -39,7 +39,8 @@ class ModelConfig:
     pad_embeddings_to_multiple_of: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # assembled weights; auto: the LLM's
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    trust_remote_code: bool = False
+    # no trust_remote_code here: running a model's own code is the --trust-remote-code flag of
+    # `python -m llava_integration.build`, never a config value (genhancer.utils.config refuses the key)
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:

@@ -41,6 +41,7 @@ from genhancer.utils.deepspeed import (
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.logging import get_logger
+from genhancer.utils.weights import require_safetensors
 from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
 from llava_integration.data import LlavaCollator, LlavaDataset, ModalityLengthGroupedSampler
@@ -253,8 +254,9 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     attn = resolve_attn_implementation(cfg.model.attn_implementation)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
     log.info("%s: attention %s, precision %s, deepspeed %s", cfg.stage, attn, precision, stage.deepspeed)
+    require_safetensors(init_dir, loader="transformers.LlavaForConditionalGeneration", what="LLaVA")
     model = LlavaForConditionalGeneration.from_pretrained(
-        init_dir, dtype=precision_dtype(precision), attn_implementation=attn
+        init_dir, dtype=precision_dtype(precision), attn_implementation=attn, use_safetensors=True
     )
     model.config.use_cache = False
     processor = AutoProcessor.from_pretrained(init_dir)
