@@ -51,7 +51,7 @@ def _conversion(d: Path, loader: str, pickle: str) -> str:
         )
     module, _, cls = loader.rpartition(".")
     return (
-        f"python -c \"from {module} import {cls}; "
+        f'python -c "from {module} import {cls}; '
         f"{cls}.from_pretrained('{d}', use_safetensors=False).save_pretrained('{d}')\""
     )
 
