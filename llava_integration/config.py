@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genhancer.utils.errors import ConfigError
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
 PROJECTORS: dict[str, str] = {"mlp2x_gelu": "gelu"}  # projector id -> HF LlavaConfig.projector_hidden_act
 
@@ -62,10 +63,14 @@ class DataConfig:
     group_by_modality_length: bool = True
     num_workers: int = 0
     limit: int | None = None  # use only the first N records (smoke runs)
+    # images with more pixels (width x height, read from the header) are not decoded: their record is an
+    # error / skipped (on_bad_record); the default and maximum is PIL's own refusal threshold
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError(f"max_length={self.max_length} is too small")
+        check_max_pixels(self.max_image_pixels, "data.max_image_pixels")
 
 
 @dataclass

@@ -123,13 +123,16 @@ def to_rgb(image: Any) -> Any:
 class SkippedFiles:
     """What a run left out: ``{key: (reason, detail)}`` in the order met, each key once.
 
-    ``add`` logs the first few new entries as warnings (``logger``) and, with a ``journal``, appends each new
-    one to that JSONL file (one ``write`` of one line with O_APPEND: lines from several processes do not
-    interleave)."""
+    ``add`` logs the first few new entries as warnings (``logger``; ``warn=False``: silent) and, with a
+    ``journal``, appends each new one to that JSONL file (one ``write`` of one line with O_APPEND: lines from
+    several processes do not interleave)."""
 
-    def __init__(self, journal: str | Path | None = None, logger: logging.Logger | None = None):
+    def __init__(
+        self, journal: str | Path | None = None, logger: logging.Logger | None = None, warn: bool = True
+    ):
         self.journal = Path(journal) if journal is not None else None
         self.log = logger or log
+        self.warn = warn
         self._entries: dict[str, tuple[str, str]] = {}
 
     def __contains__(self, key: object) -> bool:
@@ -143,11 +146,12 @@ class SkippedFiles:
         if key in self._entries:
             return False
         self._entries[key] = (reason, detail)
-        if len(self._entries) <= _MAX_WARNINGS:
+        if self.warn and len(self._entries) <= _MAX_WARNINGS:
             self.log.warning("skipping %s: %s (%s)", key, reason, detail)
-        elif len(self._entries) == _MAX_WARNINGS + 1:
-            self.log.warning("more files are skipped; they are listed in the run's summary.json")
+        elif self.warn and len(self._entries) == _MAX_WARNINGS + 1:
+            self.log.warning("more are skipped; the run's summary.json lists them all")
         if self.journal is not None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
             line = json.dumps({"key": key, "reason": reason, "detail": detail}) + "\n"
             fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
