@@ -28,6 +28,7 @@ from genhancer.utils.families import (
 from genhancer.utils.fsio import read_json
 from genhancer.utils.logging import progress
 from genhancer.utils.registry import Registry
+from genhancer.utils.weights import require_safetensors
 
 # Files that carry each part of an encoder directory (any one option of a part is enough).
 WEIGHT_FILES = (
@@ -154,6 +155,7 @@ def load_encoder(
         )
     model_cls = getattr(transformers, family.full_model_class)
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    require_safetensors(model_dir, loader=f"transformers.{family.full_model_class}", what="encoder")
     try:  # safetensors only: a pickled .bin is never loaded (convert it with save_pretrained first)
         model = model_cls.from_pretrained(str(model_dir), use_safetensors=True, **kwargs)
     except (OSError, ValueError) as e:

@@ -28,13 +28,13 @@ With several nodes, ``cache.dir`` must be on a filesystem they share.
 Reading (``CachedStream``) keeps everything else of the uncached stream (it is an ``ImageStream``): the same
 per-rank samples (disjoint across ranks), order, position and checkpoint state; each drawn sample gets one of
 its views, chosen by a generator keyed by (seed, rank, epoch, index). An image that could not be read at build
-time is skipped and counted when drawn (``data.strict=true``: an error naming it), as without the cache.
+time (the manifest keeps its reason) is skipped and recorded once when drawn (``data.strict=true``: an error
+naming it), as without the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -63,9 +63,10 @@ from genhancer.stages import STAGES
 from genhancer.utils.config import to_dict
 from genhancer.utils.errors import ConfigError, DataError
 from genhancer.utils.fsio import atomic_directory, read_json, write_json
+from genhancer.utils.images import BadImage, SkippedFiles
 from genhancer.utils.logging import get_logger, progress
 
-FORMAT = 1
+FORMAT = 2  # 2: skipped images carry their reason; images opened by genhancer.utils.images
 MANIFEST = "manifest.json"
 PART_INDEX = "part.json"
 _HASH_LIMIT = 256 * 2**20  # files up to this size are hashed; larger ones are stamped by size + mtime
@@ -126,6 +127,7 @@ def fingerprint_parts(
             "crop_scale": [float(x) for x in cfg.data.crop_scale],
             "views": cfg.cache.views,
             "seed": cfg.train.seed,
+            "max_image_pixels": cfg.data.max_image_pixels,
         },
         "compute": dtypes,
         "data": {"source": cfg.data.source, "files": [[str(p.resolve()), p.stat().st_size] for p in files]},
@@ -218,20 +220,19 @@ def _view_crops(
 
 def _read_views(
     source: ImageSource, item: int, cfg: GenHancerConfig, transform: CropAndNormalize
-) -> torch.Tensor | None:
+) -> torch.Tensor | BadImage:
+    """The crop views of ``item`` (see ``_view_crops``), or why the image cannot be used."""
     key = source.refs[item].key
     try:
-        with Image.open(io.BytesIO(source.read_bytes(item))) as im:
-            im.load()
-            return _view_crops(im, item, cfg, transform)
-    except Exception as e:  # any decode failure is a bad sample, never a crash
+        image = source.open_image(item, cfg.data.max_image_pixels)
+    except BadImage as bad:
         if cfg.data.strict:
             raise DataError(
-                f"cannot read image {key}: {type(e).__name__}: {e} (fix or remove the file, or set "
+                f"cannot read image {key}: {bad.reason}: {bad.detail} (fix or remove the file, or set "
                 "data.strict=false to skip bad images)"
             ) from None
-        log.warning("stage-1 cache: skipping unreadable image %s (%s: %s)", key, type(e).__name__, e)
-        return None
+        return bad
+    return _view_crops(image, item, cfg, transform)
 
 
 def _build_part(
@@ -246,17 +247,17 @@ def _build_part(
     device: torch.device | str,
     input_dtype: torch.dtype,
 ) -> None:
-    """Views of the global ``items`` -> ``out``: shards + part.json (keys per shard, unreadable keys)."""
+    """Views of the global ``items`` -> ``out``: shards + part.json (keys per shard, unreadable images)."""
     writer = _ShardWriter(out, f"part-{rank:05d}")
-    skipped: list[str] = []
+    skipped = SkippedFiles(logger=log)
     pixel = isinstance(model.latent, PixelSpace)
     chunk = max(1, cfg.cache.build_batch_size // num_views(cfg))
     for start in progress(range(0, len(items), chunk), desc="stage-1 cache", unit="batch"):
         keys, crops = [], []
         for item in items[start : start + chunk]:
             views = _read_views(source, item, cfg, transform)
-            if views is None:
-                skipped.append(source.refs[item].key)
+            if isinstance(views, BadImage):
+                skipped.add(source.refs[item].key, views.reason, views.detail)
             else:
                 keys.append(source.refs[item].key)
                 crops.append(views)
@@ -270,7 +271,7 @@ def _build_part(
             feats["crop"] = u8.flatten(0, 1)
         writer.add(keys, {k: v.unflatten(0, u8.shape[:2]) for k, v in feats.items()})
     writer.flush()
-    write_json(out / PART_INDEX, {"shards": writer.shards, "skipped": skipped})
+    write_json(out / PART_INDEX, {"shards": writer.shards, "skipped": skipped.as_list()})
 
 
 def _part_is_complete(part: Path) -> bool:
@@ -284,7 +285,7 @@ def _assemble(directory: Path, staging: Path, world_size: int, head: dict[str, A
     with atomic_directory(directory) as tmp:
         (tmp / "shards").mkdir()
         shards: list[dict[str, Any]] = []
-        skipped: list[str] = []
+        skipped: list[dict[str, str]] = []
         for r in range(world_size):
             part = staging / f"part-{r:05d}"
             index = read_json(part / PART_INDEX)
@@ -404,7 +405,7 @@ class FeatureCache:
             for s, shard in enumerate(self.manifest["shards"])
             for row, key in enumerate(shard["keys"])
         }
-        self.skipped = frozenset(self.manifest["skipped"])
+        self.skipped = {e["key"]: BadImage(e["reason"], e["detail"]) for e in self.manifest["skipped"]}
         self._open: dict[int, tuple[Any, dict[str, Any]]] = {}
         size = sum((self.directory / s["file"]).stat().st_size for s in self.manifest["shards"])
         self.in_memory = size <= max_ram_bytes
@@ -480,40 +481,17 @@ class CachedStream(ImageStream):
                 f"{unknown[0]}); delete the cache directory to rebuild it"
             )
 
-    def _load(self, epoch: int, index: int) -> tuple[str, int, dict[str, torch.Tensor]] | None:  # type: ignore[override]
-        key = self.source.refs[int(self.permutation(epoch)[index])].key
-        if key not in self.cache:
-            if self.strict:
-                raise DataError(
-                    f"cannot read image {key}: it was unreadable when the stage-1 cache was built "
-                    "(fix or remove the file, or set data.strict=false to skip bad images)"
-                )
-            return None
+    def _load(self, epoch: int, index: int) -> tuple[str, int, dict[str, torch.Tensor]] | BadImage:  # type: ignore[override]
+        key = self._key(epoch, index)
+        if key not in self.cache:  # unreadable when the cache was built: skipped as ImageStream skips it
+            return self.cache.skipped[key]
         view = int(np.random.default_rng([self.seed, self.rank, epoch, index]).integers(self.cache.num_views))
         return key, view, self.cache.read(key, view)
 
-    def __iter__(self) -> Iterator[CachedBatch]:
-        n = len(self.source)
-        positions = self._positions()
-        bad_in_a_row = 0
+    def __iter__(self) -> Iterator[CachedBatch]:  # type: ignore[override]
+        items = self._items()
         while True:
-            items: list[tuple[str, int, dict[str, torch.Tensor]]] = []
-            while len(items) < self.batch_size:
-                pos = next(positions)
-                item = self._load(*pos)
-                self.epoch, self.index = pos[0], pos[1] + 1  # consumed, readable or not (as ImageStream)
-                if item is None:
-                    self.skipped += 1
-                    bad_in_a_row += 1
-                    if bad_in_a_row >= n:
-                        raise DataError(
-                            f"rank {self.rank}: none of the {n} images of {self.source.description} "
-                            "could be read when the stage-1 cache was built"
-                        )
-                    continue
-                bad_in_a_row = 0
-                items.append(item)
-            yield self._collate(items)
+            yield self._collate([next(items) for _ in range(self.batch_size)])
 
     def _collate(self, items: list[tuple[str, int, dict[str, torch.Tensor]]]) -> CachedBatch:
         stacked = {name: torch.stack([t[name] for _, _, t in items]) for name in items[0][2]}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genhancer.utils.config import load_config
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
 
 @dataclass
@@ -111,6 +112,12 @@ class DataConfig:
     strict: bool = False  # True: a corrupt image is an error instead of skipped-and-counted
     crop_scale: tuple[float, float] = (0.9, 1.0)  # RandomResizedCrop scale range (bicubic)
     num_workers: int = 8
+    # images with more pixels (width x height, read from the header) are skipped undecoded: a decompression
+    # bomb costs nothing; the default and maximum is PIL's own refusal threshold
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        check_max_pixels(self.max_image_pixels, "data.max_image_pixels")
 
 
 @dataclass

@@ -17,14 +17,17 @@ by (seed, rank, epoch, index), so a resumed run sees exactly the crops it would 
 
 Each image gets ONE ``RandomResizedCrop`` (scale ``data.crop_scale``, ratio 3/4..4/3, bicubic; PIL, no
 torchvision) and the same crop is normalised twice: with the encoder's mean/std (``pixel_values``) and to
-[-1, 1] (``target``, for the latent space). A corrupt image is skipped, logged with its path (or
-``shard.tar:member``) and counted; ``data.strict=true`` turns it into a ``DataError`` naming the file.
+[-1, 1] (``target``, for the latent space). Images are opened by ``genhancer.utils.images.open_rgb`` (the
+suite's one set of rules: CMYK, 16-bit, palette and alpha converted to RGB; empty, truncated, non-image,
+over ``data.max_image_pixels`` files refused with a reason). A refused image is skipped and recorded once
+per file (``ImageStream.skipped_files``, kept in checkpoints, listed in ``summary.json`` with its reason)
+however many epochs meet it; ``data.strict=true`` turns it into a ``DataError`` naming the file. A
+truncated shard keeps the members before the damage; the damaged one is skipped as ``bad-tar-member``.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import math
 import re
 import tarfile
@@ -41,6 +44,7 @@ from PIL import Image
 
 from genhancer.config import DataConfig
 from genhancer.utils.errors import ConfigError, DataError
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, SkippedFiles, open_rgb
 from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
 
@@ -72,8 +76,15 @@ class ImageSource:
         return len(self.refs)
 
     def read_bytes(self, i: int) -> bytes:
-        ref = self.refs[i]
-        return Path(ref.path).read_bytes()
+        """The raw bytes of sample ``i``; ``BadImage`` when they cannot be read."""
+        try:
+            return Path(self.refs[i].path).read_bytes()
+        except OSError as e:
+            raise BadImage("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+
+    def open_image(self, i: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+        """Sample ``i`` decoded as RGB (``open_rgb``'s rules); ``BadImage`` when it cannot be used."""
+        return open_rgb(self.read_bytes(i), max_pixels=max_pixels)
 
     def close(self) -> None:
         pass
@@ -137,17 +148,20 @@ class TarShardSource(ImageSource):
         if path not in self._handles:
             tf = tarfile.open(path, "r")
             self._handles[path] = tf
-            self._members[path] = {m.name: m for m in tf.getmembers()}
+            self._members[path] = {m.name: m for m in _readable_headers(tf, path, warn=False)}
         return self._handles[path], self._members[path]
 
     def read_bytes(self, i: int) -> bytes:
         ref = self.refs[i]
         with self._lock:
-            tf, members = self._open(ref.path)
-            f = tf.extractfile(members[ref.member])  # type: ignore[index]
-            if f is None:
-                raise OSError(f"member {ref.member} is not a regular file")
-            return f.read()
+            try:
+                tf, members = self._open(ref.path)
+                f = tf.extractfile(members[ref.member])  # type: ignore[index]
+                if f is None:
+                    raise BadImage("bad-tar-member", "not a regular file")
+                return f.read()
+            except (tarfile.TarError, OSError, KeyError) as e:  # damaged data, a dangling link, ...
+                raise BadImage("bad-tar-member", f"{type(e).__name__}: {e}") from None
 
     def close(self) -> None:
         for tf in self._handles.values():
@@ -156,13 +170,26 @@ class TarShardSource(ImageSource):
         self._members.clear()
 
 
+def _readable_headers(tf: tarfile.TarFile, path: str, warn: bool = True) -> list[tarfile.TarInfo]:
+    """The members of ``tf`` up to the first damaged header (a truncated shard keeps what comes before)."""
+    members: list[tarfile.TarInfo] = []
+    try:
+        for m in tf:
+            members.append(m)
+    except tarfile.TarError as e:
+        if warn:
+            log.warning("shard %s is damaged after %d member(s) (%s); reading those", path, len(members), e)
+    return members
+
+
 def shard_members(path: str) -> list[str]:
-    """Image members of one shard, in tar order (one per sample key)."""
+    """Image members of one shard, in tar order (one per sample key); links count (reading one that points
+    nowhere is a ``bad-tar-member`` skip), directories do not."""
     try:
         with tarfile.open(path, "r") as tf:
-            names = [m.name for m in tf.getmembers() if m.isfile()]
+            names = [m.name for m in _readable_headers(tf, path) if m.isfile() or m.issym() or m.islnk()]
     except (tarfile.TarError, OSError) as e:
-        raise DataError(f"cannot read shard {path}: {e}") from None
+        raise DataError(f"cannot read shard {path}: {e} (fix or remove it from data.path)") from None
     return [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
 
 
@@ -262,7 +289,7 @@ class CropAndNormalize:
         self.crop_scale = crop_scale
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         box = random_resized_crop_box(image.width, image.height, self.crop_scale, rng)
         size = (self.image_size, self.image_size)
         crop = image.resize(size, Image.Resampling.BICUBIC, box=box)
@@ -299,9 +326,11 @@ class Batch:
 class ImageStream:
     """Endless per-rank batches with a checkpointable position.
 
-    ``state_dict()`` is the position after the last batch handed out: ``{epoch, index, skipped}``.
-    ``num_workers > 0`` decodes ahead in threads (PIL releases the GIL while decoding); the position still
-    counts only what was handed out.
+    ``state_dict()`` is the position after the last batch handed out (``{epoch, index}``) and the files
+    skipped so far (``skipped_files``: each once, with its reason; ``skipped`` is their number). A file
+    already known to be bad is passed over without being read again. ``num_workers > 0`` decodes ahead in
+    threads (PIL releases the GIL while decoding); the position and the skips still count only what was
+    handed out, in order, on the consuming thread.
     """
 
     def __init__(
@@ -314,6 +343,7 @@ class ImageStream:
         rank: int = 0,
         strict: bool = False,
         num_workers: int = 0,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         if batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {batch_size}")
@@ -324,19 +354,26 @@ class ImageStream:
         self.rank = rank
         self.strict = strict
         self.num_workers = num_workers
+        self.max_pixels = max_pixels
         self.epoch = 0
         self.index = 0
-        self.skipped = 0
+        self.skipped_files = SkippedFiles(logger=log)
         self._perm_epoch = -1
         self._perm: np.ndarray = np.arange(0)
         self._pool: ThreadPoolExecutor | None = None
 
+    @property
+    def skipped(self) -> int:
+        """How many files of this rank were skipped (each counted once)."""
+        return len(self.skipped_files)
+
     # position ---------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "index": self.index,
             "skipped": self.skipped,
+            "skipped_files": self.skipped_files.as_list(),
             "num_samples": len(self.source),
         }
 
@@ -348,7 +385,9 @@ class ImageStream:
                 f"now {len(self.source)}; "
                 "resume with the same data and number of processes, or start fresh with train.resume=never"
             )
-        self.epoch, self.index, self.skipped = int(state["epoch"]), int(state["index"]), int(state["skipped"])
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self.skipped_files = SkippedFiles(logger=log)
+        self.skipped_files.extend(state.get("skipped_files", []))
 
     def permutation(self, epoch: int) -> np.ndarray:
         """This rank's order for ``epoch``: seeded by (seed + rank, epoch)."""
@@ -358,24 +397,31 @@ class ImageStream:
         return self._perm
 
     # loading ----------------------------------------------------------------------------------------
-    def _load(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    def _key(self, epoch: int, index: int) -> str:
+        return self.source.refs[int(self.permutation(epoch)[index])].key
+
+    def _load(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor, str] | BadImage:
+        """The sample at (epoch, index), or why it cannot be used (recorded by the consumer, in order)."""
         i = int(self.permutation(epoch)[index])
         key = self.source.refs[i].key
+        if key in self.skipped_files:
+            return BadImage("known", "skipped before")
         try:
-            data = self.source.read_bytes(i)
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                rng = np.random.default_rng([self.seed, self.rank, epoch, index])
-                pv, tgt = self.transform(im, rng)
-        except Exception as e:  # any decode failure is a bad sample, never a crash
-            if self.strict:
-                raise DataError(
-                    f"cannot read image {key}: {type(e).__name__}: {e} "
-                    "(fix or remove the file, or set data.strict=false to skip bad images)"
-                ) from None
-            log.warning("skipping unreadable image %s (%s: %s)", key, type(e).__name__, e)
-            return None
+            image = self.source.open_image(i, self.max_pixels)
+        except BadImage as bad:
+            return bad
+        rng = np.random.default_rng([self.seed, self.rank, epoch, index])
+        pv, tgt = self.transform(image, rng)
         return pv, tgt, key
+
+    def _skip(self, key: str, bad: BadImage) -> None:
+        """A sample that cannot be used: an error naming it (``data.strict``), else recorded once."""
+        if self.strict:
+            raise DataError(
+                f"cannot read image {key}: {bad.reason}: {bad.detail} "
+                "(fix or remove the file, or set data.strict=false to skip bad images)"
+            )
+        self.skipped_files.add(key, bad.reason, bad.detail)
 
     def _positions(self) -> Iterator[tuple[int, int]]:
         epoch, index = self.epoch, self.index
@@ -386,44 +432,42 @@ class ImageStream:
             yield epoch, index
             index += 1
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _items(self) -> Iterator[Any]:
+        """Usable samples in stream order; the position moves past every sample consumed, readable or not."""
         n = len(self.source)
         positions = self._positions()
         pending: list[tuple[tuple[int, int], Future[Any] | None]] = []
         if self.num_workers > 0 and self._pool is None:
             self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="genhancer-data")
         lookahead = max(1, 2 * self.batch_size) if self._pool is not None else 1
-
-        def submit() -> None:
-            pos = next(positions)
-            fut = self._pool.submit(self._load, *pos) if self._pool is not None else None
-            pending.append((pos, fut))
-
         bad_in_a_row = 0
         while True:
-            items: list[tuple[torch.Tensor, torch.Tensor, str]] = []
-            while len(items) < self.batch_size:
-                while len(pending) < lookahead:
-                    submit()
-                pos, fut = pending.pop(0)
-                item = fut.result() if fut is not None else self._load(*pos)
-                # consumed: the position moves past this sample whether or not it was readable
-                self.epoch, self.index = pos[0], pos[1] + 1
-                if item is None:
-                    self.skipped += 1
-                    bad_in_a_row += 1
-                    if bad_in_a_row >= n:
-                        raise DataError(
-                            f"rank {self.rank}: none of the {n} images of {self.source.description} "
-                            "could be read"
-                        )
-                    continue
-                bad_in_a_row = 0
-                items.append(item)
+            while len(pending) < lookahead:
+                pos = next(positions)
+                pending.append((pos, self._pool.submit(self._load, *pos) if self._pool is not None else None))
+            pos, fut = pending.pop(0)
+            item = fut.result() if fut is not None else self._load(*pos)
+            self.epoch, self.index = pos[0], pos[1] + 1
+            if isinstance(item, BadImage):
+                self._skip(self._key(*pos), item)
+                bad_in_a_row += 1
+                if bad_in_a_row >= n:
+                    raise DataError(
+                        f"rank {self.rank}: none of the {n} images of {self.source.description} could be "
+                        f"read (e.g. {self._key(*pos)}: {item.reason})"
+                    )
+                continue
+            bad_in_a_row = 0
+            yield item
+
+    def __iter__(self) -> Iterator[Batch]:
+        items = self._items()
+        while True:
+            chunk = [next(items) for _ in range(self.batch_size)]
             yield Batch(
-                pixel_values=torch.stack([x[0] for x in items]),
-                target=torch.stack([x[1] for x in items]),
-                keys=[x[2] for x in items],
+                pixel_values=torch.stack([x[0] for x in chunk]),
+                target=torch.stack([x[1] for x in chunk]),
+                keys=[x[2] for x in chunk],
             )
 
     def close(self) -> None:
@@ -449,5 +493,12 @@ def build_stream(
     transform = CropAndNormalize(image_size, mean, std, tuple(cfg.crop_scale))  # type: ignore[arg-type]
     log.info("data: %s (rank %d of %d)", source.description, rank, world_size)
     return ImageStream(
-        source, transform, batch_size, seed=seed, rank=rank, strict=cfg.strict, num_workers=cfg.num_workers
+        source,
+        transform,
+        batch_size,
+        seed=seed,
+        rank=rank,
+        strict=cfg.strict,
+        num_workers=cfg.num_workers,
+        max_pixels=cfg.max_image_pixels,
     )

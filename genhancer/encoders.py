@@ -25,6 +25,7 @@ from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.families import ALL_LINEAR, FAMILIES, POOLER, PROJECTED_POOLER, FamilyFacts
 from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
+from genhancer.utils.weights import require_safetensors
 
 
 @dataclass
@@ -166,6 +167,7 @@ class EncoderFamily:
                 f"expects the full {self.full_model_class} (model_type {self.model_type!r}); "
                 "fix encoder.family or point encoder.path at the full image+text model"
             )
+        require_safetensors(path, loader=f"transformers.{self.full_model_class}", what="encoder.path")
         try:
             return self.full_model_cls().from_pretrained(path, dtype=dtype, use_safetensors=True)
         except OSError as e:
@@ -295,6 +297,7 @@ class VisionEncoder(nn.Module):
 
         if self.has_lora:
             raise RuntimeError("the encoder already has a LoRA adapter")
+        require_safetensors(adapter_dir, loader="peft", what="LoRA adapter")
         self.backbone = PeftModel.from_pretrained(self.backbone, str(adapter_dir), is_trainable=trainable)
         self._remember_lora_trainable()
 

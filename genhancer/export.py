@@ -28,6 +28,7 @@ from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.fsio import atomic_directory, read_json
 from genhancer.utils.logging import get_logger
 from genhancer.utils.provenance import read_provenance, write_provenance
+from genhancer.utils.weights import require_safetensors
 
 log = get_logger("genhancer.export")
 
@@ -175,6 +176,7 @@ def export_encoder(
     base_dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None)
     full = family.load_full_model(base, dtype=torch.float32)  # merge in float32, cast back below
     base_state = {n: p.detach().clone() for n, p in full.named_parameters() if n.endswith("bias")}
+    require_safetensors(stage_dir / LORA_DIR, loader="peft", what="LoRA adapter")
     adapted = PeftModel.from_pretrained(full, str(stage_dir / LORA_DIR))
     control = None
     if random_update_seed is not None:

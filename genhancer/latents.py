@@ -21,6 +21,7 @@ from torch import nn
 
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.registry import Registry
+from genhancer.utils.weights import require_safetensors
 
 
 def patchify(z: torch.Tensor, p: int) -> torch.Tensor:
@@ -152,6 +153,12 @@ class VaeSpace(LatentSpace):
         if not latent_cfg.vae_path:
             raise ConfigError("latent.space=vae needs latent.vae_path (an AutoencoderKL directory or hub id)")
         kwargs = {"subfolder": latent_cfg.vae_subfolder} if latent_cfg.vae_subfolder else {}
+        require_safetensors(
+            latent_cfg.vae_path,
+            loader="diffusers.AutoencoderKL",
+            subfolder=latent_cfg.vae_subfolder,
+            what="latent.vae_path",
+        )
         try:
             vae = AutoencoderKL.from_pretrained(latent_cfg.vae_path, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as e:

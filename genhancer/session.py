@@ -64,6 +64,14 @@ class ProcessGroup:
     def mean(self, value: float) -> float:
         return self.sum(value) / self.world_size
 
+    def gather_lists(self, items: list[Any]) -> list[list[Any]]:
+        """Every rank's ``items`` (JSON-like values), in rank order, on every rank."""
+        if self._dist is None or self.world_size == 1:
+            return [list(items)]
+        out: list[Any] = [None] * self.world_size
+        self._dist.all_gather_object(out, list(items))
+        return out
+
 
 @dataclass
 class Session:

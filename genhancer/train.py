@@ -48,6 +48,7 @@ from genhancer.utils.cli import add_config_arguments, config_from_args, entry_po
 from genhancer.utils.config import dump_yaml
 from genhancer.utils.errors import ConfigError, UserError
 from genhancer.utils.fsio import read_json, write_json
+from genhancer.utils.images import merge_skipped
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
 
@@ -424,6 +425,8 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
         "images_per_s": report.images_per_s,
         "final_loss": report.last_loss if math.isfinite(report.last_loss) else None,
         "skipped_images": int(group.sum(run.stream.skipped)),
+        # each unusable file once, with its reason (genhancer.utils.images), whichever rank met it
+        "skipped_files": merge_skipped(group.gather_lists(run.stream.skipped_files.as_list())),
         "final": str(final),
     }
     if group.is_main:

@@ -30,6 +30,7 @@ from genhancer.latents import LATENT_SPACES, LatentSpace
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.registry import Registry
+from genhancer.utils.weights import require_safetensors
 
 CONFIG_FILE = "config.json"
 KMEANS_WEIGHTS = "model.safetensors"
@@ -74,6 +75,7 @@ class DiffusersVQTokenizer(VQTokenizer):
         from diffusers import VQModel
 
         kwargs = {"subfolder": subfolder} if subfolder else {}
+        require_safetensors(path, loader="diffusers.VQModel", subfolder=subfolder, what="VQ tokenizer")
         return cls(VQModel.from_pretrained(path, use_safetensors=True, **kwargs))
 
     @property

@@ -36,6 +36,7 @@ from genhancer.utils.families import FamilyFacts, family_for_model_type, known_m
 from genhancer.utils.fsio import atomic_directory
 from genhancer.utils.logging import get_logger
 from genhancer.utils.provenance import write_provenance
+from genhancer.utils.weights import require_safetensors
 from llava_integration.config import PROJECTORS, LlavaTrainConfig, ModelConfig
 from llava_integration.templates import IMAGE_TOKEN, get_template
 
@@ -88,7 +89,7 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"encoder {path!r}: cannot read its config.json ({e})") from None
+        raise ModelDirError(f"encoder {path!r}: cannot read its config.json ({_remote_hint(e)})") from None
     if config.model_type not in known_model_types():
         raise ModelDirError(
             f"encoder {path!r} is a {config.model_type!r} model; supported encoder model types: "
@@ -137,14 +138,14 @@ def inspect_encoder(path: str, trust_remote_code: bool = False) -> EncoderInfo:
     return EncoderInfo(family, vision_config, processor, size, patch)
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
+def load_tokenizer(cfg: ModelConfig, trust_remote_code: bool = False) -> Any:
     """The LLM's tokenizer with ``<image>`` (a special token) and a pad token added."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.llm, trust_remote_code=cfg.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(cfg.llm, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"LLM {cfg.llm!r}: cannot load its tokenizer ({e})") from None
+        raise ModelDirError(f"LLM {cfg.llm!r}: cannot load its tokenizer ({_remote_hint(e)})") from None
     if not getattr(tok, "is_fast", False):
         raise ModelDirError(
             f"LLM {cfg.llm!r}: a fast tokenizer is needed (character offsets for label masks)"
@@ -194,8 +195,18 @@ def _dtype(name: str, llm_config: Any) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
-    """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring)."""
+def _remote_hint(e: Exception) -> str:
+    """The library's message, plus how to allow a model's own code when that is what it asks for."""
+    if "trust_remote_code" not in str(e):
+        return str(e)
+    return f"{e} -- if you trust that code, pass --trust-remote-code to python -m llava_integration.build"
+
+
+def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring).
+
+    ``trust_remote_code`` lets transformers run code shipped with the encoder/LLM directories; it comes from
+    the ``--trust-remote-code`` command-line flag only, never from a config file."""
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
@@ -208,13 +219,16 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
                 f"model.{key}=DIR, or with --{key} DIR"
             )
     get_template(cfg.template)  # an unknown template fails before anything heavy is loaded
-    info = inspect_encoder(cfg.encoder, cfg.trust_remote_code)
+    info = inspect_encoder(cfg.encoder, trust_remote_code)
+    # both weight sets are checked before either is loaded: a pickle-only directory costs no loading time
+    require_safetensors(cfg.encoder, loader=f"transformers.{info.family.vision_model_class}", what="encoder")
+    require_safetensors(cfg.llm, loader="transformers.AutoModelForCausalLM", what="LLM")
     strategy = feature_strategy(cfg, info.family)
-    tokenizer = load_tokenizer(cfg)
+    tokenizer = load_tokenizer(cfg, trust_remote_code)
     try:
-        text_config = AutoConfig.from_pretrained(cfg.llm, trust_remote_code=cfg.trust_remote_code)
+        text_config = AutoConfig.from_pretrained(cfg.llm, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({e})") from None
+        raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({_remote_hint(e)})") from None
     torch_dtype = _dtype(cfg.dtype, text_config)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     config = LlavaConfig(
@@ -228,10 +242,10 @@ def assemble(cfg: ModelConfig, seed: int = 0) -> tuple[Any, Any]:
     )
     vision_cls = getattr(transformers, info.family.vision_model_class)
     log.info("loading vision tower %s from %s", info.family.vision_model_class, cfg.encoder)
-    vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype)
+    vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype, use_safetensors=True)
     log.info("loading language model from %s", cfg.llm)
     lm = AutoModelForCausalLM.from_pretrained(
-        cfg.llm, dtype=torch_dtype, trust_remote_code=cfg.trust_remote_code
+        cfg.llm, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
     )
 
     # The shell is built on the meta device (no memory, no random init), then the real parts are put in.
@@ -271,10 +285,16 @@ def save_llava_dir(model: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def build(cfg: ModelConfig, out: str | Path, seed: int = 0, provenance_config: Any = None) -> Path:
+def build(
+    cfg: ModelConfig,
+    out: str | Path,
+    seed: int = 0,
+    provenance_config: Any = None,
+    trust_remote_code: bool = False,
+) -> Path:
     """Assemble and write the LLaVA directory ``out`` (atomically) with its provenance manifest."""
     out = Path(out)
-    model, processor = assemble(cfg, seed=seed)
+    model, processor = assemble(cfg, seed=seed, trust_remote_code=trust_remote_code)
     with atomic_directory(out) as tmp:
         save_llava_dir(model, processor, tmp)
         write_provenance(
@@ -303,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--encoder", help="CLIP/SigLIP directory (or hub id); overrides model.encoder")
     parser.add_argument("--llm", help="causal-LM directory (or hub id); overrides model.llm")
     parser.add_argument("--out", type=Path, help="LLaVA directory to write (required unless --print-config)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run Python code shipped with the encoder/LLM directories (only for code you "
+        "trust; a config file cannot turn this on)",
+    )
     add_print_config_argument(parser)
     parser.add_argument(
         "overrides",
@@ -325,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         seed=cfg.seed,
         provenance_config={"model": dataclasses.asdict(cfg.model), "seed": cfg.seed},
+        trust_remote_code=args.trust_remote_code,
     )
     return 0
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genhancer.utils.errors import ConfigError
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
 PROJECTORS: dict[str, str] = {"mlp2x_gelu": "gelu"}  # projector id -> HF LlavaConfig.projector_hidden_act
 
@@ -39,7 +40,8 @@ class ModelConfig:
     pad_embeddings_to_multiple_of: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # assembled weights; auto: the LLM's
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    trust_remote_code: bool = False
+    # no trust_remote_code here: running a model's own code is the --trust-remote-code flag of
+    # `python -m llava_integration.build`, never a config value (genhancer.utils.config refuses the key)
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:
@@ -61,10 +63,14 @@ class DataConfig:
     group_by_modality_length: bool = True
     num_workers: int = 0
     limit: int | None = None  # use only the first N records (smoke runs)
+    # images with more pixels (width x height, read from the header) are not decoded: their record is an
+    # error / skipped (on_bad_record); the default and maximum is PIL's own refusal threshold
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError(f"max_length={self.max_length} is too small")
+        check_max_pixels(self.max_image_pixels, "data.max_image_pixels")
 
 
 @dataclass

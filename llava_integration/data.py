@@ -13,9 +13,19 @@ Encoding one record (see :func:`encode_record`):
    skipped and counted; it is never cut through its image tokens, and a record left with nothing to learn
    is skipped.
 
-Malformed records (no conversations, wrong roles, more than one ``<image>``, ``<image>`` without an
-image, a missing image file) are named by index and id: an error by default, skipped and counted with
-``on_bad_record=skip``.
+Malformed records (not a JSON object, no conversations, non-string values, wrong roles, more than one
+``<image>``, ``<image>`` in an answer or without an image, a missing image file) are found up front and
+named by index (position in the file) and id: an error by default, skipped with ``on_bad_record=skip``.
+Images are opened at read time by ``genhancer.utils.images.open_rgb`` (the suite's one set of rules; pixel
+cap ``data.max_image_pixels``); an image that cannot be used (vanished since, truncated, not an image, too
+many pixels, ...) is an error naming record, id, file and reason, or with ``on_bad_record=skip`` its record
+is skipped.
+
+A skipped record is replaced by the next usable record *of the same modality* (image or text-only), so a
+batch the modality-grouped sampler made single-modality stays so (ZeRO-3 ranks must all run, or all skip,
+the vision tower). What was skipped is recorded once per record / file in a ``SkipReport``; with a journal
+directory its entries are appended to files there as they happen, so skips met in DataLoader worker
+processes and on other ranks survive (``SkipReport.collect`` merges them for the run's ``summary.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +42,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from genhancer.utils.errors import ConfigError, DataError
-from genhancer.utils.fsio import read_json, read_jsonl
+from genhancer.utils.fsio import read_json
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, SkippedFiles, open_rgb, read_journal
 from genhancer.utils.logging import get_logger
 from llava_integration.config import DataConfig
 from llava_integration.templates import IMAGE_TOKEN, render_with_spans, supervised_token_mask
@@ -47,41 +58,77 @@ class OverLength(Exception):
     """A record that cannot be fitted into max_length without cutting its image tokens (internal)."""
 
 
-@dataclass
 class SkipReport:
-    """What was left out, and why (logged at the end of loading / training)."""
+    """What was left out, and why, each once: ``records`` (skipped records, key ``record #i (id=...)``),
+    ``files`` (unusable image files, key = path) and ``truncated`` (records cut after their image tokens).
 
-    bad_records: list[str] = field(default_factory=list)
-    over_length: int = 0
-    truncated: int = 0
+    ``journal``: a directory; each new entry is also appended to ``<journal>/<part>.jsonl``, so entries made
+    in other processes are kept; ``collect`` reads them back merged."""
+
+    PARTS = ("records", "files", "truncated")
+
+    def __init__(self, journal: str | Path | None = None):
+        self.journal = Path(journal) if journal is not None else None
+        if self.journal is not None:
+            self.journal.mkdir(parents=True, exist_ok=True)
+        where = {p: self.journal / f"{p}.jsonl" if self.journal else None for p in self.PARTS}
+        self.records = SkippedFiles(where["records"], logger=log)
+        self.files = SkippedFiles(where["files"], logger=log, warn=False)  # its record's warning names it
+        self.truncated = SkippedFiles(where["truncated"], logger=log, warn=False)
+
+    def collect(self) -> dict[str, Any]:
+        """Every process's entries (from the journal; this process's alone without one)."""
+        parts = {
+            p: read_journal(self.journal / f"{p}.jsonl") if self.journal else getattr(self, p).as_list()
+            for p in self.PARTS
+        }
+        return {
+            "skipped_records": parts["records"],
+            "skipped_files": parts["files"],
+            "truncated_records": len(parts["truncated"]),
+        }
 
     def summary(self) -> str:
+        got = self.collect()
+        reasons: dict[str, int] = {}
+        for e in got["skipped_records"]:
+            reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+        why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none"
         return (
-            f"{len(self.bad_records)} malformed record(s) skipped, {self.over_length} over-length record(s) "
-            f"skipped, {self.truncated} truncated after their image tokens"
+            f"{len(got['skipped_records'])} record(s) skipped ({why}), {len(got['skipped_files'])} unusable "
+            f"image file(s), {got['truncated_records']} record(s) truncated after their image tokens"
         )
 
 
 def read_records(path: str | Path) -> list[Any]:
-    """A LLaVA JSON list (``.json``) or one record per line (``.jsonl``)."""
+    """A LLaVA JSON list (``.json``) or one record per line (``.jsonl``); a record that is not a JSON object
+    is kept, to be named by ``record_problems`` like any other malformed record."""
     p = Path(path)
-    if p.suffix == ".jsonl":
-        return read_jsonl(p)
-    data = read_json(p)
-    if not isinstance(data, list):
-        raise DataError(f"{p}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+    if p.suffix != ".jsonl":
+        data = read_json(p)
+        if not isinstance(data, list):
+            raise DataError(f"{p}: expected a JSON list of records, got {type(data).__name__}")
+        return data
+    if not p.is_file():
+        raise DataError(f"file not found: {p}")
+    records = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}, line {n}: not valid JSON ({e})") from None
+    return records
 
 
-def record_problems(rec: Any, image_root: Path | None) -> list[str]:
-    """Every way ``rec`` is malformed (empty when it is fine)."""
-    if not isinstance(rec, dict):
-        return [f"a record must be a JSON object, got {type(rec).__name__}"]
-    conv = rec.get("conversations")
-    if not isinstance(conv, list) or not conv:
-        return ["no conversations (a non-empty 'conversations' list is required)"]
-    problems = []
-    n_image_tokens = 0
+def record_name(index: int, rec: Any) -> str:
+    """How messages name a record: its position in the data file and its id."""
+    return f"record #{index} (id={rec.get('id') if isinstance(rec, dict) else None!r})"
+
+
+def _turn_problems(conv: list[Any]) -> tuple[list[str], int]:
+    """(problems of the turns, number of ``<image>`` in human turns)."""
+    problems, n_image_tokens = [], 0
     for k, turn in enumerate(conv):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             problems.append(f"turn {k} is not {{'from': ..., 'value': <string>}}")
@@ -92,9 +139,23 @@ def record_problems(rec: Any, image_root: Path | None) -> list[str]:
                 f"turn {k} is from {turn.get('from')!r}, expected {want!r} "
                 "(turns must alternate human, gpt, starting with human)"
             )
-        n_image_tokens += turn["value"].count(IMAGE_TOKEN)
+        elif want == "gpt" and IMAGE_TOKEN in turn["value"]:
+            problems.append(f"turn {k} (a 'gpt' answer) contains '<image>' (the image goes in a human turn)")
+        else:
+            n_image_tokens += turn["value"].count(IMAGE_TOKEN)
     if len(conv) % 2:
         problems.append("the last turn is from 'human' (a conversation must end with a 'gpt' answer)")
+    return problems, n_image_tokens
+
+
+def record_problems(rec: Any, image_root: Path | None) -> list[str]:
+    """Every way ``rec`` is malformed (empty when it is fine)."""
+    if not isinstance(rec, dict):
+        return [f"a record must be a JSON object, got {type(rec).__name__}"]
+    conv = rec.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        return ["no conversations (a non-empty 'conversations' list is required)"]
+    problems, n_image_tokens = _turn_problems(conv)
     image = rec.get("image")
     if n_image_tokens > 1:
         problems.append(f"{n_image_tokens} '<image>' tokens (at most one image per record is supported)")
@@ -108,8 +169,9 @@ def record_problems(rec: Any, image_root: Path | None) -> list[str]:
     return problems
 
 
-def load_records(cfg: DataConfig, report: SkipReport | None = None) -> list[dict[str, Any]]:
-    """Read and validate ``cfg.path``; malformed records raise (listing them) or are skipped and counted."""
+def validate_records(cfg: DataConfig, report: SkipReport | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """Read and check ``cfg.path``: the usable ``(index in the file, record)`` pairs. Malformed records raise
+    (listing them) or, with ``on_bad_record=skip``, are skipped and recorded in ``report``."""
     if not cfg.path:
         raise ConfigError("data.path is empty: give a LLaVA JSON/JSONL file")
     records = read_records(cfg.path)
@@ -120,27 +182,30 @@ def load_records(cfg: DataConfig, report: SkipReport | None = None) -> list[dict
     for i, rec in enumerate(records):
         problems = record_problems(rec, root)
         if problems:
-            rid = rec.get("id") if isinstance(rec, dict) else None
-            bad.append(f"record #{i} (id={rid!r}): {'; '.join(problems)}")
+            bad.append((record_name(i, rec), "; ".join(problems)))
         else:
-            good.append(rec)
-    if bad:
-        listed = "\n  ".join(bad[:_MAX_LISTED]) + (
+            good.append((i, rec))
+    if bad and cfg.on_bad_record == "error":
+        listed = "\n  ".join(f"{name}: {why}" for name, why in bad[:_MAX_LISTED]) + (
             f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         )
-        if cfg.on_bad_record == "error":
-            raise DataError(
-                f"{cfg.path}: {len(bad)} malformed record(s) of {len(records)}:\n  {listed}\n"
-                "(fix them, or set data.on_bad_record=skip to skip and count them)"
-            )
-        log.warning(
-            "%s: skipping %d malformed record(s) of %d:\n  %s", cfg.path, len(bad), len(records), listed
+        raise DataError(
+            f"{cfg.path}: {len(bad)} malformed record(s) of {len(records)}:\n  {listed}\n"
+            "(fix them, or set data.on_bad_record=skip to skip and count them)"
         )
-        if report is not None:
-            report.bad_records.extend(bad)
+    if bad:
+        log.warning("%s: skipping %d malformed record(s) of %d", cfg.path, len(bad), len(records))
+        report = report or SkipReport()
+        for name, why in bad:
+            report.records.add(name, "malformed", why)
     if not good:
         raise DataError(f"{cfg.path}: no usable records")
     return good
+
+
+def load_records(cfg: DataConfig, report: SkipReport | None = None) -> list[dict[str, Any]]:
+    """The usable records of ``cfg.path`` (``validate_records`` without their indices)."""
+    return [rec for _, rec in validate_records(cfg, report)]
 
 
 def to_messages(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -216,12 +281,12 @@ def expand2square(image: Any, background: tuple[int, int, int]) -> Any:
     return out
 
 
-def load_pixels(path: Path, image_processor: Any, aspect: str) -> torch.Tensor:
-    """(3, H, W) pixel values of one image, padded to square with the mean colour when ``aspect=pad``."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        image = im.convert("RGB")
+def load_pixels(
+    path: Path, image_processor: Any, aspect: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> torch.Tensor:
+    """(3, H, W) pixel values of one image (``open_rgb``'s rules: ``BadImage`` when it cannot be used),
+    padded to square with the mean colour when ``aspect=pad``."""
+    image = open_rgb(path, max_pixels=max_pixels)
     if aspect == "pad":
         mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
         image = expand2square(image, tuple(int(x * 255) for x in mean))
@@ -229,9 +294,19 @@ def load_pixels(path: Path, image_processor: Any, aspect: str) -> torch.Tensor:
 
 
 class LlavaDataset(Dataset):
-    """Map-style dataset of encoded LLaVA records (encoding happens lazily, per item)."""
+    """Map-style dataset of encoded LLaVA records (encoding happens lazily, per item).
 
-    def __init__(self, cfg: DataConfig, processor: Any, chat_template: str, image_tokens: int):
+    ``journal``: a directory for the ``SkipReport``'s journal (the trainer passes one in the stage directory,
+    so skips met in DataLoader workers reach ``summary.json``)."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        processor: Any,
+        chat_template: str,
+        image_tokens: int,
+        journal: str | Path | None = None,
+    ):
         self.cfg = cfg
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -239,8 +314,10 @@ class LlavaDataset(Dataset):
         self.image_tokens = image_tokens
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.root = Path(cfg.image_root) if cfg.image_root else Path(".")
-        self.report = SkipReport()
-        self.records = load_records(cfg, self.report)
+        self.report = SkipReport(journal)
+        indexed = validate_records(cfg, self.report)
+        self.file_index = [i for i, _ in indexed]  # position of each record in the data file (for messages)
+        self.records = [rec for _, rec in indexed]
         self.has_image = [r.get("image") is not None for r in self.records]
         if any(self.has_image) and image_tokens + 2 > cfg.max_length:
             raise ConfigError(
@@ -248,7 +325,10 @@ class LlavaDataset(Dataset):
                 "tokens) and an answer: raise max_length"
             )
         self.lengths = [estimated_length(r, image_tokens) for r in self.records]
-        self._warned = 0
+        # replacements stay within a modality: each record's modality list and its place in it
+        self.modality = {m: [j for j, h in enumerate(self.has_image) if h == m] for m in (True, False)}
+        self.slot = {j: k for group in self.modality.values() for k, j in enumerate(group)}
+        self.unusable: set[int] = set()  # records this process found unusable (not tried again)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -257,14 +337,12 @@ class LlavaDataset(Dataset):
         """Positive for image records, negative for text-only ones (for the grouping sampler)."""
         return [n if img else -n for n, img in zip(self.lengths, self.has_image)]
 
-    def _skip(self, index: int, reason: str) -> None:
-        rec = self.records[index]
-        self.report.over_length += 1
-        if self._warned < _MAX_LISTED:
-            self._warned += 1
-            log.warning("skipping record #%d (id=%r): %s", index, rec.get("id"), reason)
+    def name(self, index: int) -> str:
+        return record_name(self.file_index[index], self.records[index])
 
     def encode(self, index: int) -> dict[str, Any]:
+        """Token ids, labels (and pixel values) of record ``index``; raises ``OverLength``, ``BadImage`` or
+        ``DataError`` when it cannot be used."""
         rec = self.records[index]
         out = encode_record(
             to_messages(rec),
@@ -280,35 +358,59 @@ class LlavaDataset(Dataset):
             "input_ids": torch.tensor(out["input_ids"]),
             "labels": torch.tensor(out["labels"]),
         }
-        if out["truncated"]:
-            self.report.truncated += 1
         if self.has_image[index]:
-            path = self.root / rec["image"]
-            try:
-                item["pixel_values"] = load_pixels(
-                    path, self.processor.image_processor, self.cfg.image_aspect_ratio
-                )
-            except OSError as e:
-                raise DataError(
-                    f"record #{index} (id={rec.get('id')!r}): cannot read image {path}: {e}"
-                ) from None
+            item["pixel_values"] = load_pixels(
+                self.root / rec["image"],
+                self.processor.image_processor,
+                self.cfg.image_aspect_ratio,
+                self.cfg.max_image_pixels,
+            )
+        if out["truncated"]:
+            self.report.truncated.add(
+                self.name(index), "truncated", f"to data.max_length={self.cfg.max_length}"
+            )
         return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        # A record that must be skipped is replaced by the next usable one (and counted), so a batch is
-        # always full; the sampler still sees the dataset's own length.
-        for step in range(len(self)):
-            j = (index + step) % len(self)
+        # A record that must be skipped is replaced by the next usable one of its modality (and recorded), so
+        # a batch is always full and single-modality; the sampler still sees the dataset's own length.
+        group = self.modality[self.has_image[index]]
+        start = self.slot[index]
+        for step in range(len(group)):
+            j = group[(start + step) % len(group)]
+            if j in self.unusable:
+                continue
             try:
                 return self.encode(j)
             except OverLength as e:
-                self._skip(j, str(e))
+                self._skip(j, "over-length", str(e))
+            except BadImage as bad:
+                self._bad_image(j, bad)
             except DataError as e:
                 if self.cfg.on_bad_record == "error":
-                    raise
-                self.report.bad_records.append(str(e))
-                log.warning("skipping: %s", e)
-        raise DataError(f"{self.cfg.path}: no record fits data.max_length={self.cfg.max_length}")
+                    raise DataError(f"{self.name(j)}: {e}") from None
+                self._skip(j, "malformed", str(e))
+        kind = "image" if self.has_image[index] else "text-only"
+        raise DataError(
+            f"{self.cfg.path}: none of the {len(group)} {kind} records can be used "
+            f"({self.report.summary()}; data.max_length={self.cfg.max_length})"
+        )
+
+    def _skip(self, index: int, reason: str, detail: str) -> None:
+        self.unusable.add(index)
+        self.report.records.add(self.name(index), reason, detail)
+
+    def _bad_image(self, index: int, bad: BadImage) -> None:
+        """Record ``index``'s image cannot be used: an error naming both (``on_bad_record=error``), or the
+        file and the record are recorded and the record skipped."""
+        path = self.root / self.records[index]["image"]
+        if self.cfg.on_bad_record == "error":
+            raise DataError(
+                f"{self.name(index)}: cannot use image {path}: {bad.reason}: {bad.detail} (fix or remove the "
+                "file, or set data.on_bad_record=skip to skip such records)"
+            )
+        self.report.files.add(str(path), bad.reason, f"{bad.detail} (first met in {self.name(index)})")
+        self._skip(index, "bad-image", f"{path}: {bad.reason}")
 
 
 @dataclass

@@ -57,7 +57,7 @@ def _save_merged(trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, tmp: Path)
 
     unset_hf_deepspeed_config()
     dtype = next(iter(state.values())).dtype
-    base = LlavaForConditionalGeneration.from_pretrained(init_dir, dtype=dtype)
+    base = LlavaForConditionalGeneration.from_pretrained(init_dir, dtype=dtype, use_safetensors=True)
     peft_model = get_peft_model(base, lora_config(cfg.stage_config(), base))
     missing, unexpected = peft_model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -8,8 +8,10 @@ vision tower is always frozen. The pretrain stage starts from ``<run_dir>/pretra
 from ``model.encoder`` + ``model.llm`` when missing); finetune starts from the pretrain stage's ``model``.
 
 Output, under ``<run_dir>/<stage>/``: ``config.yaml`` (resolved), ``metrics.jsonl``, tensorboard events
-(``runs/``), ``checkpoint-*`` (resume: ``train.resume=auto``), and ``model/``: a complete
-``LlavaForConditionalGeneration`` directory (LoRA merged) with processor, chat template and provenance.
+(``runs/``), ``checkpoint-*`` (resume: ``train.resume=auto``), ``summary.json`` (steps, loss, throughput and
+what the data left out: ``skipped_records``, ``skipped_files`` with reasons, gathered from every DataLoader
+worker and rank through ``skipped/``), and ``model/``: a complete ``LlavaForConditionalGeneration`` directory
+(LoRA merged) with processor, chat template and provenance.
 
 What trains per stage is ``llava_integration.stages``; the exported directory is ``llava_integration.export``.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +43,9 @@ from genhancer.utils.deepspeed import (
     resolve_mixed_precision,
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.fsio import write_json
 from genhancer.utils.logging import get_logger
+from genhancer.utils.weights import require_safetensors
 from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
 from llava_integration.data import LlavaCollator, LlavaDataset, ModalityLengthGroupedSampler
@@ -211,7 +216,14 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
     if args.process_index == 0:
         dump_yaml(cfg, stage_dir / "config.yaml")
     model, processor, counts = _load_model(cfg, spec, init_dir, args)
-    dataset = LlavaDataset(stage.data, processor, processor.chat_template, model.config.image_seq_length)
+    resume = _resume_point(cfg, stage_dir)
+    dataset = LlavaDataset(
+        stage.data,
+        processor,
+        processor.chat_template,
+        model.config.image_seq_length,
+        journal=_skip_journal(stage_dir, fresh=resume is None, main=args.process_index == 0),
+    )
     log.info("%s: %d records from %s", cfg.stage, len(dataset), stage.data.path)
     trainer = make_trainer_class()(
         model=model,
@@ -223,9 +235,22 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
         projector_lr=stage.lora.projector_lr if stage.lora.enabled else None,
     )
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=_resume_point(cfg, stage_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     extra = _train_report(cfg, trainer, result, time.perf_counter() - t0, dataset, counts)
+    if args.process_index == 0:  # the skips of every worker and rank, each once, with their reasons
+        write_json(stage_dir / "summary.json", {"stage": cfg.stage, **extra, **dataset.report.collect()})
     return export(trainer, cfg, init_dir, processor, stage_dir / "model", extra)
+
+
+def _skip_journal(stage_dir: Path, fresh: bool, main: bool) -> Path:
+    """``<stage>/skipped/``, where every process appends what it skips; emptied when the run starts afresh
+    (a resumed run keeps what was skipped before the interruption)."""
+    journal = stage_dir / "skipped"
+    if fresh and main:
+        shutil.rmtree(journal, ignore_errors=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank records anything before the journal is emptied
+    return journal
 
 
 def _ensure_start(cfg: LlavaTrainConfig, init_dir: Path, assemble_if_missing: bool) -> None:
@@ -253,8 +278,9 @@ def _load_model(cfg: LlavaTrainConfig, spec: StageSpec, init_dir: Path, args: An
     attn = resolve_attn_implementation(cfg.model.attn_implementation)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
     log.info("%s: attention %s, precision %s, deepspeed %s", cfg.stage, attn, precision, stage.deepspeed)
+    require_safetensors(init_dir, loader="transformers.LlavaForConditionalGeneration", what="LLaVA")
     model = LlavaForConditionalGeneration.from_pretrained(
-        init_dir, dtype=precision_dtype(precision), attn_implementation=attn
+        init_dir, dtype=precision_dtype(precision), attn_implementation=attn, use_safetensors=True
     )
     model.config.use_cache = False
     processor = AutoProcessor.from_pretrained(init_dir)
@@ -276,6 +302,7 @@ def _train_report(
 ) -> dict[str, Any]:
     """Log the stage's numbers; return them for the exported model's provenance."""
     tokens = trainer.state.num_input_tokens_seen
+    skips = dataset.report.collect()
     log.info(
         "%s done in %.1f s: %d steps, loss %.4f, %.0f tokens/s; data: %s",
         cfg.stage,
@@ -294,9 +321,9 @@ def _train_report(
         "parameters": counts,
         "data": {
             "records": len(dataset),
-            "skipped_malformed": len(dataset.report.bad_records),
-            "skipped_over_length": dataset.report.over_length,
-            "truncated": dataset.report.truncated,
+            "skipped_records": len(skips["skipped_records"]),
+            "skipped_files": len(skips["skipped_files"]),
+            "truncated": skips["truncated_records"],
         },
     }
 

@@ -288,7 +288,9 @@ def _add_attribute_check(
     wanted = str(Path(classifier).resolve())
     if (summary.get("attributes") or {}).get("classifier") == wanted:
         return summary
-    vae = AutoencoderKL.from_pretrained(out).to(memory_format=torch.channels_last).eval()
+    vae = (
+        AutoencoderKL.from_pretrained(out, use_safetensors=True).to(memory_format=torch.channels_last).eval()
+    )
     summary = {**summary, **evaluate(vae, cfg, world, classifier)}
     write_json(out / SUMMARY_FILE, summary)
     return summary

@@ -12,13 +12,14 @@ as a ``PatchKMeansTokenizer`` directory that ``genhancer.vq`` loads for ``latent
 (``configs/toyworld/vq.yaml`` is its YAML instance; ``--config`` another one, ``key=value`` overrides);
 flags name paths only. Why k-means and not a tiny trained VQModel: the toy pictures are flat colours, thick
 strokes and simple textures, which a 4x4-patch codebook reconstructs well, deterministically and in
-seconds on CPU, with no codebook collapse. Unreadable images are skipped and counted (``stats.json``).
+seconds on CPU, with no codebook collapse. Images are opened by the suite's one image opener
+(``genhancer.utils.images``: CMYK, 16-bit, palette and alpha made RGB; a cap of ``max_image_pixels``); an
+unusable one is skipped and named with its reason in ``stats.json`` (``skipped_files``).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -37,13 +38,13 @@ from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_config, to_dict
 from genhancer.utils.errors import ConfigError, DataError
 from genhancer.utils.fsio import atomic_directory, write_json
+from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, SkippedFiles, check_max_pixels
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import write_provenance
 from genhancer.vq import PatchKMeansTokenizer, VQTokenizer, load_tokenizer, nearest_code
 
 log = get_logger("toyworld.vq")
 KIND = "vq-tokenizer"
-_WARN_SKIPS = 5  # unreadable images named one by one in the log; the rest are only counted
 
 
 @dataclass
@@ -59,12 +60,14 @@ class TrainVQConfig:
     val_fraction: float = 0.05  # held-out images for the reported reconstruction error
     stats_images: int = 500  # training images in the reported train error
     seed: int = 0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # bigger images are skipped undecoded
 
     def __post_init__(self) -> None:
         if self.patch_size < 1 or self.codebook_size < 2 or self.iters < 1 or self.max_patches < 1:
             raise ValueError("patch_size, iters and max_patches must be >= 1 and codebook_size >= 2")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction={self.val_fraction}: must be in [0, 1)")
+        check_max_pixels(self.max_image_pixels, "max_image_pixels")
 
 
 @dataclass
@@ -74,37 +77,44 @@ class EvalVQConfig:
     max_images: int | None = 1000
     image_size: int | None = None
     seed: int = 0
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        check_max_pixels(self.max_image_pixels, "max_image_pixels")
 
 
 # ------------------------------------------------------------------------------------------------ images
 def load_images(
-    images: str, image_size: int | None, max_images: int | None, seed: int, source: str = "folder"
-) -> tuple[torch.Tensor, int]:
+    images: str,
+    image_size: int | None,
+    max_images: int | None,
+    seed: int,
+    source: str = "folder",
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> tuple[torch.Tensor, SkippedFiles]:
     """Images of a ``DATA_SOURCES`` source (folder, recursive; or webdataset shards) -> ((N, 3, S, S) in
-    [-1, 1], number of unreadable images skipped): a seeded random subset of at most ``max_images``."""
+    [-1, 1], the files skipped with their reasons): a seeded random subset of at most ``max_images``."""
     from PIL import Image
 
-    src = build_source(DataConfig(source=source, path=images))
+    src = build_source(DataConfig(source=source, path=images, max_image_pixels=max_pixels))
     order = np.random.default_rng(seed).permutation(len(src))
     if max_images:
         order = order[:max_images]
-    out, skipped = [], 0
+    out, skipped = [], SkippedFiles(logger=log)
     for i in progress(order.tolist(), desc="read images", unit="img"):
         try:
-            img = Image.open(io.BytesIO(src.read_bytes(i))).convert("RGB")
-        except Exception as e:  # PIL raises many kinds
-            skipped += 1
-            if skipped <= _WARN_SKIPS:
-                log.warning("skipping unreadable image %s (%s)", src.refs[i].key, e)
+            img = src.open_image(i, max_pixels)
+        except BadImage as bad:
+            skipped.add(src.refs[i].key, bad.reason, bad.detail)
             continue
         if image_size and img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
         out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
     src.close()
     if skipped:
-        log.warning("skipped %d unreadable image(s) of %d under %s", skipped, len(order), images)
+        log.warning("skipped %d unusable image(s) of %d under %s", len(skipped), len(order), images)
     if not out:
-        raise DataError(f"no readable images under {images!r} ({skipped} unreadable)")
+        raise DataError(f"no readable images under {images!r} ({len(skipped)} unusable)")
     sizes = {tuple(t.shape) for t in out}
     if len(sizes) > 1:
         raise DataError(f"images under {images!r} have different sizes {sorted(sizes)[:3]}; set image_size=S")
@@ -190,7 +200,9 @@ def train_vq(cfg: TrainVQConfig, images: str, out: str | Path, source: str = "fo
     """Fit the tokenizer on ``images`` and write its directory ``out`` atomically; returns the stats."""
     out_dir = Path(out)
     t0 = time.time()
-    data, skipped = load_images(images, cfg.image_size, cfg.max_images, cfg.seed, source)
+    data, skipped = load_images(
+        images, cfg.image_size, cfg.max_images, cfg.seed, source, cfg.max_image_pixels
+    )
     n_val = max(1, int(round(len(data) * cfg.val_fraction))) if len(data) > 1 and cfg.val_fraction else 0
     train_x, val_x = data[n_val:], data[:n_val]
     tok, stats = train_patch_kmeans(train_x, cfg)
@@ -201,7 +213,8 @@ def train_vq(cfg: TrainVQConfig, images: str, out: str | Path, source: str = "fo
             "heldout": reconstruction_stats(tok, val_x) if n_val else None,
             "images": len(train_x),
             "heldout_images": n_val,
-            "skipped_images": skipped,
+            "skipped_images": len(skipped),
+            "skipped_files": skipped.as_list(),
             "image_size": size,
             "wall_s": time.time() - t0,
         }
@@ -217,7 +230,7 @@ def train_vq(cfg: TrainVQConfig, images: str, out: str | Path, source: str = "fo
             extra={
                 "source": source,
                 "image_size": size,
-                "skipped_images": skipped,
+                "skipped_images": len(skipped),
                 "heldout": stats["heldout"],
                 "train": stats["train"],
             },
@@ -310,12 +323,15 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(EvalVQConfig, None, args.overrides)
     tok = load_tokenizer(args.tokenizer, args.subfolder)
-    data, skipped = load_images(args.images, cfg.image_size, cfg.max_images, cfg.seed, args.source)
+    data, skipped = load_images(
+        args.images, cfg.image_size, cfg.max_images, cfg.seed, args.source, cfg.max_image_pixels
+    )
     stats = reconstruction_stats(tok, data)
     stats.update(
         {
             "images": len(data),
-            "skipped_images": skipped,
+            "skipped_images": len(skipped),
+            "skipped_files": skipped.as_list(),
             "codebook_size": tok.codebook_size,
             "downsample": tok.downsample,
         }

@@ -20,8 +20,10 @@ tokens. This adapter:
 Model arguments (``--model_args pretrained=DIR,dtype=bfloat16,...``): ``pretrained`` (required), ``device``
 (auto|cpu|cuda|cuda:N; lmms-eval's ``--device`` also sets it), ``dtype`` (auto|float32|bfloat16|float16),
 ``attn_implementation`` (auto|sdpa|eager|flash_attention_2), ``chat_template`` (path to a .jinja file that
-overrides the directory's), ``max_new_tokens`` (default for tasks that set none; 1024 like llava_hf),
-``trust_remote_code`` (false). ``--batch_size N`` sets the batch.
+overrides the directory's), ``max_new_tokens`` (default for tasks that set none; 1024 like llava_hf).
+``--batch_size N`` sets the batch. Weights load from safetensors only, with transformers' own LLaVA classes:
+``trust_remote_code=true`` is refused (model args can come from an lmms-eval config file, and a LLaVA
+directory needs no code of its own).
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ class GenhancerLlava(lmms):
                 "trust_remote_code, use_cache"
             )
             raise ConfigError(f"unknown genhancer_llava model arg(s) {sorted(kwargs)}; known: {known}")
+        if _as_bool(trust_remote_code, "trust_remote_code"):
+            raise ConfigError(
+                "model arg trust_remote_code=true is refused: genhancer_llava loads LLaVA directories with "
+                "transformers' own classes and never runs code shipped with a model; drop the argument"
+            )
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError(
                 "genhancer_llava evaluates in one process (device_map is one explicit device); "
@@ -177,9 +184,8 @@ class GenhancerLlava(lmms):
         self.batch_size_per_gpu = _as_batch_size(batch_size)
         self.default_max_new_tokens = int(max_new_tokens) if max_new_tokens else DEFAULT_MAX_NEW_TOKENS
         self.use_cache = _as_bool(use_cache, "use_cache")
-        remote = _as_bool(trust_remote_code, "trust_remote_code")
         self.pretrained = str(path)
-        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+        self.processor = AutoProcessor.from_pretrained(path)
         self._tokenizer = self.processor.tokenizer
         self._tokenizer.padding_side = "left"  # batched generation continues every row at the same column
         if self._tokenizer.pad_token_id is None:
@@ -204,7 +210,6 @@ class GenhancerLlava(lmms):
             dtype=self.runtime.dtype,
             device_map={"": str(self.runtime.device)},
             attn_implementation=self.runtime.attn_implementation,
-            trust_remote_code=remote,
         ).eval()
         self.chat_template = (
             None  # lmms-eval's --apply_chat_template hook; prompts are templated here instead

@@ -15,6 +15,7 @@ from genhancer.utils.errors import ModelDirError
 from genhancer.utils.families import known_model_types
 from genhancer.utils.fsio import read_json
 from genhancer.utils.provenance import read_provenance
+from genhancer.utils.weights import require_safetensors
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -56,6 +57,7 @@ def check_llava_dir(path: str | Path) -> Path:
         raise ModelDirError(
             f"{d}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into it"
         )
+    require_safetensors(d, loader="transformers.LlavaForConditionalGeneration", what="LLaVA")
     if not (list(d.glob("*.safetensors")) or list(d.glob("*.safetensors.index.json"))):
         raise ModelDirError(f"{d}: no *.safetensors weights (pickle .bin checkpoints are not loaded)")
     return d.resolve()

@@ -22,6 +22,7 @@ from genhancer import flow
 from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.latents import patchify, token_position_ids, unpatchify
 from genhancer.utils.errors import ConfigError
+from genhancer.utils.weights import require_safetensors
 
 _PAPER_WIDTH = MappingProxyType(
     dict(
@@ -148,6 +149,7 @@ class ContinuousDenoiser(Denoiser):
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> ContinuousDenoiser:
         from diffusers import FluxTransformer2DModel
 
+        require_safetensors(cls.saved_directory(directory), loader="diffusers.FluxTransformer2DModel")
         transformer = FluxTransformer2DModel.from_pretrained(
             cls.saved_directory(directory), use_safetensors=True
         )

@@ -42,6 +42,7 @@ from torch import nn
 import genhancer.vq  # noqa: F401 - registers the ``vq`` latent space this family works in
 from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.utils.errors import ConfigError
+from genhancer.utils.weights import require_safetensors
 
 _PAPER_WIDTH = MappingProxyType(dict(width=1024, heads=16, mlp_ratio=4.0, pooled_dim=1024, context_dim=1024))
 PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
@@ -418,7 +419,9 @@ class DiscreteDenoiser(Denoiser):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> DiscreteDenoiser:
-        network = MaskedTokenTransformer.from_pretrained(cls.saved_directory(directory), use_safetensors=True)
+        saved = cls.saved_directory(directory)
+        require_safetensors(saved, loader="genhancer.denoisers.discrete.MaskedTokenTransformer")
+        network = MaskedTokenTransformer.from_pretrained(saved, use_safetensors=True)
         return cls(network, latent, cfg.denoiser.overrides, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -6,6 +6,9 @@
   allowed). The file is deep-merged over its base: mappings key by key, lists and scalars replace.
 - An unknown key is an error naming the key and listing the valid ones; a value of the wrong type names the
   key, the expected type and the value. ``__post_init__`` checks of a section are reported with its key.
+- Some switches are command-line flags only (``FLAG_ONLY_KEYS``: ``trust_remote_code``, which lets a model
+  directory run its own Python code): a YAML or override that sets one, in any section, is refused naming
+  the key and the flag, so a shared config file can never turn them on.
 - ``to_dict`` / ``dump_yaml`` give the resolved config for the run directory; ``config_hash`` identifies it.
 
 Library code receives the dataclass, never argparse objects or environment variables.
@@ -27,6 +30,9 @@ import yaml
 from genhancer.utils.errors import ConfigError
 
 T = TypeVar("T")
+
+# key (in any section) -> the command-line flag that is the only way to set it
+FLAG_ONLY_KEYS = {"trust_remote_code": "--trust-remote-code"}
 
 __all__ = [
     "ConfigError",
@@ -237,6 +243,13 @@ def from_dict(schema: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``schema`` from ``data``; unknown keys and wrong types raise ConfigError."""
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     hints = get_type_hints(schema)
+    for k in data:
+        if k in FLAG_ONLY_KEYS:
+            key = f"{where}.{k}" if where else k
+            raise ConfigError(
+                f"config key '{key}' is not allowed in a config file or override: remove it, and pass the "
+                f"{FLAG_ONLY_KEYS[k]} command-line flag where a tool offers it (only for code you trust)"
+            )
     unknown = [k for k in data if k not in fields]
     if unknown:
         prefix = f"{where}." if where else ""

@@ -115,3 +115,20 @@ def test_model_dir_that_is_not_llava(tmp_path: Path):
         check_llava_dir(tmp_path / "missing")
     with pytest.raises(ModelDirError, match="no config.json"):
         check_llava_dir(tmp_path)
+
+
+def test_trust_remote_code_is_refused(tiny_llava_dir):
+    from eval.lmms.adapter import GenhancerLlava
+
+    with pytest.raises(ConfigError, match="trust_remote_code=true is refused"):
+        GenhancerLlava(pretrained=str(tiny_llava_dir), device="cpu", trust_remote_code="true")
+
+
+def test_pickle_only_llava_dir_is_refused_with_a_conversion_that_works(tiny_llava_dir, tmp_path):
+    from tests.pickled import pickle_only_copy, run_conversion
+
+    d = pickle_only_copy(tiny_llava_dir, tmp_path / "llava")
+    with pytest.raises(ModelDirError, match="only pickled weights") as e:
+        check_llava_dir(d)
+    run_conversion(str(e.value))
+    assert check_llava_dir(d) == d.resolve()

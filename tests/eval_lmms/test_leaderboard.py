@@ -351,7 +351,11 @@ def test_cli_as_compare_leaderboard_sh_calls_it(runs, tmp_path, capsys):
     assert main(["--runs", *map(str, runs), "--baseline", "baseline", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "## Encoders: MMVP-VLM" in out and "## MLLMs:" in out and "leaderboard ->" in out
-    assert (tmp_path / "o" / "leaderboard.png").is_file()
+    # the chart draws the baseline's bars and ours, each in its colour
+    from eval.leaderboard import COLOURS
+
+    for who in ("baseline", "ours"):
+        assert _colour_area(tmp_path / "o" / "leaderboard.png", COLOURS[who]) > 500, who
     assert (
         main(
             [
@@ -385,3 +389,13 @@ def test_encoder_and_llm_come_from_the_model_dirs_provenance(tmp_path):
     assert (row["encoder"], row["llm"]) == (str(enc.resolve()), str(llm.resolve()))
     md = (tmp_path / "o" / "leaderboard.md").read_text()
     assert re.search(r"- \*\*llava_a\*\* \(ours\): `.*llava_a`; encoder `enc`; LLM `llm`", md)
+
+
+def _colour_area(png: Path, hex_colour: str) -> int:
+    """Pixels of ``png`` within a few levels of ``hex_colour``."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    want = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - want).sum(-1) <= 6).sum())

@@ -45,11 +45,15 @@ def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, c
         "toy_pope_random",
         "toy_cv_bench",
     }
-    assert 0.0 <= summary["scores"]["toy_pope_random"]["pope_f1_score"] <= 1.0
     assert summary["protocol"]["toy_mmvp_ll"]["mode"] == "likelihood"
     assert summary["protocol"]["toy_mmvp"]["mode"] == "generation"
     assert all(v["effective"] == 2 for v in summary["n_samples"].values())
     raw = json.loads(open(summary["raw_results"]).read())
+    # our scores are lmms-eval's numbers, and POPE's F1 is the harmonic mean of its precision and recall
+    pope = summary["scores"]["toy_pope_random"]
+    assert pope["pope_f1_score"] == raw["results"]["toy_pope_random"]["pope_f1_score,none"]
+    p, r = pope["pope_precision"], pope["pope_recall"]
+    assert pope["pope_f1_score"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert raw["config"]["batch_size"] in ("4", 4)
     assert "--include_path" in summary["command"]
 

@@ -92,7 +92,18 @@ def test_compare_mode_prints_deltas_and_plots(tmp_path, capsys):
     assert any(line.startswith("Texts") and line.rstrip().endswith("+6.7") for line in lines)
     assert any(line.startswith("Quantity and Count") and line.rstrip().endswith("-6.7") for line in lines)
     assert lines[-1].startswith("average") and lines[-1].rstrip().endswith("+0.0")
-    assert png.is_file()
+    _assert_bars(png, n_series=2)
+
+
+def _assert_bars(png, n_series: int) -> None:
+    """The chart holds bars of each series: matplotlib's first ``n_series`` cycle colours fill real area."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    cycle = [(31, 119, 180), (255, 127, 14), (44, 160, 44)][:n_series]
+    areas = [int((np.abs(rgb - np.array(c)).sum(-1) <= 6).sum()) for c in cycle]
+    assert min(areas) > 500, areas
 
 
 def test_cli_errors_are_one_line_and_exit_2(tiny_clip_dir, bench_factory, tmp_path, capsys):

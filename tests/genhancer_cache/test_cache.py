@@ -28,6 +28,7 @@ from genhancer.cache import (
 from genhancer.data import CropAndNormalize, ImageStream, build_source, random_resized_crop_box
 from genhancer.module import GenHancerModel
 from genhancer.utils.errors import ConfigError, DataError
+from genhancer.utils.images import BadImage
 from tests.genhancer_train.worlds import draw_scene, make_shards
 
 
@@ -323,12 +324,16 @@ def test_unreadable_images_are_skipped_and_counted(make_cfg, tmp_path, cache_wor
     cfg = make_cfg(f"data.path={world}", "train.batch_size=1")
     model = _model(cfg)
     stream = _stream(cfg, model)
-    assert stream.cache.skipped == {bad} and bad not in stream.cache
+    assert list(stream.cache.skipped) == [bad] and bad not in stream.cache
+    assert stream.cache.skipped[bad].reason == "not-an-image"
     loaded = [stream._load(0, i) for i in range(12)]
-    assert sum(x is None for x in loaded) == 1 and len({x[0] for x in loaded if x is not None}) == 11
+    assert sum(isinstance(x, BadImage) for x in loaded) == 1
+    assert len({x[0] for x in loaded if not isinstance(x, BadImage)}) == 11
     it = iter(stream)
-    keys = [next(it).keys[0] for _ in range(12)]
-    assert bad not in keys and stream.skipped >= 1
+    keys = [next(it).keys[0] for _ in range(23)]  # two whole epochs and one more: the bad file met twice
+    assert bad not in keys and stream.epoch == 2
+    assert stream.skipped == 1  # counted once per file, not per epoch
+    assert [(e["key"], e["reason"]) for e in stream.skipped_files.as_list()] == [(bad, "not-an-image")]
     strict = make_cfg(f"data.path={world}", "data.strict=true", "train.batch_size=1")
     strict_batches = iter(_stream(strict, model))
     with pytest.raises(DataError, match="00003.png"):

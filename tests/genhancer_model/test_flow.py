@@ -46,7 +46,12 @@ def test_logit_normal_timesteps_match_sigmoid_of_scaled_normal():
 
 def test_uniform_timesteps_and_unknown_mode():
     t = flow.sample_timesteps(1000, "uniform", generator=torch.Generator().manual_seed(0))
-    assert t.shape == (1000,) and 0 <= t.min() and t.max() < 1
+    assert t.shape == (1000,)
+    assert torch.equal(t, torch.rand(1000, generator=torch.Generator().manual_seed(0)))  # U(0, 1), as drawn
+    big = flow.sample_timesteps(20000, "uniform", generator=torch.Generator().manual_seed(1))
+    # uniform, not logit-normal: a quarter of the mass in each quarter of (0, 1)
+    quarters = torch.histc(big, bins=4, min=0.0, max=1.0) / len(big)
+    assert torch.allclose(quarters, torch.full((4,), 0.25), atol=0.015)
     with pytest.raises(ValueError, match="uniform"):
         flow.sample_timesteps(3, "cosine")
 

@@ -14,6 +14,7 @@ from PIL import Image
 from genhancer.config import DataConfig
 from genhancer.data import CropAndNormalize, build_source, build_stream, random_resized_crop_box
 from genhancer.utils.errors import ConfigError, DataError
+from tests import image_zoo as zoo
 from tests.genhancer_train.worlds import make_shards
 
 
@@ -170,3 +171,73 @@ def test_threaded_decoding_gives_the_same_batches(tmp_path):
     assert [x.keys for x in a] == [x.keys for x in b]
     assert all(torch.equal(x.target, y.target) for x, y in zip(a, b))
     assert plain.state_dict() == threaded.state_dict()
+
+
+# ------------------------------------------------------------------------------------------ the image zoo
+def _zoo_batches(cfg: DataConfig, n_batches: int, batch: int = 5):
+    s = stream(cfg, batch=batch)
+    seen: dict[str, tuple[int, int, int]] = {}
+    for b, _ in zip(iter(s), range(n_batches)):
+        u8 = ((b.target + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (B, 3, S, S)
+        for key, img in zip(b.keys, u8):
+            name = Path(key.split(":")[-1]).name  # a file, or a shard member
+            seen[name] = zoo.colour_of(img) if name in zoo.LOADS else None
+    return s, seen
+
+
+def _check_zoo(s, seen, extra_skips: dict[str, str] | None = None) -> None:
+    for name, colour in zoo.LOADS.items():
+        assert name in seen and zoo.close(seen[name], colour), (name, seen.get(name), colour)
+    skips = {**zoo.SKIPS, **(extra_skips or {})}
+    assert not set(skips) & set(seen)
+    got = {Path(e["key"].split(":")[-1]).name: e["reason"] for e in s.skipped_files.as_list()}
+    assert got == skips and s.skipped == len(skips)  # each file once, though every epoch met it
+    assert s.epoch >= 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_image_zoo_in_a_folder(tmp_path, workers):
+    from tests.genhancer_train.worlds import make_folder
+
+    root = zoo.write_folder(make_folder(tmp_path / "world", 4))
+    cfg = DataConfig(source="folder", path=str(root), num_workers=workers)
+    s, seen = _zoo_batches(cfg, n_batches=5)  # 10 usable images per epoch: 25 draws = 2.5 epochs
+    _check_zoo(s, seen)
+    resumed = stream(cfg, batch=5)  # the skipped files travel with the position (checkpoint state)
+    resumed.load_state_dict(s.state_dict())
+    assert resumed.skipped_files.as_list() == s.skipped_files.as_list()
+
+
+def test_bad_image_zoo_in_a_webdataset_shard(tmp_path):
+    from tests.genhancer_train.worlds import draw_scene
+
+    good = {f"good{i}.jpg": zoo._encode(draw_scene(i), "JPEG") for i in range(4)}
+    zoo.write_shard(tmp_path / "wds" / "00000.tar", good)
+    cfg = DataConfig(source="webdataset", path=str(tmp_path / "wds"))
+    assert len(build_source(cfg).refs) == 4 + len(zoo.zoo()) + 1  # the cut member is still listed
+    s, seen = _zoo_batches(cfg, n_batches=5)
+    _check_zoo(s, seen, {"cut.jpg": "bad-tar-member"})
+
+
+def test_pixel_cap_skips_big_images_and_is_checked(tmp_path):
+    root = zoo.write_folder(tmp_path / "world")
+    s = stream(DataConfig(source="folder", path=str(root), max_image_pixels=zoo.SIDE**2 - 1), batch=1)
+    assert next(iter(s)).keys == [str(root / "images" / "one_pixel.png")]  # the only image under the cap
+    details = {Path(e["key"]).name: e for e in s.skipped_files.as_list()}
+    assert details["palette.png"]["reason"] == "too-many-pixels"
+    assert "8x8 = 64 pixels is above max_image_pixels=63" in details["palette.png"]["detail"]
+    for bad in (0, 178_956_971):
+        with pytest.raises(
+            ConfigError, match=f"data.max_image_pixels={bad}: must be between 1 and 178956970"
+        ):
+            DataConfig(max_image_pixels=bad)
+
+
+def test_zoo_in_strict_mode_names_file_and_reason(tmp_path):
+    root = zoo.write_folder(tmp_path / "world")
+    s = stream(DataConfig(source="folder", path=str(root), strict=True), batch=len(zoo.zoo()))
+    reasons = "|".join(zoo.SKIPS.values())
+    with pytest.raises(
+        DataError, match=rf"cannot read image .*images/\w+\.\w+: ({reasons}): .*data.strict=false"
+    ):
+        next(iter(s))

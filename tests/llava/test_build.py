@@ -4,6 +4,7 @@ reload + generate."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +98,18 @@ def test_unknown_template_and_encoder_are_named(tmp_path, toy_llm_dir, tiny_clip
         assemble(ModelConfig(encoder=str(tiny_clip_dir), llm=str(toy_llm_dir), template="vicuna"))
     with pytest.raises(ModelDirError, match="supported encoder model types"):
         assemble(ModelConfig(encoder=str(toy_llm_dir), llm=str(toy_llm_dir)))
+
+
+@pytest.mark.parametrize("part", ["encoder", "llm"])
+def test_pickle_only_encoder_or_llm_is_refused(tmp_path, toy_llm_dir, tiny_clip_dir, part):
+    from llava_integration.build import assemble
+    from llava_integration.config import ModelConfig
+    from tests.pickled import pickle_only_copy
+
+    dirs = {"encoder": str(tiny_clip_dir), "llm": str(toy_llm_dir)}
+    dirs[part] = str(pickle_only_copy(Path(dirs[part]), tmp_path / part))
+    loader = "CLIPVisionModel" if part == "encoder" else "AutoModelForCausalLM"
+    with pytest.raises(
+        ModelDirError, match=f"(?i){part} directory .* only pickled weights .*{loader}.from_pretrained"
+    ):
+        assemble(ModelConfig(**dirs))

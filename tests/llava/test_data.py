@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,7 +79,13 @@ def test_bad_records_skipped_and_counted(tmp_path, llava_world):
     path = _write(tmp_path, [GOOD, *BAD.values(), GOOD], name="data.jsonl")
     report = SkipReport()
     recs = load_records(DataConfig(path=str(path), image_root=str(llava_world), on_bad_record="skip"), report)
-    assert len(recs) == 2 and len(report.bad_records) == len(BAD)
+    assert len(recs) == 2
+    skipped = report.collect()["skipped_records"]
+    assert [e["key"] for e in skipped] == [
+        f"record #{i + 1} (id={r['id']!r})" for i, r in enumerate(BAD.values())
+    ]
+    assert {e["reason"] for e in skipped} == {"malformed"}
+    assert all(problem in e["detail"] for problem, e in zip(BAD, skipped))
 
 
 def _enc(tok, rec, max_length, n_img=16, over="truncate"):
@@ -144,7 +151,10 @@ def test_dataset_skips_and_counts_over_length(tmp_path, llava_world, assembled_p
         image_tokens=16,
     )
     item = ds[0]  # record 0 cannot keep its answer within 120 tokens -> replaced by record 1
-    assert ds.report.over_length == 1 and len(item["input_ids"]) <= 120
+    assert len(item["input_ids"]) <= 120 and "pixel_values" in item
+    ds[0]  # met again (another epoch): still recorded once
+    skipped = ds.report.collect()["skipped_records"]
+    assert [(e["key"], e["reason"]) for e in skipped] == [("record #0 (id='long')", "over-length")]
     with pytest.raises(ConfigError, match="cannot hold one image"):
         LlavaDataset(
             DataConfig(path=str(path), image_root=str(llava_world), max_length=16),
@@ -210,3 +220,190 @@ def test_sampler_groups_by_modality_and_length():
     assert set(order) == set(range(len(lengths)))
     s.set_epoch(1)
     assert list(s) != order
+
+
+# --------------------------------------------------------------------------------------------- JSON fuzz
+IMG = "train/images/000000.png"
+FUZZ = {
+    "a list": (["not", "a", "record"], None, "a record must be a JSON object, got list"),
+    "a string": ("a record?", None, "a record must be a JSON object, got str"),
+    "a number": (42, None, "a record must be a JSON object, got int"),
+    "null": (None, None, "a record must be a JSON object, got NoneType"),
+    "numeric value": (
+        {"id": "f1", "conversations": [{"from": "human", "value": 3}, {"from": "gpt", "value": "x"}]},
+        "f1",
+        "turn 0 is not {'from': ..., 'value': <string>}",
+    ),
+    "numeric role": (
+        {"id": "f2", "conversations": [{"from": 1, "value": "q"}, {"from": "gpt", "value": "x"}]},
+        "f2",
+        "turn 0 is from 1, expected 'human'",
+    ),
+    "numeric image": ({"id": "f3", "image": 5, "conversations": GOOD["conversations"]}, "f3", "got 5"),
+    "conversations a mapping": ({"id": "f4", "conversations": {"0": "hi"}}, "f4", "no conversations"),
+    "<image> in an answer": (
+        {
+            "id": "f5",
+            "image": IMG,
+            "conversations": [
+                {"from": "human", "value": "<image>\nColor?"},
+                {"from": "gpt", "value": "it is <image> red"},
+            ],
+        },
+        "f5",
+        "turn 1 (a 'gpt' answer) contains '<image>'",
+    ),
+    "an odd id": ({"id": {"x": [1]}, "conversations": []}, {"x": [1]}, "no conversations"),
+}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+@pytest.mark.parametrize("case", sorted(FUZZ))
+def test_fuzzed_record_is_named_by_index_and_id(tmp_path, llava_world, case, suffix):
+    rec, rid, problem = FUZZ[case]
+    path = _write(tmp_path, [GOOD, GOOD, rec], name="data" + suffix)
+    cfg = DataConfig(path=str(path), image_root=str(llava_world))
+    with pytest.raises(DataError) as e:
+        load_records(cfg)
+    assert f"record #2 (id={rid!r}): " in str(e.value) and problem in str(e.value)
+    from llava_integration.data import SkipReport
+
+    report = SkipReport()
+    assert len(load_records(DataConfig(**{**cfg.__dict__, "on_bad_record": "skip"}), report)) == 2
+    assert [e["key"] for e in report.collect()["skipped_records"]] == [f"record #2 (id={rid!r})"]
+
+
+# ------------------------------------------------------------------------------- images at read time
+def _image_records(tmp_path, llava_world, names: list[str]) -> Path:
+    """``root/<name>`` copies of toy-world images (deletable by a test), one image record each."""
+    import shutil
+
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    for k, name in enumerate(names):
+        shutil.copy(llava_world / "train" / "images" / f"{k:06d}.png", root / name)
+    return root
+
+
+def _img(rid: str, image: str) -> dict:
+    return {"id": rid, "image": image, "conversations": GOOD["conversations"]}
+
+
+def _txt(rid: str) -> dict:
+    return {
+        "id": rid,
+        "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "hello"}],
+    }
+
+
+def test_image_missing_at_read_time_is_named_or_replaced_by_its_modality(
+    tmp_path, llava_world, assembled_processor
+):
+    root = _image_records(tmp_path, llava_world, ["a.png", "b.png"])
+    records = [_txt("t0"), _img("gone", "a.png"), _txt("t1"), _img("kept", "b.png")]
+    path = _write(tmp_path, records)
+
+    def dataset(on_bad: str) -> LlavaDataset:
+        cfg = DataConfig(path=str(path), image_root=str(root), on_bad_record=on_bad)
+        return LlavaDataset(cfg, assembled_processor, VICUNA, image_tokens=16)
+
+    strict, lenient = dataset("error"), dataset("skip")
+    (root / "a.png").unlink()  # valid when the records were checked, gone when read
+    with pytest.raises(DataError) as e:
+        strict[1]
+    assert f"record #1 (id='gone'): cannot use image {root / 'a.png'}: unreadable" in str(e.value)
+    assert "on_bad_record=skip" in str(e.value)
+    item = lenient[1]  # replaced by the next *image* record (#3), not by the text-only #2 that follows it
+    assert "pixel_values" in item
+    assert item["input_ids"].tolist() == lenient[3]["input_ids"].tolist()
+    got = lenient.report.collect()
+    assert [(x["key"], x["reason"]) for x in got["skipped_files"]] == [(str(root / "a.png"), "unreadable")]
+    assert [(x["key"], x["reason"]) for x in got["skipped_records"]] == [
+        ("record #1 (id='gone')", "bad-image")
+    ]
+
+
+def test_text_only_record_is_replaced_by_a_text_only_one(tmp_path, llava_world, assembled_processor):
+    root = _image_records(tmp_path, llava_world, ["a.png"])
+    long = {
+        "id": "long",
+        "conversations": [{"from": "human", "value": "why " * 300}, GOOD["conversations"][1]],
+    }
+    path = _write(tmp_path, [long, _img("i", "a.png"), _txt("short")])
+    cfg = DataConfig(path=str(path), image_root=str(root), max_length=120, over_length="skip")
+    ds = LlavaDataset(cfg, assembled_processor, VICUNA, image_tokens=16)
+    item = ds[0]  # over-length: replaced by text-only #2, not by the image record #1 next to it
+    assert "pixel_values" not in item and item["input_ids"].tolist() == ds[2]["input_ids"].tolist()
+
+
+def test_no_usable_record_of_a_modality_is_an_error(tmp_path, llava_world, assembled_processor):
+    root = _image_records(tmp_path, llava_world, ["a.png"])
+    path = _write(tmp_path, [_img("i", "a.png"), _txt("t")])
+    ds = LlavaDataset(
+        DataConfig(path=str(path), image_root=str(root), on_bad_record="skip"),
+        assembled_processor,
+        VICUNA,
+        image_tokens=16,
+    )
+    (root / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="none of the 1 image records can be used .*1 bad-image"):
+        ds[0]
+    assert "pixel_values" not in ds[1]  # the text-only record is unaffected
+
+
+# ---------------------------------------------------------------------------------------- the image zoo
+def _zoo_dataset(tmp_path, assembled_processor, journal=None) -> LlavaDataset:
+    from tests import image_zoo as zoo
+
+    root = zoo.write_folder(tmp_path / "zoo")
+    records = [_img(f"z{k}", f"images/{name}") for k, name in enumerate(zoo.zoo())]
+    path = _write(tmp_path, records)
+    cfg = DataConfig(path=str(path), image_root=str(root), on_bad_record="skip", image_aspect_ratio="square")
+    return LlavaDataset(cfg, assembled_processor, VICUNA, image_tokens=16, journal=journal)
+
+
+def _rgb(pixel_values: torch.Tensor, processor) -> tuple[int, int, int]:
+    from tests import image_zoo as zoo
+
+    proc = processor.image_processor
+    mean, std = torch.tensor(proc.image_mean).view(3, 1, 1), torch.tensor(proc.image_std).view(3, 1, 1)
+    u8 = ((pixel_values * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return zoo.colour_of(u8)
+
+
+def test_bad_image_zoo_in_llava_records(tmp_path, assembled_processor):
+    from tests import image_zoo as zoo
+
+    ds = _zoo_dataset(tmp_path, assembled_processor)
+    names = list(zoo.zoo())
+    for _epoch in range(2):
+        items = [ds[k] for k in range(len(ds))]
+    for k, name in enumerate(names):
+        if name in zoo.LOADS:  # loaded as itself, as the right colour
+            assert zoo.close(_rgb(items[k]["pixel_values"], assembled_processor), zoo.LOADS[name]), name
+        else:  # replaced by another image record
+            assert "pixel_values" in items[k]
+    got = ds.report.collect()
+    assert {Path(e["key"]).name: e["reason"] for e in got["skipped_files"]} == zoo.SKIPS
+    assert len(got["skipped_files"]) == len(zoo.SKIPS)  # once each over two epochs
+    assert sorted(e["key"] for e in got["skipped_records"]) == sorted(
+        f"record #{names.index(n)} (id='z{names.index(n)}')" for n in zoo.SKIPS
+    )
+
+
+def test_skips_made_in_dataloader_workers_reach_the_report(tmp_path, assembled_processor):
+    from torch.utils.data import DataLoader
+
+    from tests import image_zoo as zoo
+
+    ds = _zoo_dataset(tmp_path, assembled_processor, journal=tmp_path / "skipped")
+    loader = DataLoader(
+        ds, batch_size=2, num_workers=2, collate_fn=LlavaCollator(assembled_processor.tokenizer.pad_token_id)
+    )
+    for _epoch in range(2):
+        batches = list(loader)
+    assert sum(b["pixel_values"].shape[0] for b in batches) == len(ds)  # every slot filled by an image record
+    assert len(ds.report.files) == 0  # the main process itself met none of them: the workers did
+    got = ds.report.collect()
+    assert {Path(e["key"]).name: e["reason"] for e in got["skipped_files"]} == zoo.SKIPS
+    assert len(got["skipped_records"]) == len(zoo.SKIPS)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genhancer.utils.config import to_dict
 from genhancer.utils.fsio import read_json, read_jsonl
 from toyworld import build
 from toyworld.__main__ import main as toyworld_main
@@ -90,7 +91,9 @@ def test_world_json_and_provenance(world):
     }
     assert w["vocabularies"]["shapes"] == list(SHAPES)
     assert w["vocabularies"]["patterns"] == list(PATTERNS)
-    assert 0 < w["caption_probs"]["color"] <= 1
+    from toyworld.captions import CaptionProbs
+
+    assert w["caption_probs"] == to_dict(CaptionProbs())  # what the captions were drawn with (the defaults)
     assert w["version"] and w["derived"]["lmms_eval"]["format"] == "genhancer-toy-lmms/1"
     prov = read_json(world / "provenance.json")
     assert prov["kind"] == "toyworld" and prov["config"]["seed"] == 5

@@ -102,7 +102,10 @@ def test_scale_null_needs_a_scaling_factor(vae_dir, tmp_path):
         build_latent_space(LatentConfig(space="vae", vae_path=str(tmp_path / "noscale"), scale=None))
 
 
-def test_summary_and_attribute_check(vae_dir):
+def test_summary_and_attribute_check(vae_dir, world):
+    import numpy as np
+    from PIL import Image
+
     out, summary = vae_dir
     assert summary["cached"] is False and summary["steps"] == 4
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [2, 4]
@@ -111,7 +114,13 @@ def test_summary_and_attribute_check(vae_dir):
     assert check["originals"]["n_images"] == check["reconstructions"]["n_images"] == 16
     assert set(check["originals"]["attributes"]) == set(check["reconstructions"]["attributes"])
     assert read_json(out / tv.SUMMARY_FILE)["attributes"] == check
-    assert (out / tv.GRID_FILE).is_file()
+    # the grid: the 16 val originals on top, their reconstructions below -- the very pairs val_mse measures
+    grid = np.asarray(Image.open(out / tv.GRID_FILE)).astype(np.float64)
+    assert grid.shape == (2 * 32, 16 * 32, 3)
+    originals = load_images(read_split(world, "val")[0][:16], 32)  # (16, 3, 32, 32) uint8
+    assert np.array_equal(grid[:32], torch.cat(list(originals), dim=2).permute(1, 2, 0).numpy())
+    mse = (((grid[32:] - grid[:32]) / 127.5) ** 2).mean()
+    assert mse == pytest.approx(summary["val_mse"], rel=1e-5) and mse > 0
 
 
 def test_cache_and_late_attribute_check(vae_dir, world, classifier, capsys):

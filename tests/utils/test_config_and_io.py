@@ -6,6 +6,7 @@ from typing import Literal
 import pytest
 
 from genhancer.utils.config import ConfigError, config_hash, dump_yaml, load_config, to_dict
+from genhancer.utils.errors import DataError
 from genhancer.utils.fsio import atomic_directory, read_jsonl
 from genhancer.utils.registry import Registry
 
@@ -79,7 +80,7 @@ def test_atomic_directory_keeps_old_on_error(tmp_path):
 def test_read_jsonl_names_bad_line(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text('{"a": 1}\n{oops\n')
-    with pytest.raises(Exception, match=r"x.jsonl, line 2"):
+    with pytest.raises(DataError, match=r"x.jsonl, line 2: not valid JSON"):
         read_jsonl(p)
 
 
