@@ -14,8 +14,9 @@ gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
 (``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
-from ``checkpoints/latest``: weights, optimizer, scheduler, RNG and data position. A non-finite loss stops
-the run before the bad update is applied; the last good checkpoint stays as it was.
+from the newest complete checkpoint (verified against its manifest first; interrupted saves are removed):
+weights, optimizer, scheduler, RNG and data position. A non-finite loss stops the run before the bad update
+is applied; the last good checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from genhancer.cache import training_stream
 from genhancer.checkpoint import (
+    STEP_RE,
     CheckpointWriter,
     latest_checkpoint,
     list_checkpoints,
@@ -43,10 +45,11 @@ from genhancer.checkpoint import (
 )
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
-from genhancer.session import ProcessGroup, Session, training_session
+from genhancer.session import Session, training_session
+from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import dump_yaml
-from genhancer.utils.errors import ConfigError, UserError
+from genhancer.utils.errors import ConfigError, TrainingDiverged
 from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
@@ -54,10 +57,6 @@ from genhancer.utils.provenance import read_provenance
 log = get_logger("genhancer.train")
 
 DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the run stopped before applying the update."""
 
 
 # ------------------------------------------------------------------------------------------------ meters
@@ -275,7 +274,12 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
             samples.flush()
         with accelerator.accumulate(run.model):
             loss = _loss(run, batch)
-            _stop_if_not_finite(run.session.group, loss, run.step + 1, run.ckpt_root)
+            stop_if_not_finite(
+                loss,
+                step=run.step + 1,
+                last_good=lambda: latest_checkpoint(run.ckpt_root),
+                hint="lower schedule.<stage>.lr or raise warmup_steps, then rerun with train.resume=auto",
+            )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(run.trainable, run.cfg.train.grad_clip)
@@ -375,7 +379,6 @@ def _save(run: _Run) -> Path:
         rank=group.rank,
         world_size=group.world_size,
         keep=run.cfg.train.keep_checkpoints,
-        barrier=group.barrier,
     )
     path = writer.write(
         run.step,
@@ -427,33 +430,22 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
     return summary
 
 
-def _stop_if_not_finite(group: ProcessGroup, loss: torch.Tensor, step: int, ckpt_root: Path) -> None:
-    """All ranks agree (one all-reduce) before anything is updated, so no rank steps on a bad loss."""
-    bad = group.sum(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0)
-    if bad > 0:
-        last = list_checkpoints(ckpt_root)
-        where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
-        raise TrainingDiverged(
-            f"loss is {float(loss.detach().float().mean())} at step {step}: training stopped before applying "
-            f"the update; {where} (lower schedule.<stage>.lr or raise warmup_steps, then rerun with "
-            "train.resume=auto)"
-        )
-
-
 def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:
+    """The checkpoint to resume from, verified against its manifest (collective: every rank calls it)."""
     choice = cfg.train.resume
     if choice == "never":
         if list_checkpoints(ckpt_root):
             log.warning("train.resume=never but %s holds checkpoints; they will be replaced", ckpt_root)
         return None
     if choice == "auto":
-        return latest_checkpoint(ckpt_root)
+        return resume_point(ckpt_root, STEP_RE, log)
     path = Path(choice)
     if not (path / "meta.json").is_file():
         raise ConfigError(
             f"train.resume: {choice!r} is not a checkpoint directory (expected meta.json inside); "
             "use auto, never or a checkpoints/step-NNNNNN path"
         )
+    verify_on_all_ranks(path)
     return path
 
 

@@ -73,7 +73,7 @@ def _write(writer: CheckpointWriter, step: int) -> None:
 
 
 def test_writer_keeps_last_n_and_moves_pointer_last(tmp_path):
-    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=2, barrier=lambda: None)
+    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=2)
     for step in (2, 4, 6):
         _write(writer, step)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004", "step-000006"]
@@ -87,7 +87,7 @@ def test_writer_keeps_last_n_and_moves_pointer_last(tmp_path):
 
 
 def test_a_failed_write_leaves_latest_alone(tmp_path):
-    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=3, barrier=lambda: None)
+    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=3)
     _write(writer, 2)
 
     def boom() -> dict[str, torch.Tensor]:
