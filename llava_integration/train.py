@@ -11,6 +11,12 @@ Output, under ``<run_dir>/<stage>/``: ``config.yaml`` (resolved), ``metrics.json
 (``runs/``), ``checkpoint-*`` (resume: ``train.resume=auto``), and ``model/``: a complete
 ``LlavaForConditionalGeneration`` directory (LoRA merged) with processor, chat template and provenance.
 
+Checkpoints are complete or absent (``genhancer.utils.checkpoints``): the Trainer writes ``checkpoint-N``
+into ``.incomplete/``, then it is renamed into place and gets its ``manifest.json`` (sha256 per file) last.
+Resume takes the newest checkpoint with a manifest, removes interrupted saves, and verifies every file
+before the Trainer loads (unpickles) anything from it. A NaN/inf loss on any rank stops every rank before
+the update; the message names the last good checkpoint.
+
 What trains per stage is ``llava_integration.stages``; the exported directory is ``llava_integration.export``.
 
 Multi-GPU / multi-node: launch with ``deepspeed`` / ``torchrun`` / ``accelerate launch`` (docs/llava.md).
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +37,14 @@ from typing import Any
 
 import torch
 
+from genhancer.utils.checkpoints import (
+    newest_complete,
+    resume_point,
+    saving,
+    staging_area,
+    stop_if_not_finite,
+    verify_on_all_ranks,
+)
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, load_config, to_dict
 from genhancer.utils.deepspeed import (
@@ -49,6 +64,9 @@ from llava_integration.stages import STAGES, StageSpec, apply_stage, lora_config
 from llava_integration.templates import get_template
 
 log = get_logger("llava_integration.train")
+
+CHECKPOINT = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: <stage dir>/checkpoint-<step>
+CHECKPOINT_RE = re.compile(rf"{CHECKPOINT}-(\d+)")
 
 
 def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
@@ -91,7 +109,7 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         logging_steps=cfg.train.logging_steps,
         save_strategy="steps",
         save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit,
+        save_total_limit=None,  # pruned by us once the new checkpoint is complete (the Trainer prunes before)
         report_to=report_to or "none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -107,14 +125,53 @@ def make_trainer_class() -> type:
     from transformers import Trainer
 
     class LlavaTrainer(Trainer):
-        """Trainer with the modality/length-grouped sampler and a separate projector learning rate."""
+        """Trainer with the modality/length-grouped sampler, a separate projector learning rate,
+        complete-or-absent checkpoints (the newest ``keep_checkpoints`` kept) and the NaN/inf stop."""
 
         def __init__(
-            self, *args: Any, group_by_modality: bool = True, projector_lr: float | None = None, **kwargs: Any
+            self,
+            *args: Any,
+            group_by_modality: bool = True,
+            projector_lr: float | None = None,
+            keep_checkpoints: int | None = None,
+            divergence_hint: str = "",
+            **kwargs: Any,
         ):
             self.group_by_modality = group_by_modality
             self.projector_lr = projector_lr
+            self.keep_checkpoints = keep_checkpoints
+            self.divergence_hint = divergence_hint
+            self._staging = False
             super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            # before backward: all ranks agree, so no rank applies the update and no checkpoint follows
+            stop_if_not_finite(
+                out[0] if return_outputs else out,
+                step=self.state.global_step + 1,
+                last_good=lambda: newest_complete(self.args.output_dir, CHECKPOINT_RE),
+                hint=self.divergence_hint,
+            )
+            return out
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """The Trainer's own save (every rank: ZeRO shards, RNG states, trainer state) goes to the staging
+            area; once every rank is done, it is committed (rename, then manifest) and old ones pruned."""
+            name = f"{CHECKPOINT}-{self.state.global_step}"
+            with saving(self.args.output_dir, name, pattern=CHECKPOINT_RE, keep=self.keep_checkpoints):
+                self._staging = True
+                try:
+                    super()._save_checkpoint(model, trial)
+                finally:
+                    self._staging = False
+
+        def _get_output_dir(self, trial: Any) -> str:
+            # [IMPORTANT] the Trainer saves checkpoint-N under this directory; while saving, point it at the
+            # staging area, so an interrupted save never appears under its final name
+            if self._staging:
+                return str(staging_area(self.args.output_dir))
+            return super()._get_output_dir(trial)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -181,14 +238,17 @@ def make_metrics_callback(path: Path) -> Any:
 
 
 def _resume_point(cfg: LlavaTrainConfig, stage_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The checkpoint to resume from, verified against its manifest: the rule is that the Trainer (which
+    unpickles DeepSpeed and Trainer state) only ever loads files proven to be the ones we wrote.
+    Collective: every rank calls it (after the process group exists)."""
     if cfg.train.resume == "never":
         return None
     if cfg.train.resume == "auto":
-        return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+        found = resume_point(stage_dir, CHECKPOINT_RE, log)
+        return str(found) if found is not None else None
     if not Path(cfg.train.resume).is_dir():
         raise ConfigError(f"train.resume: checkpoint directory not found: {cfg.train.resume}")
+    verify_on_all_ranks(cfg.train.resume)
     return cfg.train.resume
 
 
@@ -221,9 +281,15 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
         callbacks=[make_metrics_callback(stage_dir / "metrics.jsonl")],
         group_by_modality=stage.data.group_by_modality_length,
         projector_lr=stage.lora.projector_lr if stage.lora.enabled else None,
+        keep_checkpoints=stage.save_total_limit,
+        divergence_hint=(
+            f"lower {cfg.stage}.learning_rate or raise {cfg.stage}.warmup_ratio, then rerun: "
+            "train.resume=auto continues from it"
+        ),
     )
+    resume = _resume_point(cfg, stage_dir)  # verified before the Trainer loads anything from it
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=_resume_point(cfg, stage_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     extra = _train_report(cfg, trainer, result, time.perf_counter() - t0, dataset, counts)
     return export(trainer, cfg, init_dir, processor, stage_dir / "model", extra)
 

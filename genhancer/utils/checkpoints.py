@@ -65,9 +65,14 @@ def ranks_with(flag: bool) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ write
+def staging_area(root: str | Path) -> Path:
+    """The directory under which checkpoints of ``root`` are written before ``commit``."""
+    return Path(root) / STAGING
+
+
 def staging_dir(root: str | Path, name: str) -> Path:
     """Where checkpoint ``name`` is written before ``commit`` renames it to ``root/name``."""
-    return Path(root) / STAGING / name
+    return staging_area(root) / name
 
 
 @contextmanager
@@ -168,8 +173,8 @@ def scan(root: str | Path, pattern: re.Pattern[str]) -> Scan:
     named = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
     complete = [p for _, p in sorted(named) if (p / MANIFEST).is_file()]
     incomplete = [p for _, p in sorted(named) if not (p / MANIFEST).is_file()]
-    if (root / STAGING).is_dir():
-        incomplete += sorted((root / STAGING).iterdir())
+    if staging_area(root).is_dir():
+        incomplete += sorted(staging_area(root).iterdir())
     return Scan(complete, incomplete)
 
 
@@ -184,8 +189,8 @@ def remove_incomplete(root: str | Path, pattern: re.Pattern[str], log: Logger) -
     for p in gone:
         log.warning("removing incomplete checkpoint %s (a save was interrupted; it is never resumed from)", p)
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if (Path(root) / STAGING).is_dir():
-        shutil.rmtree(Path(root) / STAGING)
+    if staging_area(root).is_dir():
+        shutil.rmtree(staging_area(root))
     return gone
 
 
@@ -211,7 +216,7 @@ def _discard(root: str | Path, directory: Path) -> None:
 
 def _tidy(root: str | Path) -> None:
     """Drop the staging area once it is empty."""
-    area = Path(root) / STAGING
+    area = staging_area(root)
     if area.is_dir() and not any(area.iterdir()):
         area.rmdir()
 
@@ -305,6 +310,7 @@ __all__ = [
     "saving",
     "scan",
     "sha256_file",
+    "staging_area",
     "staging_dir",
     "stop_if_not_finite",
     "verify",

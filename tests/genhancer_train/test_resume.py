@@ -76,7 +76,7 @@ def test_stage1_killed_in_a_save_then_between_checkpoints_resumes_exactly(stage1
     assert not (ckpts / "step-000006" / "manifest.json").exists()
     assert (ckpts / "latest").read_text().strip() == "step-000003"
     # 2) resumes from step 3 (steps 4-6 lost), removing the incomplete step 6; killed before step 8
-    proc = train(train_args(run, *STAGE1), interrupt=("--kill-before-step", "5"))
+    proc = train(train_args(run, *STAGE1), interrupt=("--model", "GenHancerModel", "--kill-in-forward", "5"))
     killed(proc)
     assert f"removing incomplete checkpoint {ckpts / 'step-000006'}" in proc.stderr
     assert f"resumed from {ckpts / 'step-000003'} at step 3" in proc.stderr
@@ -87,7 +87,11 @@ def test_stage1_killed_in_a_save_then_between_checkpoints_resumes_exactly(stage1
 
 def test_stage2_lora_killed_between_checkpoints_resumes_exactly(stage1_run, stage2_run, train_args, tmp_path):
     run, init = tmp_path / "s2", f"init_from={stage1_run / 'final'}"
-    killed(train(train_args(run, *STAGE2, init), interrupt=("--kill-before-step", "4")))
+    killed(
+        train(
+            train_args(run, *STAGE2, init), interrupt=("--model", "GenHancerModel", "--kill-in-forward", "4")
+        )
+    )
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000002"]
     assert "at step 2" in ok(train(train_args(run, *STAGE2, init)))
     assert_same_state(run, stage2_run, 5)
@@ -120,7 +124,11 @@ def test_two_torchrun_ranks_killed_resume_exactly(tmp_path, train_args, tiny_wor
     assert ranks[0] | ranks[1] <= {str(p) for p in tiny_world.rglob("*.png")}
 
     killed(
-        train(train_args(run, *args), interrupt=("--rank", "1", "--kill-before-step", "4"), nproc=2),
+        train(
+            train_args(run, *args),
+            interrupt=("--rank", "1", "--model", "GenHancerModel", "--kill-in-forward", "4"),
+            nproc=2,
+        ),
         torchrun=True,
     )
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-000002"]
