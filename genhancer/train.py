@@ -50,7 +50,7 @@ from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import dump_yaml
 from genhancer.utils.errors import ConfigError, TrainingDiverged
-from genhancer.utils.fsio import read_json, write_json
+from genhancer.utils.fsio import drop_lines_after_step, read_json, write_json
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
 
@@ -304,7 +304,7 @@ class _Report:
     def __init__(self, run: _Run, closing: ExitStack) -> None:
         self.run, self.tb = run, None
         if run.session.group.is_main:
-            _trim_metrics(run.run_dir / "metrics.jsonl", run.step)
+            drop_lines_after_step(run.run_dir / "metrics.jsonl", run.step)
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step if run.step else None)
@@ -476,16 +476,6 @@ def _check_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
         f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) "
         "to start afresh"
     )
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """A resumed run drops metric lines from after its checkpoint (the crashed tail is recomputed)."""
-    if not path.is_file():
-        return
-    keep = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 # --------------------------------------------------------------------------------------------------- CLI

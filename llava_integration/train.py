@@ -55,6 +55,7 @@ from genhancer.utils.deepspeed import (
     resolve_mixed_precision,
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.fsio import drop_lines_after_step
 from genhancer.utils.logging import get_logger
 from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
@@ -186,23 +187,31 @@ def make_trainer_class() -> type:
                 return super().create_optimizer(model)
             opt_model = self.model if model is None else model
             decay = set(self.get_decay_parameter_names(opt_model))
-            groups: dict[tuple[bool, bool], list[Any]] = {}
-            for n, p in opt_model.named_parameters():
-                if p.requires_grad:
-                    groups.setdefault((part_of(n) == "projector", n in decay), []).append(p)
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            param_groups = [
-                {
-                    "params": ps,
-                    "weight_decay": self.args.weight_decay if dec else 0.0,
-                    **({"lr": self.projector_lr} if proj else {}),
-                }
-                for (proj, dec), ps in groups.items()
-            ]
-            self.optimizer = cls(param_groups, **kwargs)
+            groups = _param_groups(opt_model, decay, self.args.weight_decay, self.projector_lr)
+            self.optimizer = cls(groups, **kwargs)
             return self.optimizer
 
     return LlavaTrainer
+
+
+def _param_groups(
+    model: Any, decay: set[str], weight_decay: float, projector_lr: float
+) -> list[dict[str, Any]]:
+    """Optimizer groups by (projector?, decayed?): the projector at ``projector_lr``, the rest at the
+    Trainer's learning rate; weight decay only on the parameters the Trainer decays."""
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((part_of(n) == "projector", n in decay), []).append(p)
+    return [
+        {
+            "params": ps,
+            "weight_decay": weight_decay if dec else 0.0,
+            **({"lr": projector_lr} if proj else {}),
+        }
+        for (proj, dec), ps in groups.items()
+    ]
 
 
 def make_metrics_callback(path: Path) -> Any:
@@ -218,6 +227,8 @@ def make_metrics_callback(path: Path) -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
+            if state.is_world_process_zero and state.global_step:  # resumed: the lost steps are logged again
+                drop_lines_after_step(path, state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if not state.is_world_process_zero:
@@ -245,11 +256,15 @@ def _resume_point(cfg: LlavaTrainConfig, stage_dir: Path) -> str | None:
         return None
     if cfg.train.resume == "auto":
         found = resume_point(stage_dir, CHECKPOINT_RE, log)
-        return str(found) if found is not None else None
-    if not Path(cfg.train.resume).is_dir():
+    elif not Path(cfg.train.resume).is_dir():
         raise ConfigError(f"train.resume: checkpoint directory not found: {cfg.train.resume}")
-    verify_on_all_ranks(cfg.train.resume)
-    return cfg.train.resume
+    else:
+        found = Path(cfg.train.resume)
+        verify_on_all_ranks(found)
+    if found is None:
+        return None
+    log.info("%s: resuming from %s (every file verified against its manifest)", cfg.stage, found)
+    return str(found)
 
 
 def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:

@@ -5,6 +5,7 @@ learning rate and the weights. A tampered checkpoint is refused before anything 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,6 +84,9 @@ def test_stage1_killed_in_a_save_then_between_checkpoints_resumes_exactly(stage1
     # 3) resumes from step 6 (step 7 lost) and finishes
     assert f"resumed from {ckpts / 'step-000006'} at step 6" in ok(train(train_args(run, *STAGE1)))
     assert_same_state(run, stage1_run, 8)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, 9))  # lost steps logged once
+    assert json.loads((run / "summary.json").read_text())["resumed_from"] == str(ckpts / "step-000006")
 
 
 def test_stage2_lora_killed_between_checkpoints_resumes_exactly(stage1_run, stage2_run, train_args, tmp_path):
@@ -138,7 +142,5 @@ def test_two_torchrun_ranks_killed_resume_exactly(tmp_path, train_args, tiny_wor
 
 
 def sample_keys(run: Path, rank: int) -> list[list[str]]:
-    import json
-
     lines = (run / "debug" / f"samples-rank{rank:05d}.jsonl").read_text().splitlines()
     return [json.loads(line)["keys"] for line in lines]

@@ -247,6 +247,8 @@ def test_pretrain_zero2_killed_then_stopped_by_nan_resumes_exactly(pretrained, t
     assert not (stage / "model").exists() and not (stage / ".incomplete").exists()
     _run(["-m", "llava_integration.train", "stage=pretrain", *common])
     _same_weights(stage, run / "pretrain")
+    metrics = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4, 5]  # each lost step logged once
 
 
 def test_finetune_zero3_killed_in_a_save_resumes_exactly(pretrained, finetuned, tmp_path):
@@ -259,6 +261,7 @@ def test_finetune_zero3_killed_in_a_save_resumes_exactly(pretrained, finetuned, 
     assert not (stage / "checkpoint-4" / "manifest.json").exists()
     err = _run(["-m", "llava_integration.train", "stage=finetune", *common]).stderr
     assert f"removing incomplete checkpoint {stage / 'checkpoint-4'}" in err
+    assert f"finetune: resuming from {stage / 'checkpoint-2'} (every file verified" in err
     _same_weights(stage, finetuned)
 
 
