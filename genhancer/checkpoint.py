@@ -11,9 +11,9 @@ Layout of ``<run>/checkpoints/step-000500/``::
 
 Complete-or-absent (``genhancer.utils.checkpoints``): the files are written into
 ``checkpoints/.incomplete/step-000500/``, fsynced and hashed, the directory is renamed into place and its
-``manifest.json`` (sha256 per file) is written last; only then is ``checkpoints/latest`` (the newest
-complete checkpoint's name, for people and scripts) rewritten and older checkpoints beyond ``keep`` removed.
-Resume takes the newest directory with a manifest, whatever ``latest`` says, and verifies every file first.
+``manifest.json`` (sha256 per file) is written last; only then are checkpoints beyond ``keep`` removed and
+``checkpoints/latest`` (the newest complete checkpoint's name, for people and scripts) rewritten. Resume
+takes the newest directory with a manifest, whatever ``latest`` says, and verifies every file first.
 
 Arbitrary nested state (an optimizer's ``state_dict()``, RNG states) is split by ``flatten_state`` into a
 flat ``{name: tensor}`` mapping (safetensors) and a JSON skeleton that points at those names. Objects that

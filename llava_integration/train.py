@@ -56,7 +56,7 @@ from genhancer.utils.deepspeed import (
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import drop_lines_after_step
-from genhancer.utils.logging import get_logger
+from genhancer.utils.logging import get_logger, process_rank
 from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
 from llava_integration.data import LlavaCollator, LlavaDataset, ModalityLengthGroupedSampler
@@ -227,7 +227,7 @@ def make_metrics_callback(path: Path) -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
-            if state.is_world_process_zero and state.global_step:  # resumed: the lost steps are logged again
+            if state.global_step and process_rank() == 0:  # resumed: the lost steps are logged again
                 drop_lines_after_step(path, state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:

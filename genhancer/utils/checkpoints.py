@@ -233,7 +233,10 @@ def verify(directory: str | Path) -> None:
             "wrote it); resume from another checkpoint or set train.resume=never to start afresh"
         )
     try:
-        listed = json.loads(manifest.read_text())["files"]
+        content = json.loads(manifest.read_text())
+        if content["format"] != MANIFEST_FORMAT:
+            raise KeyError("format")
+        listed = content["files"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DataError(
             f"{manifest}: not a valid checkpoint manifest; the checkpoint cannot be trusted"
