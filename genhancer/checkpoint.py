@@ -9,8 +9,11 @@ Layout of ``<run>/checkpoints/step-000500/``::
                                  (python / numpy / torch) and data position
     ...
 
-``<run>/checkpoints/latest`` holds the name of the newest complete checkpoint and is written last, after
-the directory was renamed into place; older ``step-*`` directories beyond ``keep`` are then removed.
+Complete-or-absent (``genhancer.utils.checkpoints``): the files are written into
+``checkpoints/.incomplete/step-000500/``, fsynced and hashed, the directory is renamed into place and its
+``manifest.json`` (sha256 per file) is written last; only then are checkpoints beyond ``keep`` removed and
+``checkpoints/latest`` (the newest complete checkpoint's name, for people and scripts) rewritten. Resume
+takes the newest directory with a manifest, whatever ``latest`` says, and verifies every file first.
 
 Arbitrary nested state (an optimizer's ``state_dict()``, RNG states) is split by ``flatten_state`` into a
 flat ``{name: tensor}`` mapping (safetensors) and a JSON skeleton that points at those names. Objects that
@@ -22,10 +25,8 @@ loss scale).
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import shutil
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from genhancer.utils.checkpoints import newest_complete, saving, scan
 from genhancer.utils.errors import DataError
 from genhancer.utils.fsio import atomic_write_text, read_json, write_json
 
@@ -160,44 +162,26 @@ def step_dir_name(step: int) -> str:
 
 
 def latest_checkpoint(checkpoints: str | Path) -> Path | None:
-    """The directory ``checkpoints/latest`` names, if it exists and is complete."""
-    root = Path(checkpoints)
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    target = root / pointer.read_text().strip()
-    if not (target / "meta.json").is_file():
-        raise DataError(
-            f"{pointer} names {target.name}, which is missing or incomplete; "
-            "delete the pointer to start fresh or point it at a complete step-* directory"
-        )
-    return target
+    """The newest complete checkpoint (one with its manifest), or None."""
+    return newest_complete(checkpoints, STEP_RE)
 
 
 def list_checkpoints(checkpoints: str | Path) -> list[Path]:
-    root = Path(checkpoints)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    """The complete checkpoints, oldest first (interrupted saves are not listed)."""
+    return scan(checkpoints, STEP_RE).complete
 
 
 class CheckpointWriter:
     """Collective checkpoint write. Every rank calls ``write``; rank 0 owns the directory moves.
 
-    ``barrier`` synchronises the ranks (the trainer passes ``ProcessGroup.barrier``: torch.distributed
-    itself, see ``genhancer.session``); the run directory must be on a file system all ranks share
-    (multi-node: a shared mount).
+    The run directory must be on a file system all ranks share (multi-node: a shared mount).
     """
 
-    def __init__(
-        self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int, barrier: Callable[[], None]
-    ):
+    def __init__(self, checkpoints: str | Path, *, rank: int, world_size: int, keep: int):
         self.root = Path(checkpoints)
         self.rank = rank
         self.world_size = world_size
         self.keep = max(1, keep)
-        self.barrier = barrier
 
     def write(
         self,
@@ -211,38 +195,29 @@ class CheckpointWriter:
         """``model_state`` is called on every rank (ZeRO-3 gathering is collective); rank 0 writes it."""
         name = step_dir_name(step)
         final = self.root / name
-        tmp = self.root / f".tmp-{name}"
-        if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.barrier()
-        weights = model_state()
-        save_state(rank_state, tmp / f"rank-{self.rank:05d}")
-        if self.rank == 0:
-            save_file(
-                {k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
-                str(tmp / "model.safetensors"),
-            )
-            write_json(tmp / "scheduler.json", flatten_state(scheduler_state)[0])
-        self.barrier()
-        if self.rank == 0:
+
+        def every_rank_wrote() -> None:
             missing = [r for r in range(self.world_size) if not (tmp / f"rank-{r:05d}.json").is_file()]
             if missing:
                 raise DataError(
                     f"checkpoint {final}: ranks {missing} wrote no state into {tmp} "
                     "(is the run directory on a file system every node shares?)"
                 )
-            write_json(
-                tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta}
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            atomic_write_text(self.root / LATEST, name + "\n")  # the pointer moves last
-            for old in list_checkpoints(self.root)[: -self.keep]:
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
-        self.barrier()
+
+        with saving(self.root, name, pattern=STEP_RE, keep=self.keep, before_commit=every_rank_wrote) as tmp:
+            weights = model_state()
+            save_state(rank_state, tmp / f"rank-{self.rank:05d}")
+            if self.rank == 0:
+                save_file(
+                    {k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
+                    str(tmp / "model.safetensors"),
+                )
+                write_json(tmp / "scheduler.json", flatten_state(scheduler_state)[0])
+                write_json(
+                    tmp / "meta.json", {"format": FORMAT, "step": step, "world_size": self.world_size, **meta}
+                )
+        if self.rank == 0:  # for people and scripts; resume looks for the newest manifest itself
+            atomic_write_text(self.root / LATEST, name + "\n")
         return final
 
 

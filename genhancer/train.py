@@ -14,8 +14,9 @@ gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
 (``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
-from ``checkpoints/latest``: weights, optimizer, scheduler, RNG and data position. A non-finite loss stops
-the run before the bad update is applied; the last good checkpoint stays as it was.
+from the newest complete checkpoint (verified against its manifest first; interrupted saves are removed):
+weights, optimizer, scheduler, RNG and data position. A non-finite loss stops the run before the bad update
+is applied; the last good checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from genhancer.cache import training_stream
 from genhancer.checkpoint import (
+    STEP_RE,
     CheckpointWriter,
     latest_checkpoint,
     list_checkpoints,
@@ -43,11 +45,12 @@ from genhancer.checkpoint import (
 )
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
-from genhancer.session import ProcessGroup, Session, training_session
+from genhancer.session import Session, training_session
+from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import dump_yaml
-from genhancer.utils.errors import ConfigError, UserError
-from genhancer.utils.fsio import read_json, write_json
+from genhancer.utils.errors import ConfigError, TrainingDiverged
+from genhancer.utils.fsio import drop_lines_after_step, read_json, write_json
 from genhancer.utils.images import merge_skipped
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
@@ -55,10 +58,6 @@ from genhancer.utils.provenance import read_provenance
 log = get_logger("genhancer.train")
 
 DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the run stopped before applying the update."""
 
 
 # ------------------------------------------------------------------------------------------------ meters
@@ -281,7 +280,12 @@ def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None
             samples.flush()
         with accelerator.accumulate(run.model):
             loss = _loss(run, batch)
-            _stop_if_not_finite(run.session.group, loss, run.step + 1, run.ckpt_root)
+            stop_if_not_finite(
+                loss,
+                step=run.step + 1,
+                last_good=lambda: latest_checkpoint(run.ckpt_root),
+                hint="lower schedule.<stage>.lr or raise warmup_steps, then rerun with train.resume=auto",
+            )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(run.trainable, run.cfg.train.grad_clip)
@@ -306,7 +310,7 @@ class _Report:
     def __init__(self, run: _Run, closing: ExitStack) -> None:
         self.run, self.tb = run, None
         if run.session.group.is_main:
-            _trim_metrics(run.run_dir / "metrics.jsonl", run.step)
+            drop_lines_after_step(run.run_dir / "metrics.jsonl", run.step)
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.step if run.step else None)
@@ -381,7 +385,6 @@ def _save(run: _Run) -> Path:
         rank=group.rank,
         world_size=group.world_size,
         keep=run.cfg.train.keep_checkpoints,
-        barrier=group.barrier,
     )
     path = writer.write(
         run.step,
@@ -435,33 +438,22 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
     return summary
 
 
-def _stop_if_not_finite(group: ProcessGroup, loss: torch.Tensor, step: int, ckpt_root: Path) -> None:
-    """All ranks agree (one all-reduce) before anything is updated, so no rank steps on a bad loss."""
-    bad = group.sum(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0)
-    if bad > 0:
-        last = list_checkpoints(ckpt_root)
-        where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
-        raise TrainingDiverged(
-            f"loss is {float(loss.detach().float().mean())} at step {step}: training stopped before applying "
-            f"the update; {where} (lower schedule.<stage>.lr or raise warmup_steps, then rerun with "
-            "train.resume=auto)"
-        )
-
-
 def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:
+    """The checkpoint to resume from, verified against its manifest (collective: every rank calls it)."""
     choice = cfg.train.resume
     if choice == "never":
         if list_checkpoints(ckpt_root):
             log.warning("train.resume=never but %s holds checkpoints; they will be replaced", ckpt_root)
         return None
     if choice == "auto":
-        return latest_checkpoint(ckpt_root)
+        return resume_point(ckpt_root, STEP_RE, log)
     path = Path(choice)
     if not (path / "meta.json").is_file():
         raise ConfigError(
             f"train.resume: {choice!r} is not a checkpoint directory (expected meta.json inside); "
             "use auto, never or a checkpoints/step-NNNNNN path"
         )
+    verify_on_all_ranks(path)
     return path
 
 
@@ -492,16 +484,6 @@ def _check_lineage(checkpoint: Path, lineage: dict[str, Any]) -> None:
         f"remove {checkpoint.parent.parent} (or set another train.run_dir, or train.resume=never) "
         "to start afresh"
     )
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """A resumed run drops metric lines from after its checkpoint (the crashed tail is recomputed)."""
-    if not path.is_file():
-        return
-    keep = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 # --------------------------------------------------------------------------------------------------- CLI

@@ -13,6 +13,12 @@ what the data left out: ``skipped_records``, ``skipped_files`` with reasons, gat
 worker and rank through ``skipped/``), and ``model/``: a complete ``LlavaForConditionalGeneration`` directory
 (LoRA merged) with processor, chat template and provenance.
 
+Checkpoints are complete or absent (``genhancer.utils.checkpoints``): the Trainer writes ``checkpoint-N``
+into ``.incomplete/``, then it is renamed into place and gets its ``manifest.json`` (sha256 per file) last.
+Resume takes the newest checkpoint with a manifest, removes interrupted saves, and verifies every file
+before the Trainer loads (unpickles) anything from it. A NaN/inf loss on any rank stops every rank before
+the update; the message names the last good checkpoint.
+
 What trains per stage is ``llava_integration.stages``; the exported directory is ``llava_integration.export``.
 
 Multi-GPU / multi-node: launch with ``deepspeed`` / ``torchrun`` / ``accelerate launch`` (docs/llava.md).
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -33,6 +40,14 @@ from typing import Any
 
 import torch
 
+from genhancer.utils.checkpoints import (
+    newest_complete,
+    resume_point,
+    saving,
+    staging_area,
+    stop_if_not_finite,
+    verify_on_all_ranks,
+)
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import dump_yaml, load_config, to_dict
 from genhancer.utils.deepspeed import (
@@ -43,8 +58,8 @@ from genhancer.utils.deepspeed import (
     resolve_mixed_precision,
 )
 from genhancer.utils.errors import ConfigError, ModelDirError
-from genhancer.utils.fsio import write_json
-from genhancer.utils.logging import get_logger
+from genhancer.utils.fsio import drop_lines_after_step, write_json
+from genhancer.utils.logging import get_logger, process_rank
 from genhancer.utils.weights import require_safetensors
 from llava_integration.build import build, resolve_attn_implementation
 from llava_integration.config import LlavaTrainConfig
@@ -54,6 +69,9 @@ from llava_integration.stages import STAGES, StageSpec, apply_stage, lora_config
 from llava_integration.templates import get_template
 
 log = get_logger("llava_integration.train")
+
+CHECKPOINT = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR: <stage dir>/checkpoint-<step>
+CHECKPOINT_RE = re.compile(rf"{CHECKPOINT}-(\d+)")
 
 
 def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
@@ -96,7 +114,7 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         logging_steps=cfg.train.logging_steps,
         save_strategy="steps",
         save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit,
+        save_total_limit=None,  # pruned by us once the new checkpoint is complete (the Trainer prunes before)
         report_to=report_to or "none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -112,14 +130,53 @@ def make_trainer_class() -> type:
     from transformers import Trainer
 
     class LlavaTrainer(Trainer):
-        """Trainer with the modality/length-grouped sampler and a separate projector learning rate."""
+        """Trainer with the modality/length-grouped sampler, a separate projector learning rate,
+        complete-or-absent checkpoints (the newest ``keep_checkpoints`` kept) and the NaN/inf stop."""
 
         def __init__(
-            self, *args: Any, group_by_modality: bool = True, projector_lr: float | None = None, **kwargs: Any
+            self,
+            *args: Any,
+            group_by_modality: bool = True,
+            projector_lr: float | None = None,
+            keep_checkpoints: int | None = None,
+            divergence_hint: str = "",
+            **kwargs: Any,
         ):
             self.group_by_modality = group_by_modality
             self.projector_lr = projector_lr
+            self.keep_checkpoints = keep_checkpoints
+            self.divergence_hint = divergence_hint
+            self._staging = False
             super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, **kwargs: Any) -> Any:
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            # before backward: all ranks agree, so no rank applies the update and no checkpoint follows
+            stop_if_not_finite(
+                out[0] if return_outputs else out,
+                step=self.state.global_step + 1,
+                last_good=lambda: newest_complete(self.args.output_dir, CHECKPOINT_RE),
+                hint=self.divergence_hint,
+            )
+            return out
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """The Trainer's own save (every rank: ZeRO shards, RNG states, trainer state) goes to the staging
+            area; once every rank is done, it is committed (rename, then manifest) and old ones pruned."""
+            name = f"{CHECKPOINT}-{self.state.global_step}"
+            with saving(self.args.output_dir, name, pattern=CHECKPOINT_RE, keep=self.keep_checkpoints):
+                self._staging = True
+                try:
+                    super()._save_checkpoint(model, trial)
+                finally:
+                    self._staging = False
+
+        def _get_output_dir(self, trial: Any) -> str:
+            # [IMPORTANT] the Trainer saves checkpoint-N under this directory; while saving, point it at the
+            # staging area, so an interrupted save never appears under its final name
+            if self._staging:
+                return str(staging_area(self.args.output_dir))
+            return super()._get_output_dir(trial)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -134,23 +191,31 @@ def make_trainer_class() -> type:
                 return super().create_optimizer(model)
             opt_model = self.model if model is None else model
             decay = set(self.get_decay_parameter_names(opt_model))
-            groups: dict[tuple[bool, bool], list[Any]] = {}
-            for n, p in opt_model.named_parameters():
-                if p.requires_grad:
-                    groups.setdefault((part_of(n) == "projector", n in decay), []).append(p)
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            param_groups = [
-                {
-                    "params": ps,
-                    "weight_decay": self.args.weight_decay if dec else 0.0,
-                    **({"lr": self.projector_lr} if proj else {}),
-                }
-                for (proj, dec), ps in groups.items()
-            ]
-            self.optimizer = cls(param_groups, **kwargs)
+            groups = _param_groups(opt_model, decay, self.args.weight_decay, self.projector_lr)
+            self.optimizer = cls(groups, **kwargs)
             return self.optimizer
 
     return LlavaTrainer
+
+
+def _param_groups(
+    model: Any, decay: set[str], weight_decay: float, projector_lr: float
+) -> list[dict[str, Any]]:
+    """Optimizer groups by (projector?, decayed?): the projector at ``projector_lr``, the rest at the
+    Trainer's learning rate; weight decay only on the parameters the Trainer decays."""
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((part_of(n) == "projector", n in decay), []).append(p)
+    return [
+        {
+            "params": ps,
+            "weight_decay": weight_decay if dec else 0.0,
+            **({"lr": projector_lr} if proj else {}),
+        }
+        for (proj, dec), ps in groups.items()
+    ]
 
 
 def make_metrics_callback(path: Path) -> Any:
@@ -166,6 +231,8 @@ def make_metrics_callback(path: Path) -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
+            if state.global_step and process_rank() == 0:  # resumed: the lost steps are logged again
+                drop_lines_after_step(path, state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if not state.is_world_process_zero:
@@ -186,15 +253,22 @@ def make_metrics_callback(path: Path) -> Any:
 
 
 def _resume_point(cfg: LlavaTrainConfig, stage_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The checkpoint to resume from, verified against its manifest: the rule is that the Trainer (which
+    unpickles DeepSpeed and Trainer state) only ever loads files proven to be the ones we wrote.
+    Collective: every rank calls it (after the process group exists)."""
     if cfg.train.resume == "never":
         return None
     if cfg.train.resume == "auto":
-        return get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
-    if not Path(cfg.train.resume).is_dir():
+        found = resume_point(stage_dir, CHECKPOINT_RE, log)
+    elif not Path(cfg.train.resume).is_dir():
         raise ConfigError(f"train.resume: checkpoint directory not found: {cfg.train.resume}")
-    return cfg.train.resume
+    else:
+        found = Path(cfg.train.resume)
+        verify_on_all_ranks(found)
+    if found is None:
+        return None
+    log.info("%s: resuming from %s (every file verified against its manifest)", cfg.stage, found)
+    return str(found)
 
 
 def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
@@ -216,7 +290,7 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
     if args.process_index == 0:
         dump_yaml(cfg, stage_dir / "config.yaml")
     model, processor, counts = _load_model(cfg, spec, init_dir, args)
-    resume = _resume_point(cfg, stage_dir)
+    resume = _resume_point(cfg, stage_dir)  # verified before the Trainer loads anything from it
     dataset = LlavaDataset(
         stage.data,
         processor,
@@ -233,6 +307,11 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
         callbacks=[make_metrics_callback(stage_dir / "metrics.jsonl")],
         group_by_modality=stage.data.group_by_modality_length,
         projector_lr=stage.lora.projector_lr if stage.lora.enabled else None,
+        keep_checkpoints=stage.save_total_limit,
+        divergence_hint=(
+            f"lower {cfg.stage}.learning_rate or raise {cfg.stage}.warmup_ratio, then rerun: "
+            "train.resume=auto continues from it"
+        ),
     )
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)

@@ -21,3 +21,8 @@ class DataError(UserError):
 
 class ModelDirError(UserError):
     """A model directory is missing files or is of the wrong kind."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN/inf; the run stopped before applying the update (the message names the last good
+    checkpoint)."""

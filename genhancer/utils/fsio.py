@@ -82,5 +82,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def drop_lines_after_step(path: str | Path, step: int) -> None:
+    """A resumed run's ``metrics.jsonl``: drop the lines logged after its checkpoint's ``step`` (the crashed
+    tail is logged again). No file: nothing to do."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    keep = [line for line in p.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(p, "".join(line + "\n" for line in keep))
+
+
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))

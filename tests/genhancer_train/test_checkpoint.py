@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def _write(writer: CheckpointWriter, step: int) -> None:
 
 
 def test_writer_keeps_last_n_and_moves_pointer_last(tmp_path):
-    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=2, barrier=lambda: None)
+    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=2)
     for step in (2, 4, 6):
         _write(writer, step)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004", "step-000006"]
@@ -86,14 +87,31 @@ def test_writer_keeps_last_n_and_moves_pointer_last(tmp_path):
         read_checkpoint(latest_checkpoint(tmp_path), rank=0, world_size=2)
 
 
-def test_a_failed_write_leaves_latest_alone(tmp_path):
-    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=3, barrier=lambda: None)
+def test_a_write_failing_halfway_leaves_the_previous_checkpoint_newest(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import genhancer.checkpoint as checkpoint
+    from genhancer.utils.checkpoints import STAGING, resume_point
+
+    writer = CheckpointWriter(tmp_path, rank=0, world_size=1, keep=3)
     _write(writer, 2)
 
-    def boom() -> dict[str, torch.Tensor]:
-        raise RuntimeError("disk full")
+    real_save = checkpoint.save_file
 
-    with pytest.raises(RuntimeError):
-        writer.write(4, meta={}, model_state=boom, scheduler_state={}, rank_state={})
+    def disk_full(tensors, path):  # the rank state is written; the weights stop after 100 bytes
+        if not path.endswith("model.safetensors"):
+            return real_save(tensors, path)
+        Path(path).write_bytes(b"\0" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        _write(writer, 4)
+    staged = tmp_path / STAGING / "step-000004"
+    assert (staged / "rank-00000.json").is_file() and (staged / "model.safetensors").stat().st_size == 100
     assert latest_checkpoint(tmp_path).name == "step-000002"
+    assert (tmp_path / "latest").read_text().strip() == "step-000002"
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002"]
+    with caplog.at_level(logging.WARNING):
+        assert resume_point(tmp_path, checkpoint.STEP_RE, logging.getLogger("t")).name == "step-000002"
+    assert f"removing incomplete checkpoint {staged}" in caplog.text and not staged.exists()
