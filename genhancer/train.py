@@ -54,6 +54,8 @@ from genhancer.utils.provenance import read_provenance
 
 log = get_logger("genhancer.train")
 
+SWEEP_DIR = "sweep"  # <run_dir>/sweep/step-NNNNNN: encoder snapshots at schedule.<stage>.eval_at
+
 DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
 
 
@@ -132,6 +134,13 @@ class _Run:
     @property
     def steps(self) -> int:
         return self.cfg.current_schedule.steps
+
+    @property
+    def keep_encoder_at(self) -> set[int]:
+        """Steps whose encoder LoRA is kept for a validation sweep (stages that tune the encoder only)."""
+        if not self.inner.encoder.has_lora:
+            return set()
+        return {s for s in self.cfg.current_schedule.eval_at if s <= self.steps}
 
     @property
     def images_per_step(self) -> int:
@@ -262,9 +271,22 @@ def _loop(run: _Run, report: _Report, samples: IO[str] | None) -> None:
     while run.step < run.steps:
         loss, grad_norm = _optimizer_step(run, batches, samples)
         report.step_done(loss, grad_norm)
+        if run.step in run.keep_encoder_at:
+            _keep_encoder(run)
         if run.step % run.cfg.train.save_every == 0 or run.step == run.steps:
             _save(run)
     report.close()
+
+
+def _keep_encoder(run: _Run) -> Path:
+    """The encoder's LoRA of this step as ``<run_dir>/sweep/step-NNNNNN`` (schedule.<stage>.eval_at), for a
+    validation sweep over stage-2 lengths (every rank calls this)."""
+    out = run.run_dir / SWEEP_DIR / f"step-{run.step:06d}"
+    with run.session.gathered(list(run.inner.encoder.parameters())):
+        if run.session.group.is_main:
+            run.inner.save_pretrained(out, extra={"steps": run.step}, encoder_only=True)
+    run.session.group.barrier()
+    return out
 
 
 def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None) -> tuple[torch.Tensor, Any]:
