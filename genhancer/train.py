@@ -13,7 +13,8 @@ a plain ``python`` run needs no launcher variables). The loop: a torch AdamW, co
 gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory gets the resolved
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
-(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
+(``GenHancerModel.save_pretrained`` + provenance), ``summary.json`` and, for a stage that tunes the encoder,
+``sweep/step-NNNNNN/`` (its LoRA at ``schedule.<stage>.eval_at``). ``train.resume=auto`` continues
 from ``checkpoints/latest``: weights, optimizer, scheduler, RNG and data position. A non-finite loss stops
 the run before the bad update is applied; the last good checkpoint stays as it was.
 """
