@@ -81,6 +81,10 @@ class LoraConfig:
     targets: list[str] = field(default_factory=lambda: ["all-linear"])
 
 
+# The steps at which the official stage 2 saves the encoder: a validation sweep picks among them.
+OFFICIAL_STAGE2_EVAL_AT = (50, 100, 200, 300, 500, 1000, 2000, 3000, *range(3500, 10_001, 500))
+
+
 @dataclass
 class ScheduleConfig:
     """How one stage trains."""
@@ -88,18 +92,24 @@ class ScheduleConfig:
     steps: int = 1000
     lr: float = 1e-4
     warmup_steps: int = 10
+    # Steps at which a stage that tunes the encoder keeps its LoRA (<run_dir>/sweep/step-NNNNNN) for a
+    # validation sweep (scripts/stage2_sweep.sh); steps past ``steps`` are ignored, other stages ignore it.
+    eval_at: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"steps and lr must be positive, warmup_steps >= 0 (got {self})")
+        if any(s <= 0 for s in self.eval_at):
+            raise ValueError(f"eval_at steps must be positive (got {self.eval_at})")
 
 
 def _default_schedule() -> dict[str, ScheduleConfig]:
     # stage 2 is short on purpose: the paper's curve, 100 / 1000 / 10000 steps -> MMVP-VLM 25.2 / 31.1 / 19.6
+    official = list(OFFICIAL_STAGE2_EVAL_AT)
     return {
         "stage1": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
-        "stage2": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
-        "stage2-all": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
+        "stage2": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0, eval_at=official),
+        "stage2-all": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0, eval_at=official),
         "end-to-end": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
     }
 

@@ -161,7 +161,7 @@ def export_encoder(
     from peft import PeftModel
     from transformers import AutoConfig
 
-    stage_dir = resolve_stage_dir(run, what="--run")
+    stage_dir = resolve_stage_dir(run, what="--run", encoder_only=True)
     if not (stage_dir / LORA_DIR / "adapter_config.json").is_file():
         raise ModelDirError(
             f"{stage_dir} has no {LORA_DIR}/adapter_config.json: "
@@ -219,7 +219,9 @@ def export_encoder(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genhancer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--run", required=True, help="stage-2 run directory (containing final/) or the final/ dir"
+        "--run",
+        required=True,
+        help="stage-2 run directory (containing final/), its final/ dir or a sweep/step-NNNNNN snapshot",
     )
     parser.add_argument("--out", help="output HF directory (required unless --print-config)")
     parser.add_argument(
@@ -236,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_print_config_argument(parser, "the run's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
     if args.print_config:
-        print_config_and_exit(load_genhancer_config(resolve_stage_dir(args.run, what="--run") / CONFIG_FILE))
+        stage_dir = resolve_stage_dir(args.run, what="--run", encoder_only=True)
+        print_config_and_exit(load_genhancer_config(stage_dir / CONFIG_FILE))
     if not args.out:
         parser.error("the following arguments are required: --out")
     out = export_encoder(

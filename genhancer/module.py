@@ -44,16 +44,18 @@ LORA_DIR = "encoder_lora"
 _MODEL_SECTIONS = ("encoder", "conditioning", "denoiser", "latent")
 
 
-def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
-    """``directory`` if it is a stage output directory, else a ModelDirError naming the missing files."""
+def check_stage_dir(directory: str | Path, what: str = "init_from", encoder_only: bool = False) -> Path:
+    """``directory`` if it is a stage output directory, else a ModelDirError naming the missing files.
+    ``encoder_only``: an encoder snapshot (``<run>/sweep/step-N``: config + encoder LoRA) is enough."""
     d = Path(directory)
     if not d.is_dir():
         raise ModelDirError(
             f"{what}={d} is not a directory; give a stage output directory such as <run>/final"
         )
-    missing = [
-        f for f in (CONFIG_FILE, CONDITIONER_FILE, f"{DENOISER_DIR}/config.json") if not (d / f).is_file()
-    ]
+    needed = (
+        (CONFIG_FILE,) if encoder_only else (CONFIG_FILE, CONDITIONER_FILE, f"{DENOISER_DIR}/config.json")
+    )
+    missing = [f for f in needed if not (d / f).is_file()]
     if missing:
         raise ModelDirError(
             f"{what}={d} is not a GenHancer stage output directory: missing {', '.join(missing)} "
@@ -62,12 +64,12 @@ def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
     return d
 
 
-def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
+def resolve_stage_dir(path: str | Path, what: str = "stage directory", encoder_only: bool = False) -> Path:
     """``path`` itself if it is a stage output directory, else ``path/final`` (a run directory)."""
     p = Path(path)
     if not (p / CONFIG_FILE).is_file() and (p / "final").is_dir():
         p = p / "final"
-    return check_stage_dir(p, what=what)
+    return check_stage_dir(p, what=what, encoder_only=encoder_only)
 
 
 class GenHancerModel(nn.Module):
@@ -264,21 +266,23 @@ class GenHancerModel(nn.Module):
                     )
                 p.copy_(state[name])
 
-    def save_pretrained(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    def save_pretrained(
+        self, out_dir: str | Path, extra: dict[str, Any] | None = None, encoder_only: bool = False
+    ) -> Path:
         """Write the stage output directory atomically (see the module docstring). ``extra`` (e.g.
-        {"step": 1000}) goes into provenance.json. Call it on the main process only."""
+        {"step": 1000}) goes into provenance.json. ``encoder_only``: config + encoder LoRA only (a sweep
+        snapshot, exportable with ``genhancer.export``). Call it on the main process only."""
         from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
         with atomic_directory(out_dir) as tmp:
-            save_file(
-                {
-                    k: v.detach().to("cpu", copy=True).contiguous()
-                    for k, v in self.conditioner.state_dict().items()
-                },
-                str(tmp / CONDITIONER_FILE),
-            )
-            self.denoiser.save_pretrained(tmp / DENOISER_DIR)
+            if not encoder_only:
+                state = self.conditioner.state_dict()
+                save_file(
+                    {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()},
+                    str(tmp / CONDITIONER_FILE),
+                )
+                self.denoiser.save_pretrained(tmp / DENOISER_DIR)
             if self.encoder.has_lora:
                 self.encoder.save_lora(tmp / LORA_DIR)
             dump_yaml(self.cfg, tmp / CONFIG_FILE)

@@ -13,10 +13,11 @@ a plain ``python`` run needs no launcher variables). The loop: a torch AdamW, co
 gradient accumulation and clipping, bf16 on GPU / fp32 on CPU. The run directory gets the resolved
 ``config.yaml``, ``metrics.jsonl``, tensorboard events (``tb/``), ``checkpoints/step-NNNNNN/`` (safetensors +
 JSON, see ``genhancer.checkpoint``) with a ``latest`` pointer, the stage output ``final/``
-(``GenHancerModel.save_pretrained`` + provenance) and ``summary.json``. ``train.resume=auto`` continues
-from the newest complete checkpoint (verified against its manifest first; interrupted saves are removed):
-weights, optimizer, scheduler, RNG and data position. A non-finite loss stops the run before the bad update
-is applied; the last good checkpoint stays as it was.
+(``GenHancerModel.save_pretrained`` + provenance), ``summary.json`` and, for a stage that tunes the encoder,
+``sweep/step-NNNNNN/`` (its LoRA at ``schedule.<stage>.eval_at``). ``train.resume=auto`` continues from the
+newest complete checkpoint (verified against its manifest first; interrupted saves are removed): weights,
+optimizer, scheduler, RNG and data position. A non-finite loss stops the run before the bad update is
+applied; the last good checkpoint stays as it was.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
 
 log = get_logger("genhancer.train")
+
+SWEEP_DIR = "sweep"  # <run_dir>/sweep/step-NNNNNN: encoder snapshots at schedule.<stage>.eval_at
 
 DEFAULT_CONFIG = "configs/genhancer/toy.yaml"  # the embedded default: the toy world
 
@@ -131,6 +134,13 @@ class _Run:
     @property
     def steps(self) -> int:
         return self.cfg.current_schedule.steps
+
+    @property
+    def keep_encoder_at(self) -> set[int]:
+        """Steps whose encoder LoRA is kept for a validation sweep (stages that tune the encoder only)."""
+        if not self.inner.encoder.has_lora:
+            return set()
+        return {s for s in self.cfg.current_schedule.eval_at if s <= self.steps}
 
     @property
     def images_per_step(self) -> int:
@@ -261,9 +271,22 @@ def _loop(run: _Run, report: _Report, samples: IO[str] | None) -> None:
     while run.step < run.steps:
         loss, grad_norm = _optimizer_step(run, batches, samples)
         report.step_done(loss, grad_norm)
+        if run.step in run.keep_encoder_at:
+            _keep_encoder(run)
         if run.step % run.cfg.train.save_every == 0 or run.step == run.steps:
             _save(run)
     report.close()
+
+
+def _keep_encoder(run: _Run) -> Path:
+    """The encoder's LoRA of this step as ``<run_dir>/sweep/step-NNNNNN`` (schedule.<stage>.eval_at), for a
+    validation sweep over stage-2 lengths (every rank calls this)."""
+    out = run.run_dir / SWEEP_DIR / f"step-{run.step:06d}"
+    with run.session.gathered(list(run.inner.encoder.parameters())):
+        if run.session.group.is_main:
+            run.inner.save_pretrained(out, extra={"steps": run.step}, encoder_only=True)
+    run.session.group.barrier()
+    return out
 
 
 def _optimizer_step(run: _Run, batches: Iterator[Batch], samples: IO[str] | None) -> tuple[torch.Tensor, Any]:
