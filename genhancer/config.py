@@ -28,7 +28,11 @@ class EncoderConfig:
 class ConditioningConfig:
     """Global token -> (pooled/modulation vector, one context token). Sizes come from the denoiser."""
 
-    hidden_mult: float = 1.0  # hidden width of each LayerNorm->Linear->GELU->Linear projector, x input dim
+    # hidden width of each LayerNorm->Linear->GELU->Linear projector: "output" = as wide as the projector's
+    # output (the official code: d -> 768 -> 768 pooled, d -> 4096 -> 4096 context), "input" = as wide as the
+    # global token (the toy world's smaller projectors); times hidden_mult
+    hidden_width: Literal["output", "input"] = "output"
+    hidden_mult: float = 1.0
     # ablation: append this fraction of patch tokens to the context; even 0.1 makes reconstruction too easy
     local_token_fraction: float = 0.0
     # control runs only: the denoiser sees a zero vector instead of the global token, so it never learns to

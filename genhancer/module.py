@@ -62,6 +62,14 @@ def check_stage_dir(directory: str | Path, what: str = "init_from") -> Path:
     return d
 
 
+def load_stage_config(directory: str | Path) -> GenHancerConfig:
+    """The config a stage output directory was written with. Directories written before
+    ``conditioning.hidden_width`` existed built their projectors as wide as the input: they read back so."""
+    path = Path(directory) / CONFIG_FILE
+    legacy = "hidden_width" not in (load_yaml(path).get("conditioning") or {})
+    return load_genhancer_config(path, ["conditioning.hidden_width=input"] if legacy else [])
+
+
 def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
     """``path`` itself if it is a stage output directory, else ``path/final`` (a run directory)."""
     p = Path(path)
@@ -111,7 +119,7 @@ class GenHancerModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> GenHancerModel:
         """Load a stage output directory for inference (everything frozen, eval mode)."""
         d = check_stage_dir(directory, what="stage directory")
-        cfg = load_genhancer_config(d / CONFIG_FILE)
+        cfg = load_stage_config(d)
         model = cls._assemble(cfg, d, lora_trainable=False)
         model.requires_grad_(False)
         return model.eval()
@@ -129,14 +137,12 @@ class GenHancerModel(nn.Module):
             denoiser = family.build(cfg, latent)
         else:
             denoiser = family.from_pretrained(weights_dir / DENOISER_DIR, cfg, latent)
-        conditioner = GlobalTokenConditioner(
+        conditioner = GlobalTokenConditioner.from_config(
+            cfg.conditioning,
             global_dim=encoder.global_dim,
             pooled_dim=denoiser.pooled_dim,
             context_dim=denoiser.context_dim,
             patch_dim=encoder.patch_dim,
-            hidden_mult=cfg.conditioning.hidden_mult,
-            local_token_fraction=cfg.conditioning.local_token_fraction,
-            zero_condition=cfg.conditioning.zero_condition,
         )
         if weights_dir is not None:
             _load_conditioner(conditioner, weights_dir / CONDITIONER_FILE)
@@ -309,7 +315,7 @@ def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
 
 
 def _warn_on_architecture_drift(cfg: GenHancerConfig, init_dir: Path) -> None:
-    saved = load_yaml(init_dir / CONFIG_FILE)
+    saved = to_dict(load_stage_config(init_dir))
     now = to_dict(cfg)
     drift = [
         f"{s}.{k}"

@@ -189,3 +189,20 @@ def test_local_tokens_lengthen_the_context(make_cfg):
     assert ctx0.shape[1] == 1 and ctx1.shape[1] == 1 + 4
     x2, y2 = _batch()
     local(x2, y2)["loss"].backward()
+
+
+def test_stage_dir_from_before_hidden_width_reads_back_with_input_width_projectors(make_cfg, tmp_path):
+    import yaml
+
+    model = GenHancerModel.build(make_cfg("conditioning.hidden_width=input"))
+    model.save_pretrained(tmp_path / "old")
+    saved = yaml.safe_load((tmp_path / "old" / "genhancer.yaml").read_text())
+    del saved["conditioning"]["hidden_width"]  # what a directory written before the key existed holds
+    (tmp_path / "old" / "genhancer.yaml").write_text(yaml.safe_dump(saved))
+    loaded = GenHancerModel.from_pretrained(tmp_path / "old")
+    assert loaded.cfg.conditioning.hidden_width == "input"
+    for a, b in zip(model.conditioner.state_dict().values(), loaded.conditioner.state_dict().values()):
+        assert torch.equal(a, b)
+    # the default (output-width) projectors of the same sizes are wider: 16-d token -> 32-wide denoiser
+    assert GenHancerModel.build(make_cfg()).conditioner.to_pooled[1].out_features == 32
+    assert loaded.conditioner.to_pooled[1].out_features == 16

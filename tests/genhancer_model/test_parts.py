@@ -123,6 +123,46 @@ def test_conditioner_shapes_and_local_fraction():
         assert [type(m).__name__ for m in proj] == ["LayerNorm", "Linear", "GELU", "Linear"]
 
 
+def _n(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# LayerNorm(d) + Linear(d, h) + Linear(h, out) = 2d + (d*h + h) + (h*out + out), with h = out (the official
+# code); out = 768 (pooled) and 4096 (context), the lightweight denoiser's widths; d = the global token width.
+@pytest.mark.parametrize(
+    "name, d, pooled, context",
+    [
+        ("openai-clip-l14", 768, 1_182_720, 19_932_672),  # visual_projection output, 768-d
+        ("siglip-so400m-224", 1152, 1_478_400, 21_506_304),  # the MAP head's pooler_output, 1152-d
+    ],
+)
+def test_paper_projectors_widen_to_their_output_width(name, d, pooled, context):
+    cfg = load_genhancer_config(CONFIG_DIR / f"{name}.yaml")
+    kw = transformer_kwargs(cfg.denoiser.preset, in_channels=64, guidance=False)
+    assert (kw["pooled_projection_dim"], kw["joint_attention_dim"]) == (768, 4096)
+    with torch.device("meta"):
+        cond = GlobalTokenConditioner.from_config(cfg.conditioning, d, 768, 4096)
+    assert (_n(cond.to_pooled), _n(cond.to_context)) == (pooled, context)
+    widths = [(m.in_features, m.out_features) for m in cond.to_context if isinstance(m, torch.nn.Linear)]
+    assert widths == [(d, 4096), (4096, 4096)]
+    # the input-width hidden layer (the toy's shape) is the 3.7 M context projector the official code lacks
+    with torch.device("meta"):
+        narrow = GlobalTokenConditioner(d, 768, 4096, hidden_width="input")
+    assert _n(narrow.to_context) == 2 * d + (d * d + d) + (d * 4096 + 4096)
+    assert name != "openai-clip-l14" or _n(narrow.to_context) == 3_741_952
+
+
+def test_toy_projectors_keep_the_input_width(make_cfg):
+    toy = load_genhancer_config(CONFIG_DIR / "toy.yaml")
+    assert toy.conditioning.hidden_width == "input"
+    cond = GlobalTokenConditioner.from_config(toy.conditioning, 16, 8, 12, patch_dim=20)
+    assert [m.out_features for m in cond.to_context if isinstance(m, torch.nn.Linear)] == [16, 12]
+    local = GlobalTokenConditioner.from_config(
+        make_cfg("conditioning.local_token_fraction=0.5").conditioning, 16, 8, 12, patch_dim=20
+    )
+    assert [m.out_features for m in local.local_proj if isinstance(m, torch.nn.Linear)] == [12, 12]
+
+
 def test_patchify_round_trip_and_ids():
     z = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
     tok = patchify(z, 2)

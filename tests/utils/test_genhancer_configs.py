@@ -59,6 +59,7 @@ def test_toy_values():
     assert (cfg.cache.enabled, cfg.cache.views) == (True, 2)
     assert (cfg.flow.t_sampling, cfg.flow.logit_scale, cfg.flow.sample_steps) == ("logit_normal", 1.0, 20)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets) == (8, 8, 0.0, SIGLIP_TARGETS)
+    assert (cfg.conditioning.hidden_width, cfg.conditioning.hidden_mult) == ("input", 1.0)
     assert {k: (s.steps, s.lr, s.warmup_steps) for k, s in cfg.schedule.items()} == {
         "stage1": (1000, 1e-3, 20),
         "stage2": (300, 3e-4, 10),
@@ -112,6 +113,7 @@ def test_schema_defaults_are_the_paper_recipe():
     )
     assert (cfg.latent.vae_path, cfg.latent.vae_subfolder) == ("black-forest-labs/FLUX.1-dev", "vae")
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (16, 16, 0.1, "lora_only")
+    assert (cfg.conditioning.hidden_width, cfg.conditioning.hidden_mult) == ("output", 1.0)  # official shape
     assert (cfg.schedule["stage1"].steps, cfg.schedule["stage1"].lr, cfg.schedule["stage1"].warmup_steps) == (
         100_000,
         1e-4,
