@@ -79,8 +79,15 @@ def resolve_stage_dir(path: str | Path, what: str = "stage directory") -> Path:
 
 
 class GenHancerModel(nn.Module):
-    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``,
-    ``latent``."""
+    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``; plus
+    ``latent``, the fixed latent space (VAE / VQ tokenizer), held beside them rather than as a submodule.
+
+    [IMPORTANT] The latent space is not part of ``parameters()`` / ``state_dict()``, so the module that
+    accelerate/DeepSpeed prepare does not contain it: a bf16 engine never casts it and ZeRO never partitions
+    it. It stays float32 and frozen, follows the model's device moves (``.to(device)``, an engine's
+    ``module.to(device)``) but not its dtype casts, and encodes targets in float32 outside any autocast -- as
+    the official code keeps its VAE fp32 outside the DeepSpeed module.
+    """
 
     def __init__(
         self,
@@ -95,7 +102,16 @@ class GenHancerModel(nn.Module):
         self.encoder = encoder
         self.conditioner = conditioner
         self.denoiser = denoiser
-        self.latent = latent
+        # object.__setattr__: nn.Module would register it as a submodule (see the class docstring)
+        object.__setattr__(self, "latent", latent.float().requires_grad_(False))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenHancerModel:
+        super()._apply(fn, recurse)
+        tensors = [*self.latent.parameters(), *self.latent.buffers()]
+        if tensors:  # follow the device the move gives a float32 tensor; never the dtype
+            probe = fn(torch.zeros((), dtype=torch.float32, device=tensors[0].device))
+            self.latent.to(device=probe.device)
+        return self
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -202,13 +218,15 @@ class GenHancerModel(nn.Module):
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
-            latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
+            with _float32(target):
+                latents = self.latent.encode(target.float(), generator)  # (B, C, h, w), no grad
         else:
             self._check_precomputed_allowed()
             pooled, context = self.conditioner(
                 global_token, patch_tokens if self.uses_patch_tokens else None, generator
             )
-            latents = self.latent.from_cache(latent_input, generator)
+            with _float32(latent_input):
+                latents = self.latent.from_cache(_as_float32(latent_input), generator)
         return self.denoiser.training_loss(latents, pooled, context, generator)
 
     @torch.no_grad()
@@ -217,7 +235,9 @@ class GenHancerModel(nn.Module):
         {"global_token": (B, D), "patch_tokens": (B, N, Dp) only when ``uses_patch_tokens``,
         "latent_input": ``latent.encode_for_cache(target)``}, computed as ``forward`` would compute them."""
         tokens = self._encode(pixel_values)
-        out = {"global_token": tokens.global_token, "latent_input": self.latent.encode_for_cache(target)}
+        with _float32(target):
+            latent_input = self.latent.encode_for_cache(target.float())
+        out = {"global_token": tokens.global_token, "latent_input": latent_input}
         if self.uses_patch_tokens:
             out["patch_tokens"] = tokens.patch_tokens
         return out
@@ -298,6 +318,17 @@ class GenHancerModel(nn.Module):
             )
         get_logger("genhancer.module").info("saved stage %s output to %s", self.cfg.stage, out_dir)
         return out_dir
+
+
+def _float32(t: torch.Tensor) -> torch.autocast:
+    """No autocast on ``t``'s device around the latent space (plain accelerate's bf16 wraps forward in one):
+    the VAE computes in float32."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    """Cached latent inputs in float32 (VAE moments); VQ token ids stay integers."""
+    return t.float() if t.is_floating_point() else t
 
 
 def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:

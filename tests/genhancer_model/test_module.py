@@ -206,3 +206,17 @@ def test_stage_dir_from_before_hidden_width_reads_back_with_input_width_projecto
     # the default (output-width) projectors of the same sizes are wider: 16-d token -> 32-wide denoiser
     assert GenHancerModel.build(make_cfg()).conditioner.to_pooled[1].out_features == 32
     assert loaded.conditioner.to_pooled[1].out_features == 16
+
+
+def test_latent_space_follows_device_moves_but_not_dtype_casts(make_cfg, tiny_vae_dir):
+    model = GenHancerModel.build(
+        make_cfg("latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae")
+    )
+    vae = list(model.latent.parameters())
+    assert vae and not {id(p) for p in vae} & {id(p) for p in model.parameters()}
+    model.to(torch.bfloat16)  # what a DeepSpeed bf16 engine does to its module
+    assert {p.dtype for p in model.denoiser.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in vae} == {torch.float32}
+    model.to("meta")
+    assert {p.device.type for p in model.latent.parameters()} == {"meta"}
+    assert {p.dtype for p in model.latent.parameters()} == {torch.float32}
