@@ -79,9 +79,10 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.1
     bias: Literal["none", "all", "lora_only"] = "lora_only"
-    # all-linear: every linear layer of the vision tower + visual_projection (OpenAI/MetaCLIP); SigLIP
-    # recipes list q_proj, k_proj, v_proj, out_proj, fc1, fc2
-    targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    # leaf names of the vision-side linear layers, or [all-linear]; empty: the encoder family's default
+    # (genhancer.utils.families: OpenAI/MetaCLIP every vision linear + visual_projection, SigLIP q_proj,
+    # k_proj, v_proj, out_proj, fc1, fc2), so no family gets another's list
+    targets: list[str] = field(default_factory=list)
 
 
 @dataclass

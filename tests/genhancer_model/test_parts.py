@@ -111,6 +111,32 @@ def test_lora_regex_stays_on_the_vision_side(tiny_clip_dir):
         lora_target_regex(enc.backbone, ["query"])
 
 
+@pytest.mark.parametrize(
+    "family, model_dir, leaves, wrapped",
+    [
+        # tiny CLIP: 2 layers x (q, k, v, out_proj, fc1, fc2) + visual_projection
+        (
+            "clip",
+            "tiny_clip_dir",
+            {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "visual_projection"},
+            13,
+        ),
+        # tiny SigLIP: 2 layers x 6 + the MAP head's fc1, fc2 (its MultiheadAttention is skipped)
+        ("siglip", "tiny_siglip_dir", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}, 14),
+    ],
+)
+def test_default_lora_targets_are_the_encoder_familys(make_cfg, request, family, model_dir, leaves, wrapped):
+    from genhancer.utils.families import FAMILIES
+
+    encoder = (f"encoder.family={family}", f"encoder.path={request.getfixturevalue(model_dir)}")
+    assert make_cfg(*encoder).lora.targets == []  # no family's list is the schema's default
+    model = GenHancerModel.build(make_cfg(*encoder, "stage=end-to-end"))
+    assert model.encoder.lora_targets([]) == list(FAMILIES[family].lora_targets)
+    names = [n for n, m in model.encoder.backbone.named_modules() if hasattr(m, "lora_A")]
+    assert {n.rsplit(".", 1)[-1] for n in names} == leaves and len(names) == wrapped
+    assert model.encoder.lora_targets(["fc1"]) == ["fc1"]  # a configured list wins
+
+
 def test_conditioner_shapes_and_local_fraction():
     cond = GlobalTokenConditioner(
         global_dim=16, pooled_dim=8, context_dim=12, patch_dim=20, local_token_fraction=0.1
