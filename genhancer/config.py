@@ -87,15 +87,26 @@ class LoraConfig:
 
 @dataclass
 class ScheduleConfig:
-    """How one stage trains."""
+    """How one stage trains. ``lr`` is the learning rate of the denoiser and projectors (and of everything,
+    unless ``encoder_lr`` is given); ``encoder_lr`` that of the encoder's trainable (LoRA) parameters.
 
-    steps: int = 1000
-    lr: float = 1e-4
-    warmup_steps: int = 10
+    In ``schedule.end-to-end`` every null (the default) is derived from the two-stage run it is compared with
+    (``GenHancerConfig.derive_end_to_end``): the same step budget and learning-rate structure.
+    """
+
+    steps: int | None = 1000
+    lr: float | None = 1e-4
+    warmup_steps: int | None = 10
+    encoder_lr: float | None = None  # None: lr
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError(f"steps and lr must be positive, warmup_steps >= 0 (got {self})")
+        positive = (self.steps, self.lr, self.encoder_lr)
+        if any(v is not None and v <= 0 for v in positive) or (self.warmup_steps or 0) < 0:
+            raise ValueError(f"steps, lr and encoder_lr must be positive, warmup_steps >= 0 (got {self})")
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.steps, self.lr, self.warmup_steps)
 
 
 def _default_schedule() -> dict[str, ScheduleConfig]:
@@ -104,7 +115,8 @@ def _default_schedule() -> dict[str, ScheduleConfig]:
         "stage1": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
         "stage2": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
         "stage2-all": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0),
-        "end-to-end": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
+        # derived from stage1 + stage2 (see GenHancerConfig.derive_end_to_end)
+        "end-to-end": ScheduleConfig(steps=None, lr=None, warmup_steps=None, encoder_lr=None),
     }
 
 
@@ -175,8 +187,33 @@ class GenHancerConfig:
                 f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' "
                 f"(known: {sorted(self.schedule)})"
             )
+        self.derive_end_to_end()
+        unset = [k for k, s in self.schedule.items() if not s.complete]
+        if unset:
+            raise ValueError(f"schedule.{unset[0]}: steps, lr and warmup_steps must be set (not null)")
         if not self.train.run_dir:
             self.train.run_dir = f"runs/{self.name}/{self.stage}"
+
+    def derive_end_to_end(self) -> None:
+        """Fill the nulls of ``schedule.end-to-end`` from the two-stage run it is compared with: steps =
+        stage1.steps + stage2.steps, lr and warmup_steps of stage 1 (denoiser + projectors), encoder_lr =
+        stage2.lr (the LoRA). The paper's end-to-end baseline is only a fair comparison at the same budget:
+        otherwise the LoRA would train 100x longer at a 10x higher lr than in stage 2."""
+        e2e = self.schedule.get("end-to-end")
+        unset = [k for k in ("steps", "lr", "warmup_steps", "encoder_lr") if e2e and getattr(e2e, k) is None]
+        if not unset:
+            return
+        s1, s2 = self.schedule.get("stage1"), self.schedule.get("stage2")
+        if s1 is None or s2 is None or not (s1.complete and s2.complete):
+            raise ValueError("schedule.end-to-end derives its nulls from schedule.stage1 and schedule.stage2")
+        derived = {
+            "steps": s1.steps + s2.steps,
+            "lr": s1.lr,
+            "warmup_steps": s1.warmup_steps,
+            "encoder_lr": s2.lr,
+        }
+        for key in unset:
+            setattr(e2e, key, derived[key])
 
     @property
     def current_schedule(self) -> ScheduleConfig:

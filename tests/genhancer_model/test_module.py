@@ -220,3 +220,21 @@ def test_latent_space_follows_device_moves_but_not_dtype_casts(make_cfg, tiny_va
     model.to("meta")
     assert {p.device.type for p in model.latent.parameters()} == {"meta"}
     assert {p.dtype for p in model.latent.parameters()} == {torch.float32}
+
+
+def test_end_to_end_optimizer_groups_give_the_lora_stage_2s_lr(make_cfg, stage1_dir):
+    from genhancer.stages import optimizer_groups
+
+    cfg = make_cfg("stage=end-to-end")
+    model = GenHancerModel.build(cfg)
+    rest, encoder = optimizer_groups(model, cfg.current_schedule)
+    assert (rest["lr"], encoder["lr"]) == (1e-4, 1e-5)  # the paper's stage-1 and stage-2 learning rates
+    lora = {id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert lora and {id(p) for p in encoder["params"]} == lora
+    assert not lora & {id(p) for p in rest["params"]} and len(rest["params"]) + len(lora) == len(
+        [p for p in model.parameters() if p.requires_grad]
+    )
+    # stages without a distinct encoder lr keep the one group (and the optimizer state checkpoints hold)
+    cfg2 = make_cfg("stage=stage2-all", f"init_from={stage1_dir}")
+    (group,) = optimizer_groups(GenHancerModel.build(cfg2), cfg2.current_schedule)
+    assert group["lr"] == 1e-5
