@@ -265,7 +265,7 @@ def _build_part(
             continue
         u8 = torch.stack(crops)  # (n, V, 3, S, S)
         pixel_values, target = transform.normalise(u8.flatten(0, 1))
-        feats = model.cache_features(pixel_values.to(device, input_dtype), target.to(device, input_dtype))
+        feats = model.cache_features(pixel_values.to(device, input_dtype), target.to(device, torch.float32))
         if pixel:  # the target is the crop itself: store it as uint8 and rebuild it exactly when read
             del feats["latent_input"]
             feats["crop"] = u8.flatten(0, 1)
@@ -450,12 +450,15 @@ class CachedBatch:
     patch_tokens: torch.Tensor | None = None  # (B, N, Dp), local-token ablation only
 
     def model_inputs(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``GenHancerModel.forward``; floating tensors cast to ``dtype`` (ids stay
-        ids)."""
-        out = {"global_token": self.global_token, "latent_input": self.latent_input}
+        """Keyword arguments of ``GenHancerModel.forward``: encoder features cast to ``dtype``; the latent
+        input stays float32 (VAE moments) or ids."""
+        out = {
+            "global_token": self.global_token.to(device, dtype),
+            "latent_input": self.latent_input.to(device),
+        }
         if self.patch_tokens is not None:
-            out["patch_tokens"] = self.patch_tokens
-        return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in out.items()}
+            out["patch_tokens"] = self.patch_tokens.to(device, dtype)
+        return out
 
 
 class CachedStream(ImageStream):

@@ -4,6 +4,9 @@ GenHancer conditions the denoiser on the encoder's *global* token only. Two proj
 LayerNorm -> Linear -> GELU -> Linear, map it to
   * the pooled / modulation vector (Flux ``pooled_projections``, size ``pooled_dim``), and
   * one context token that joins attention (Flux ``encoder_hidden_states``, size ``context_dim``).
+The hidden layer is as wide as the projector's *output* by default, as in the official code (d -> 768 -> 768
+and d -> 4096 -> 4096: ~1.2 M + ~19.9 M parameters for OpenAI-L/14's 768-d token); ``hidden_width="input"``
+makes it as wide as the input instead (the toy world's smaller projectors).
 ``local_token_fraction > 0`` appends that fraction of the (projected) patch tokens to the context: the
 paper's ablation showing that even 10% local tokens make reconstruction too easy and the gain collapses.
 """
@@ -11,9 +14,22 @@ paper's ablation showing that even 10% local tokens make reconstruction too easy
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
+
+HIDDEN_WIDTHS = ("output", "input")
+
+
+def projector_hidden(
+    in_dim: int, out_dim: int, hidden_width: str = "output", hidden_mult: float = 1.0
+) -> int:
+    """Hidden width of one projector: ``hidden_mult`` x its output width (``hidden_width="output"``, the
+    official shape) or x its input width (``"input"``)."""
+    if hidden_width not in HIDDEN_WIDTHS:
+        raise ValueError(f"hidden_width must be one of {HIDDEN_WIDTHS}, got {hidden_width!r}")
+    return max(1, round(hidden_mult * (out_dim if hidden_width == "output" else in_dim)))
 
 
 class MlpProjector(nn.Sequential):
@@ -37,6 +53,7 @@ class GlobalTokenConditioner(nn.Module):
         pooled_dim: int,
         context_dim: int,
         patch_dim: int | None = None,
+        hidden_width: str = "output",
         hidden_mult: float = 1.0,
         local_token_fraction: float = 0.0,
         zero_condition: bool = False,
@@ -44,17 +61,36 @@ class GlobalTokenConditioner(nn.Module):
         super().__init__()
         if not 0.0 <= local_token_fraction <= 1.0:
             raise ValueError(f"local_token_fraction must be in [0, 1], got {local_token_fraction}")
-        hidden = max(1, round(hidden_mult * global_dim))
-        self.to_pooled = MlpProjector(global_dim, hidden, pooled_dim)
-        self.to_context = MlpProjector(global_dim, hidden, context_dim)
+
+        def projector(in_dim: int, out_dim: int) -> MlpProjector:
+            return MlpProjector(in_dim, projector_hidden(in_dim, out_dim, hidden_width, hidden_mult), out_dim)
+
+        self.to_pooled = projector(global_dim, pooled_dim)
+        self.to_context = projector(global_dim, context_dim)
         self.local_token_fraction = float(local_token_fraction)
         self.zero_condition = bool(zero_condition)  # control runs: the condition carries nothing
         if self.local_token_fraction > 0:
             if patch_dim is None:
                 raise ValueError("local_token_fraction > 0 needs patch_dim")
-            self.local_proj = MlpProjector(patch_dim, max(1, round(hidden_mult * patch_dim)), context_dim)
+            self.local_proj = projector(patch_dim, context_dim)
         else:
             self.local_proj = None
+
+    @classmethod
+    def from_config(
+        cls, cond_cfg: Any, global_dim: int, pooled_dim: int, context_dim: int, patch_dim: int | None = None
+    ) -> GlobalTokenConditioner:
+        """The conditioner ``cond_cfg`` (genhancer.config.ConditioningConfig) describes, for these sizes."""
+        return cls(
+            global_dim=global_dim,
+            pooled_dim=pooled_dim,
+            context_dim=context_dim,
+            patch_dim=patch_dim,
+            hidden_width=cond_cfg.hidden_width,
+            hidden_mult=cond_cfg.hidden_mult,
+            local_token_fraction=cond_cfg.local_token_fraction,
+            zero_condition=cond_cfg.zero_condition,
+        )
 
     def num_local_tokens(self, num_patches: int) -> int:
         return math.ceil(self.local_token_fraction * num_patches) if self.local_token_fraction > 0 else 0

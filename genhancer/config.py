@@ -29,7 +29,11 @@ class EncoderConfig:
 class ConditioningConfig:
     """Global token -> (pooled/modulation vector, one context token). Sizes come from the denoiser."""
 
-    hidden_mult: float = 1.0  # hidden width of each LayerNorm->Linear->GELU->Linear projector, x input dim
+    # hidden width of each LayerNorm->Linear->GELU->Linear projector: "output" = as wide as the projector's
+    # output (the official code: d -> 768 -> 768 pooled, d -> 4096 -> 4096 context), "input" = as wide as the
+    # global token (the toy world's smaller projectors); times hidden_mult
+    hidden_width: Literal["output", "input"] = "output"
+    hidden_mult: float = 1.0
     # ablation: append this fraction of patch tokens to the context; even 0.1 makes reconstruction too easy
     local_token_fraction: float = 0.0
     # control runs only: the denoiser sees a zero vector instead of the global token, so it never learns to
@@ -76,9 +80,10 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.1
     bias: Literal["none", "all", "lora_only"] = "lora_only"
-    # all-linear: every linear layer of the vision tower + visual_projection (OpenAI/MetaCLIP); SigLIP
-    # recipes list q_proj, k_proj, v_proj, out_proj, fc1, fc2
-    targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    # leaf names of the vision-side linear layers, or [all-linear]; empty: the encoder family's default
+    # (genhancer.utils.families: OpenAI/MetaCLIP every vision linear + visual_projection, SigLIP q_proj,
+    # k_proj, v_proj, out_proj, fc1, fc2), so no family gets another's list
+    targets: list[str] = field(default_factory=list)
 
 
 # The steps at which the official stage 2 saves the encoder: a validation sweep picks among them.
@@ -87,20 +92,31 @@ OFFICIAL_STAGE2_EVAL_AT = (50, 100, 200, 300, 500, 1000, 2000, 3000, *range(3500
 
 @dataclass
 class ScheduleConfig:
-    """How one stage trains."""
+    """How one stage trains. ``lr`` is the learning rate of the denoiser and projectors (and of everything,
+    unless ``encoder_lr`` is given); ``encoder_lr`` that of the encoder's trainable (LoRA) parameters.
 
-    steps: int = 1000
-    lr: float = 1e-4
-    warmup_steps: int = 10
+    In ``schedule.end-to-end`` every null (the default) is derived from the two-stage run it is compared with
+    (``GenHancerConfig.derive_end_to_end``): the same step budget and learning-rate structure.
+    """
+
+    steps: int | None = 1000
+    lr: float | None = 1e-4
+    warmup_steps: int | None = 10
+    encoder_lr: float | None = None  # None: lr
     # Steps at which a stage that tunes the encoder keeps its LoRA (<run_dir>/sweep/step-NNNNNN) for a
     # validation sweep (scripts/stage2_sweep.sh); steps past ``steps`` are ignored, other stages ignore it.
     eval_at: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError(f"steps and lr must be positive, warmup_steps >= 0 (got {self})")
+        positive = (self.steps, self.lr, self.encoder_lr)
+        if any(v is not None and v <= 0 for v in positive) or (self.warmup_steps or 0) < 0:
+            raise ValueError(f"steps, lr and encoder_lr must be positive, warmup_steps >= 0 (got {self})")
         if any(s <= 0 for s in self.eval_at):
             raise ValueError(f"eval_at steps must be positive (got {self.eval_at})")
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.steps, self.lr, self.warmup_steps)
 
 
 def _default_schedule() -> dict[str, ScheduleConfig]:
@@ -110,7 +126,8 @@ def _default_schedule() -> dict[str, ScheduleConfig]:
         "stage1": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
         "stage2": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0, eval_at=official),
         "stage2-all": ScheduleConfig(steps=1_000, lr=1e-5, warmup_steps=0, eval_at=official),
-        "end-to-end": ScheduleConfig(steps=100_000, lr=1e-4, warmup_steps=10),
+        # derived from stage1 + stage2 (see GenHancerConfig.derive_end_to_end)
+        "end-to-end": ScheduleConfig(steps=None, lr=None, warmup_steps=None, encoder_lr=None),
     }
 
 
@@ -187,8 +204,33 @@ class GenHancerConfig:
                 f"no schedule for stage {self.stage!r}; add 'schedule.{self.stage}' "
                 f"(known: {sorted(self.schedule)})"
             )
+        self.derive_end_to_end()
+        unset = [k for k, s in self.schedule.items() if not s.complete]
+        if unset:
+            raise ValueError(f"schedule.{unset[0]}: steps, lr and warmup_steps must be set (not null)")
         if not self.train.run_dir:
             self.train.run_dir = f"runs/{self.name}/{self.stage}"
+
+    def derive_end_to_end(self) -> None:
+        """Fill the nulls of ``schedule.end-to-end`` from the two-stage run it is compared with: steps =
+        stage1.steps + stage2.steps, lr and warmup_steps of stage 1 (denoiser + projectors), encoder_lr =
+        stage2.lr (the LoRA). The paper's end-to-end baseline is only a fair comparison at the same budget:
+        otherwise the LoRA would train 100x longer at a 10x higher lr than in stage 2."""
+        e2e = self.schedule.get("end-to-end")
+        unset = [k for k in ("steps", "lr", "warmup_steps", "encoder_lr") if e2e and getattr(e2e, k) is None]
+        if not unset:
+            return
+        s1, s2 = self.schedule.get("stage1"), self.schedule.get("stage2")
+        if s1 is None or s2 is None or not (s1.complete and s2.complete):
+            raise ValueError("schedule.end-to-end derives its nulls from schedule.stage1 and schedule.stage2")
+        derived = {
+            "steps": s1.steps + s2.steps,
+            "lr": s1.lr,
+            "warmup_steps": s1.warmup_steps,
+            "encoder_lr": s2.lr,
+        }
+        for key in unset:
+            setattr(e2e, key, derived[key])
 
     @property
     def current_schedule(self) -> ScheduleConfig:

@@ -319,8 +319,13 @@ class Batch:
     keys: list[str]  # path or shard:member of each sample
 
     def model_inputs(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Keyword arguments of ``GenHancerModel.forward`` (a cached batch offers the same method)."""
-        return {"pixel_values": self.pixel_values.to(device, dtype), "target": self.target.to(device, dtype)}
+        """Keyword arguments of ``GenHancerModel.forward`` (a cached batch offers the same method): the
+        encoder input in ``dtype``; the target stays float32 (the VAE encodes it in float32, as officially
+        done)."""
+        return {
+            "pixel_values": self.pixel_values.to(device, dtype),
+            "target": self.target.to(device, torch.float32),
+        }
 
 
 class ImageStream:

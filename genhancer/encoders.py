@@ -279,7 +279,7 @@ class VisionEncoder(nn.Module):
 
         if self.has_lora:
             raise RuntimeError("the encoder already has a LoRA adapter")
-        targets = list(lora_cfg.targets) or list(self.family.default_lora_targets)
+        targets = self.lora_targets(lora_cfg.targets)
         config = LoraConfig(
             r=lora_cfg.r,
             lora_alpha=lora_cfg.alpha,
@@ -289,6 +289,10 @@ class VisionEncoder(nn.Module):
         )
         self.backbone = get_peft_model(self.backbone, config)
         self._remember_lora_trainable()
+
+    def lora_targets(self, configured: list[str] | tuple[str, ...]) -> list[str]:
+        """``lora.targets`` as given, or (empty) this encoder family's default targets."""
+        return list(configured) or list(self.family.default_lora_targets)
 
     def load_lora(self, adapter_dir: str | Path, trainable: bool = True) -> None:
         """Attach a LoRA saved by ``save_lora`` (peft format: adapter_config.json +

@@ -64,6 +64,14 @@ def check_stage_dir(directory: str | Path, what: str = "init_from", encoder_only
     return d
 
 
+def load_stage_config(directory: str | Path) -> GenHancerConfig:
+    """The config a stage output directory was written with. Directories written before
+    ``conditioning.hidden_width`` existed built their projectors as wide as the input: they read back so."""
+    path = Path(directory) / CONFIG_FILE
+    legacy = "hidden_width" not in (load_yaml(path).get("conditioning") or {})
+    return load_genhancer_config(path, ["conditioning.hidden_width=input"] if legacy else [])
+
+
 def resolve_stage_dir(path: str | Path, what: str = "stage directory", encoder_only: bool = False) -> Path:
     """``path`` itself if it is a stage output directory, else ``path/final`` (a run directory)."""
     p = Path(path)
@@ -73,8 +81,15 @@ def resolve_stage_dir(path: str | Path, what: str = "stage directory", encoder_o
 
 
 class GenHancerModel(nn.Module):
-    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``,
-    ``latent``."""
+    """The trainable whole. Submodules: ``encoder`` (VisionEncoder), ``conditioner``, ``denoiser``; plus
+    ``latent``, the fixed latent space (VAE / VQ tokenizer), held beside them rather than as a submodule.
+
+    [IMPORTANT] The latent space is not part of ``parameters()`` / ``state_dict()``, so the module that
+    accelerate/DeepSpeed prepare does not contain it: a bf16 engine never casts it and ZeRO never partitions
+    it. It stays float32 and frozen, follows the model's device moves (``.to(device)``, an engine's
+    ``module.to(device)``) but not its dtype casts, and encodes targets in float32 outside any autocast -- as
+    the official code keeps its VAE fp32 outside the DeepSpeed module.
+    """
 
     def __init__(
         self,
@@ -89,7 +104,16 @@ class GenHancerModel(nn.Module):
         self.encoder = encoder
         self.conditioner = conditioner
         self.denoiser = denoiser
-        self.latent = latent
+        # object.__setattr__: nn.Module would register it as a submodule (see the class docstring)
+        object.__setattr__(self, "latent", latent.float().requires_grad_(False))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenHancerModel:
+        super()._apply(fn, recurse)
+        tensors = [*self.latent.parameters(), *self.latent.buffers()]
+        if tensors:  # follow the device the move gives a float32 tensor; never the dtype
+            probe = fn(torch.zeros((), dtype=torch.float32, device=tensors[0].device))
+            self.latent.to(device=probe.device)
+        return self
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -113,7 +137,7 @@ class GenHancerModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> GenHancerModel:
         """Load a stage output directory for inference (everything frozen, eval mode)."""
         d = check_stage_dir(directory, what="stage directory")
-        cfg = load_genhancer_config(d / CONFIG_FILE)
+        cfg = load_stage_config(d)
         model = cls._assemble(cfg, d, lora_trainable=False)
         model.requires_grad_(False)
         return model.eval()
@@ -131,14 +155,12 @@ class GenHancerModel(nn.Module):
             denoiser = family.build(cfg, latent)
         else:
             denoiser = family.from_pretrained(weights_dir / DENOISER_DIR, cfg, latent)
-        conditioner = GlobalTokenConditioner(
+        conditioner = GlobalTokenConditioner.from_config(
+            cfg.conditioning,
             global_dim=encoder.global_dim,
             pooled_dim=denoiser.pooled_dim,
             context_dim=denoiser.context_dim,
             patch_dim=encoder.patch_dim,
-            hidden_mult=cfg.conditioning.hidden_mult,
-            local_token_fraction=cfg.conditioning.local_token_fraction,
-            zero_condition=cfg.conditioning.zero_condition,
         )
         if weights_dir is not None:
             _load_conditioner(conditioner, weights_dir / CONDITIONER_FILE)
@@ -198,13 +220,15 @@ class GenHancerModel(nn.Module):
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
-            latents = self.latent.encode(target, generator)  # (B, C, h, w), no grad
+            with _float32(target):
+                latents = self.latent.encode(target.float(), generator)  # (B, C, h, w), no grad
         else:
             self._check_precomputed_allowed()
             pooled, context = self.conditioner(
                 global_token, patch_tokens if self.uses_patch_tokens else None, generator
             )
-            latents = self.latent.from_cache(latent_input, generator)
+            with _float32(latent_input):
+                latents = self.latent.from_cache(_as_float32(latent_input), generator)
         return self.denoiser.training_loss(latents, pooled, context, generator)
 
     @torch.no_grad()
@@ -213,7 +237,9 @@ class GenHancerModel(nn.Module):
         {"global_token": (B, D), "patch_tokens": (B, N, Dp) only when ``uses_patch_tokens``,
         "latent_input": ``latent.encode_for_cache(target)``}, computed as ``forward`` would compute them."""
         tokens = self._encode(pixel_values)
-        out = {"global_token": tokens.global_token, "latent_input": self.latent.encode_for_cache(target)}
+        with _float32(target):
+            latent_input = self.latent.encode_for_cache(target.float())
+        out = {"global_token": tokens.global_token, "latent_input": latent_input}
         if self.uses_patch_tokens:
             out["patch_tokens"] = tokens.patch_tokens
         return out
@@ -298,6 +324,17 @@ class GenHancerModel(nn.Module):
         return out_dir
 
 
+def _float32(t: torch.Tensor) -> torch.autocast:
+    """No autocast on ``t``'s device around the latent space (plain accelerate's bf16 wraps forward in one):
+    the VAE computes in float32."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    """Cached latent inputs in float32 (VAE moments); VQ token ids stay integers."""
+    return t.float() if t.is_floating_point() else t
+
+
 def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -313,7 +350,7 @@ def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:
 
 
 def _warn_on_architecture_drift(cfg: GenHancerConfig, init_dir: Path) -> None:
-    saved = load_yaml(init_dir / CONFIG_FILE)
+    saved = to_dict(load_stage_config(init_dir))
     now = to_dict(cfg)
     drift = [
         f"{s}.{k}"

@@ -15,7 +15,7 @@ The latent space (VAE/VQ tokenizer) never trains. How long and how fast a stage 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
@@ -23,6 +23,7 @@ from genhancer.utils.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
+    from genhancer.config import ScheduleConfig
     from genhancer.module import GenHancerModel
 
 EncoderMode = Literal["frozen", "lora", "full"]
@@ -138,3 +139,18 @@ def apply_stage(model: GenHancerModel, spec: StageSpec) -> dict[str, int]:
         ", ".join(f"{k} {v['trainable']:,}/{v['trainable'] + v['frozen']:,}" for k, v in parts.items()),
     )
     return counts
+
+
+def optimizer_groups(model: GenHancerModel, schedule: ScheduleConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups of a stage: the trainable encoder (LoRA) parameters at ``schedule.encoder_lr``,
+    the rest (projectors, denoiser) at ``schedule.lr``. Without a distinct encoder_lr: one group, every
+    trainable parameter in model order at ``lr`` (the optimizer state existing checkpoints hold)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    encoder_lr = schedule.lr if schedule.encoder_lr is None else schedule.encoder_lr
+    if encoder_lr == schedule.lr:
+        return [{"params": [p for _, p in trainable], "lr": schedule.lr}]
+    groups = [
+        {"params": [p for n, p in trainable if not n.startswith("encoder.")], "lr": schedule.lr},
+        {"params": [p for n, p in trainable if n.startswith("encoder.")], "lr": encoder_lr},
+    ]
+    return [g for g in groups if g["params"]]

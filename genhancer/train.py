@@ -47,6 +47,7 @@ from genhancer.checkpoint import (
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
 from genhancer.session import Session, training_session
+from genhancer.stages import optimizer_groups
 from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import dump_yaml
@@ -179,10 +180,11 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
         Path(cfg.train.run_dir).mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, Path(cfg.train.run_dir) / "config.yaml")
     log.info(
-        "stage %s: %d steps, lr %g, warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
+        "stage %s: %d steps, lr %g (encoder %s), warmup %d, batch %d x %d proc x accum %d, %s, ZeRO-%s, %s",
         cfg.stage,
         schedule.steps,
         schedule.lr,
+        schedule.encoder_lr or "the same",
         schedule.warmup_steps,
         cfg.train.batch_size,
         group.world_size,
@@ -195,11 +197,13 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     torch.manual_seed(cfg.train.seed)
     with session.building():
         model = GenHancerModel.build(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
     optimizer = torch.optim.AdamW(
-        params, lr=schedule.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay
+        optimizer_groups(model, schedule),
+        lr=schedule.lr,
+        betas=tuple(cfg.train.betas),
+        weight_decay=cfg.train.weight_decay,
     )
     # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)

@@ -191,9 +191,13 @@ class ContinuousDenoiser(Denoiser):
         context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:
-        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": float}."""
+        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": float}.
+
+        As in the official code, noise, x_t and the velocity target are float32 whatever the weights' dtype;
+        only the network's input x_t is cast to it (bf16 under DeepSpeed).
+        """
         b, _, h, w = latents.shape
-        x = patchify(latents, self.patch_size).to(self.transformer.dtype)  # (B, N, C*p*p), the weights' dtype
+        x = patchify(latents, self.patch_size).float()  # (B, N, C*p*p)
         noise = torch.randn(
             x.shape,
             generator=generator,
@@ -203,7 +207,7 @@ class ContinuousDenoiser(Denoiser):
         t = flow.sample_timesteps(b, self.t_sampling, self.logit_scale, generator, device=x.device)
         x_t = flow.interpolate(x, noise, t)
         img_ids = token_position_ids(h, w, self.patch_size, x.device)
-        pred = self.velocity(x_t, t, pooled, context, img_ids)
+        pred = self.velocity(x_t.to(self.transformer.dtype), t, pooled, context, img_ids)
         loss = flow.flow_matching_loss(pred, flow.velocity_target(x, noise))
         return {"loss": loss, "t_mean": float(t.mean())}
 

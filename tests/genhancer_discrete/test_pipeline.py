@@ -124,6 +124,15 @@ def test_end_to_end_stage_trains_everything(make_discrete_cfg):
     assert grads == {"encoder": True, "conditioner": True, "denoiser": True}
 
 
+def test_vq_tokenizer_stays_float32_outside_the_trained_module(make_discrete_cfg):
+    from genhancer.module import GenHancerModel
+
+    model = GenHancerModel.build(make_discrete_cfg()).to(torch.bfloat16)  # as a bf16 engine casts it
+    codebook = model.latent.tokenizer.codebook
+    assert codebook.dtype == torch.float32 and not any("tokenizer" in k for k in model.state_dict())
+    assert not any(t is codebook for t in (*model.parameters(), *model.buffers()))
+
+
 def test_config_errors(make_discrete_cfg):
     from genhancer.module import GenHancerModel
     from genhancer.utils.errors import ConfigError

@@ -189,3 +189,52 @@ def test_local_tokens_lengthen_the_context(make_cfg):
     assert ctx0.shape[1] == 1 and ctx1.shape[1] == 1 + 4
     x2, y2 = _batch()
     local(x2, y2)["loss"].backward()
+
+
+def test_stage_dir_from_before_hidden_width_reads_back_with_input_width_projectors(make_cfg, tmp_path):
+    import yaml
+
+    model = GenHancerModel.build(make_cfg("conditioning.hidden_width=input"))
+    model.save_pretrained(tmp_path / "old")
+    saved = yaml.safe_load((tmp_path / "old" / "genhancer.yaml").read_text())
+    del saved["conditioning"]["hidden_width"]  # what a directory written before the key existed holds
+    (tmp_path / "old" / "genhancer.yaml").write_text(yaml.safe_dump(saved))
+    loaded = GenHancerModel.from_pretrained(tmp_path / "old")
+    assert loaded.cfg.conditioning.hidden_width == "input"
+    for a, b in zip(model.conditioner.state_dict().values(), loaded.conditioner.state_dict().values()):
+        assert torch.equal(a, b)
+    # the default (output-width) projectors of the same sizes are wider: 16-d token -> 32-wide denoiser
+    assert GenHancerModel.build(make_cfg()).conditioner.to_pooled[1].out_features == 32
+    assert loaded.conditioner.to_pooled[1].out_features == 16
+
+
+def test_latent_space_follows_device_moves_but_not_dtype_casts(make_cfg, tiny_vae_dir):
+    model = GenHancerModel.build(
+        make_cfg("latent.space=vae", f"latent.vae_path={tiny_vae_dir}", "latent.vae_subfolder=vae")
+    )
+    vae = list(model.latent.parameters())
+    assert vae and not {id(p) for p in vae} & {id(p) for p in model.parameters()}
+    model.to(torch.bfloat16)  # what a DeepSpeed bf16 engine does to its module
+    assert {p.dtype for p in model.denoiser.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in vae} == {torch.float32}
+    model.to("meta")
+    assert {p.device.type for p in model.latent.parameters()} == {"meta"}
+    assert {p.dtype for p in model.latent.parameters()} == {torch.float32}
+
+
+def test_end_to_end_optimizer_groups_give_the_lora_stage_2s_lr(make_cfg, stage1_dir):
+    from genhancer.stages import optimizer_groups
+
+    cfg = make_cfg("stage=end-to-end")
+    model = GenHancerModel.build(cfg)
+    rest, encoder = optimizer_groups(model, cfg.current_schedule)
+    assert (rest["lr"], encoder["lr"]) == (1e-4, 1e-5)  # the paper's stage-1 and stage-2 learning rates
+    lora = {id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert lora and {id(p) for p in encoder["params"]} == lora
+    assert not lora & {id(p) for p in rest["params"]} and len(rest["params"]) + len(lora) == len(
+        [p for p in model.parameters() if p.requires_grad]
+    )
+    # stages without a distinct encoder lr keep the one group (and the optimizer state checkpoints hold)
+    cfg2 = make_cfg("stage=stage2-all", f"init_from={stage1_dir}")
+    (group,) = optimizer_groups(GenHancerModel.build(cfg2), cfg2.current_schedule)
+    assert group["lr"] == 1e-5

@@ -111,6 +111,32 @@ def test_lora_regex_stays_on_the_vision_side(tiny_clip_dir):
         lora_target_regex(enc.backbone, ["query"])
 
 
+@pytest.mark.parametrize(
+    "family, model_dir, leaves, wrapped",
+    [
+        # tiny CLIP: 2 layers x (q, k, v, out_proj, fc1, fc2) + visual_projection
+        (
+            "clip",
+            "tiny_clip_dir",
+            {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "visual_projection"},
+            13,
+        ),
+        # tiny SigLIP: 2 layers x 6 + the MAP head's fc1, fc2 (its MultiheadAttention is skipped)
+        ("siglip", "tiny_siglip_dir", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}, 14),
+    ],
+)
+def test_default_lora_targets_are_the_encoder_familys(make_cfg, request, family, model_dir, leaves, wrapped):
+    from genhancer.utils.families import FAMILIES
+
+    encoder = (f"encoder.family={family}", f"encoder.path={request.getfixturevalue(model_dir)}")
+    assert make_cfg(*encoder).lora.targets == []  # no family's list is the schema's default
+    model = GenHancerModel.build(make_cfg(*encoder, "stage=end-to-end"))
+    assert model.encoder.lora_targets([]) == list(FAMILIES[family].lora_targets)
+    names = [n for n, m in model.encoder.backbone.named_modules() if hasattr(m, "lora_A")]
+    assert {n.rsplit(".", 1)[-1] for n in names} == leaves and len(names) == wrapped
+    assert model.encoder.lora_targets(["fc1"]) == ["fc1"]  # a configured list wins
+
+
 def test_conditioner_shapes_and_local_fraction():
     cond = GlobalTokenConditioner(
         global_dim=16, pooled_dim=8, context_dim=12, patch_dim=20, local_token_fraction=0.1
@@ -121,6 +147,46 @@ def test_conditioner_shapes_and_local_fraction():
     assert plain(torch.randn(3, 16))[1].shape == (3, 1, 12) and plain.local_proj is None
     for proj in (plain.to_pooled, plain.to_context):
         assert [type(m).__name__ for m in proj] == ["LayerNorm", "Linear", "GELU", "Linear"]
+
+
+def _n(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# LayerNorm(d) + Linear(d, h) + Linear(h, out) = 2d + (d*h + h) + (h*out + out), with h = out (the official
+# code); out = 768 (pooled) and 4096 (context), the lightweight denoiser's widths; d = the global token width.
+@pytest.mark.parametrize(
+    "name, d, pooled, context",
+    [
+        ("openai-clip-l14", 768, 1_182_720, 19_932_672),  # visual_projection output, 768-d
+        ("siglip-so400m-224", 1152, 1_478_400, 21_506_304),  # the MAP head's pooler_output, 1152-d
+    ],
+)
+def test_paper_projectors_widen_to_their_output_width(name, d, pooled, context):
+    cfg = load_genhancer_config(CONFIG_DIR / f"{name}.yaml")
+    kw = transformer_kwargs(cfg.denoiser.preset, in_channels=64, guidance=False)
+    assert (kw["pooled_projection_dim"], kw["joint_attention_dim"]) == (768, 4096)
+    with torch.device("meta"):
+        cond = GlobalTokenConditioner.from_config(cfg.conditioning, d, 768, 4096)
+    assert (_n(cond.to_pooled), _n(cond.to_context)) == (pooled, context)
+    widths = [(m.in_features, m.out_features) for m in cond.to_context if isinstance(m, torch.nn.Linear)]
+    assert widths == [(d, 4096), (4096, 4096)]
+    # the input-width hidden layer (the toy's shape) is the 3.7 M context projector the official code lacks
+    with torch.device("meta"):
+        narrow = GlobalTokenConditioner(d, 768, 4096, hidden_width="input")
+    assert _n(narrow.to_context) == 2 * d + (d * d + d) + (d * 4096 + 4096)
+    assert name != "openai-clip-l14" or _n(narrow.to_context) == 3_741_952
+
+
+def test_toy_projectors_keep_the_input_width(make_cfg):
+    toy = load_genhancer_config(CONFIG_DIR / "toy.yaml")
+    assert toy.conditioning.hidden_width == "input"
+    cond = GlobalTokenConditioner.from_config(toy.conditioning, 16, 8, 12, patch_dim=20)
+    assert [m.out_features for m in cond.to_context if isinstance(m, torch.nn.Linear)] == [16, 12]
+    local = GlobalTokenConditioner.from_config(
+        make_cfg("conditioning.local_token_fraction=0.5").conditioning, 16, 8, 12, patch_dim=20
+    )
+    assert [m.out_features for m in local.local_proj if isinstance(m, torch.nn.Linear)] == [12, 12]
 
 
 def test_patchify_round_trip_and_ids():

@@ -11,6 +11,7 @@ import pytest
 
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.utils.config import to_dict
+from genhancer.utils.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "genhancer"
 ALL_YAMLS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -59,11 +60,12 @@ def test_toy_values():
     assert (cfg.cache.enabled, cfg.cache.views) == (True, 2)
     assert (cfg.flow.t_sampling, cfg.flow.logit_scale, cfg.flow.sample_steps) == ("logit_normal", 1.0, 20)
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets) == (8, 8, 0.0, SIGLIP_TARGETS)
-    assert {k: (s.steps, s.lr, s.warmup_steps) for k, s in cfg.schedule.items()} == {
-        "stage1": (1000, 1e-3, 20),
-        "stage2": (300, 3e-4, 10),
-        "stage2-all": (300, 1e-4, 10),
-        "end-to-end": (1000, 1e-3, 20),
+    assert (cfg.conditioning.hidden_width, cfg.conditioning.hidden_mult) == ("input", 1.0)
+    assert {k: (s.steps, s.lr, s.warmup_steps, s.encoder_lr) for k, s in cfg.schedule.items()} == {
+        "stage1": (1000, 1e-3, 20, None),
+        "stage2": (300, 3e-4, 10, None),
+        "stage2-all": (300, 1e-4, 10, None),
+        "end-to-end": (1300, 1e-3, 20, 3e-4),  # derived: stage 1 + stage 2 steps, the LoRA at stage 2's lr
     }
     assert (cfg.data.source, cfg.data.path, cfg.data.num_workers) == ("folder", "runs/toyworld/train", 0)
     t = cfg.train
@@ -112,6 +114,7 @@ def test_schema_defaults_are_the_paper_recipe():
     )
     assert (cfg.latent.vae_path, cfg.latent.vae_subfolder) == ("black-forest-labs/FLUX.1-dev", "vae")
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.bias) == (16, 16, 0.1, "lora_only")
+    assert (cfg.conditioning.hidden_width, cfg.conditioning.hidden_mult) == ("output", 1.0)  # official shape
     assert (cfg.schedule["stage1"].steps, cfg.schedule["stage1"].lr, cfg.schedule["stage1"].warmup_steps) == (
         100_000,
         1e-4,
@@ -160,3 +163,15 @@ def test_paper_discrete_siglip_config():
     assert (cfg.flow.sample_steps, cfg.flow.logit_scale) == (12, 1.0)
     assert (cfg.train.mixed_precision, cfg.train.grad_accum, cfg.data.num_workers) == ("bf16", 2, 8)
     assert cfg.schedule["stage2"].lr == 1e-5
+
+
+def test_end_to_end_schedule_derives_from_the_two_stage_run():
+    paper = load_genhancer_config(CONFIG_DIR / "openai-clip-l14.yaml").schedule["end-to-end"]
+    # 100k + 1k steps; the denoiser at stage 1's 1e-4, the LoRA at stage 2's 1e-5 (not 100k steps at 1e-4)
+    assert (paper.steps, paper.lr, paper.warmup_steps, paper.encoder_lr) == (101_000, 1e-4, 10, 1e-5)
+    short = load_genhancer_config(None, ["schedule.stage1.steps=40", "schedule.stage2.lr=2e-5"])
+    assert (short.schedule["end-to-end"].steps, short.schedule["end-to-end"].encoder_lr) == (1_040, 2e-5)
+    part = load_genhancer_config(None, ["schedule.end-to-end.steps=7"]).schedule["end-to-end"]
+    assert (part.steps, part.lr, part.encoder_lr) == (7, 1e-4, 1e-5)  # the keys not given stay derived
+    with pytest.raises(ConfigError, match="schedule.stage1"):
+        load_genhancer_config(None, ["schedule.stage1.steps=null"])
