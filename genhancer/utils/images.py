@@ -27,7 +27,8 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,27 @@ def _decode(data: bytes, max_pixels: int) -> Any:
             "max_image_pixels if such images are expected)",
         )
     try:
-        image.load()
+        with _truncated_images_fail():
+            image.load()
     except Exception as e:  # a decoder fails part-way with OSError, ValueError, struct.error, EOFError ...
         reason = "truncated" if "truncated" in str(e) else "corrupt"
         raise BadImage(reason, f"{type(e).__name__}: {e}") from None
     return image
+
+
+@contextmanager
+def _truncated_images_fail() -> Iterator[None]:
+    """PIL's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` off while we decode: another library imported
+    in the same process (lmms-eval does, on import) may have switched it on, and a truncated file would
+    then decode silently with its missing rows filled grey."""
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def to_rgb(image: Any) -> Any:

@@ -3,6 +3,7 @@ refused with the right reason; skips are recorded once per file, and a journal m
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def test_journal_merges_entries_of_other_processes(tmp_path):
     assert sorted(e["key"] for e in merged) == ["x", "y", "z"]  # each once, whoever wrote it first
     assert len(Path(journal).read_text().splitlines()) == 5  # every process wrote its own first sightings
     assert read_journal(tmp_path / "absent.jsonl") == []
+
+
+def test_a_truncated_file_is_refused_even_when_another_library_allows_them(tmp_path, monkeypatch):
+    """lmms-eval sets PIL's global LOAD_TRUNCATED_IMAGES = True on import; our opener must not follow it."""
+    from PIL import Image, ImageFile
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="PNG")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(BadImage) as err:
+        open_rgb(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert err.value.reason == "truncated"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the other library's setting is left as it was
