@@ -30,6 +30,7 @@ from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
 from genhancer.encoders import EncoderOutput, VisionEncoder
 from genhancer.latents import LatentSpace, build_latent_space
 from genhancer.stages import STAGES, StageSpec, apply_stage
+from genhancer.utils.cards import RANDOM_INIT_NOTE
 from genhancer.utils.config import dump_yaml, load_yaml, to_dict
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import atomic_directory
@@ -121,7 +122,9 @@ class GenHancerModel(nn.Module):
         cls, cfg: GenHancerConfig, weights_dir: Path | None, lora_trainable: bool
     ) -> GenHancerModel:
         check_latent_space(cfg.denoiser.type, cfg.latent.space)
-        encoder = VisionEncoder.load(cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size)
+        encoder = VisionEncoder.load(
+            cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size, init=cfg.encoder.init
+        )
         latent = build_latent_space(cfg.latent)
         latent.latent_shape(encoder.image_spec["image_size"])  # fail early on an indivisible image size
         family = DENOISERS[cfg.denoiser.type]
@@ -288,10 +291,15 @@ class GenHancerModel(nn.Module):
                 "genhancer-stage",
                 config=self.cfg,
                 parents=parents,
-                extra={"stage": self.cfg.stage, **(extra or {})},
+                extra={"stage": self.cfg.stage, **random_init_marks(self.cfg), **(extra or {})},
             )
         get_logger("genhancer.module").info("saved stage %s output to %s", self.cfg.stage, out_dir)
         return out_dir
+
+
+def random_init_marks(cfg: GenHancerConfig) -> dict[str, Any]:
+    """What provenance / summaries say about a random-init build (nothing for a pretrained one)."""
+    return {"random_init": cfg.random_init, "note": RANDOM_INIT_NOTE} if cfg.random_init else {}
 
 
 def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:

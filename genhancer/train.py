@@ -400,6 +400,8 @@ def _save(run: _Run) -> Path:
 # ------------------------------------------------------------------------------------------------- final
 def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
     """Write ``final/`` (the stage output, with provenance) and ``summary.json``; return the summary."""
+    from genhancer.module import random_init_marks  # local: heavy (pulls transformers, diffusers)
+
     session, group = run.session, run.session.group
     final = run.run_dir / "final"
     with session.gathered(list(run.inner.parameters())):
@@ -420,6 +422,7 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
         "final_loss": report.last_loss if math.isfinite(report.last_loss) else None,
         "skipped_images": int(group.sum(run.stream.skipped)),
         "final": str(final),
+        **random_init_marks(run.cfg),
     }
     if group.is_main:
         write_json(run.run_dir / "summary.json", summary)
