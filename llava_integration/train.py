@@ -25,6 +25,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,8 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
         deepspeed=ds,
         logging_steps=cfg.train.logging_steps,
-        save_strategy="steps",
-        save_steps=stage.save_steps,
+        save_strategy="steps" if stage.save_steps > 0 else "no",
+        save_steps=max(stage.save_steps, 1),
         save_total_limit=stage.save_total_limit,
         report_to=report_to or "none",
         seed=cfg.seed,
@@ -100,6 +101,7 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         include_num_input_tokens_seen="non_padding",
         use_cpu=use_cpu,
         ddp_backend="gloo" if use_cpu else None,
+        **({"optim": stage.optim} if stage.optim else {}),
     )
 
 
@@ -192,8 +194,20 @@ def _resume_point(cfg: LlavaTrainConfig, stage_dir: Path) -> str | None:
     return cfg.train.resume
 
 
-def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
-    """Train ``cfg.stage`` and export ``<run_dir>/<stage>/model``; returns that directory.
+@dataclass
+class PreparedStage:
+    """A stage ready to train: the Trainer (model loaded with the stage's trainable parts) and its inputs."""
+
+    trainer: Any
+    dataset: LlavaDataset
+    processor: Any
+    counts: dict[str, dict[str, int]]  # parameters per part: {"vision": {"trainable": n, "frozen": n}, ...}
+    stage_dir: Path
+    init_dir: Path
+
+
+def prepare_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> PreparedStage:
+    """Everything ``run_stage`` trains with, up to (not including) ``trainer.train()``.
 
     ``assemble_if_missing``: build the pretrain stage's starting directory when absent (single-process runs
     only: assembly must happen before any distributed/DeepSpeed state exists).
@@ -222,10 +236,16 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
         group_by_modality=stage.data.group_by_modality_length,
         projector_lr=stage.lora.projector_lr if stage.lora.enabled else None,
     )
+    return PreparedStage(trainer, dataset, processor, counts, stage_dir, init_dir)
+
+
+def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
+    """Train ``cfg.stage`` and export ``<run_dir>/<stage>/model``; returns that directory."""
+    run = prepare_stage(cfg, assemble_if_missing)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=_resume_point(cfg, stage_dir))
-    extra = _train_report(cfg, trainer, result, time.perf_counter() - t0, dataset, counts)
-    return export(trainer, cfg, init_dir, processor, stage_dir / "model", extra)
+    result = run.trainer.train(resume_from_checkpoint=_resume_point(cfg, run.stage_dir))
+    extra = _train_report(cfg, run.trainer, result, time.perf_counter() - t0, run.dataset, run.counts)
+    return export(run.trainer, cfg, run.init_dir, run.processor, run.stage_dir / "model", extra)
 
 
 def _ensure_start(cfg: LlavaTrainConfig, init_dir: Path, assemble_if_missing: bool) -> None:
@@ -322,7 +342,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["STAGES", "apply_stage", "main", "part_of", "run_stage", "training_arguments"]
+__all__ = [
+    "STAGES",
+    "PreparedStage",
+    "apply_stage",
+    "main",
+    "part_of",
+    "prepare_stage",
+    "run_stage",
+    "training_arguments",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())
