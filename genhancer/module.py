@@ -1,7 +1,7 @@
 """``GenHancerModel``: encoder -> global token -> conditioner -> denoiser, with its stage applied.
 
     model = GenHancerModel.build(cfg)              # stage 1: fresh conditioner + denoiser, encoder frozen
-    out = model(pixel_values, target)              # {"loss": scalar, "t_mean": float}
+    out = model(pixel_values, target)              # {"loss": scalar, "t_mean": scalar (detached)}
     out = model(**model.cache_features(pixel_values, target))  # the same, from precomputed features (stage 1)
     model.save_pretrained("runs/x/stage1/final")   # the stage output directory (below)
     cfg2 = ... stage=stage2 init_from=runs/x/stage1/final
@@ -195,7 +195,7 @@ class GenHancerModel(nn.Module):
         global_token (B, D), patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what
         ``latent.encode_for_cache`` gave); only with a frozen encoder. Either way the generator is drawn in
         the same order, so the same crop and generator give the same loss. Returns {"loss": scalar tensor,
-        "t_mean": float}.
+        "t_mean": scalar tensor, detached}.
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
