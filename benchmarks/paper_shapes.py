@@ -1,16 +1,17 @@
 """The paper's recipes at their real shapes, with random weights from the architecture cards (no hub).
 
-Shared by ``benchmarks.paper_estimates`` (parameters, activations and FLOPs of models on the meta device),
+Shared by ``benchmarks.paper_estimates`` (parameters, activations and FLOPs of models without weights),
 ``benchmarks.gpu_check`` (timed steps on a GPU) and the real-shape smoke tests (``tests/paper``):
 
 - GenHancer: ``genhancer_config`` (a ``configs/genhancer`` recipe + ``encoder.init=random
-  latent.init=random``), ``build_genhancer`` (``GenHancerModel.build`` on a device, ``meta`` = shapes only),
+  latent.init=random``), ``build_genhancer`` (``GenHancerModel.build`` on a device, ``meta``: shapes only),
   ``enter_stage`` (the in-memory stage-1 -> stage-2 hand-off), ``synthetic_batch`` (random pixels through the
   training transform), ``sgd_step`` (one step without optimizer state) and ``genhancer_cost``.
 - LLaVA: ``llava_config`` (a ``configs/llava`` recipe with ``model.init=random``), ``meta_llava`` /
   ``llava_cost``, and the stand-in tokenizer and records a random-init finetune step trains on.
 - ``step_cost``: FLOPs (``torch.utils.flop_counter``) and the bytes autograd saves for backward
-  (activations: parameters and repeated views of one tensor counted once, nothing twice) of one step.
+  (activations: parameters never, each tensor once however many views of it are saved) of one step on the
+  meta device, attention counted as a fused kernel runs it (``FusedAttention``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
 REPO = Path(__file__).resolve().parents[1]
 GENHANCER_CONFIGS = (
@@ -139,15 +142,56 @@ class SavedBytes:
 
 
 def step_cost(loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.Tensor]) -> dict[str, int]:
-    """{"flops": forward + backward FLOPs, "activation_bytes": saved for backward} of ``loss_fn()``."""
+    """{"flops": forward + backward FLOPs, "activation_bytes": saved for backward} of ``loss_fn()`` on the
+    meta device, attention run as a fused kernel runs it (``FusedAttention``)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     saved = SavedBytes(params)
-    with FlopCounterMode(display=False) as flops:
+    with FlopCounterMode(display=False) as flops, FusedAttention():
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
             loss = loss_fn()
         loss.backward()
     return {"flops": int(flops.get_total_flops()), "activation_bytes": saved.total}
+
+
+class FusedAttention(TorchFunctionMode):
+    """``scaled_dot_product_attention`` as a fused kernel computes it. On the meta device PyTorch takes the
+    math path, which saves the attention matrix (in fp32); flash / memory-efficient kernels save q, k, v, the
+    output and the log-sum-exp only. Calls without a mask, grouped heads or dropout go to the CPU flash
+    kernel's op (it has a meta implementation), whose FLOPs are sdpa's (registered below)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is not torch.nn.functional.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        call = {**dict(zip(_SDPA_ARGS, args)), **kwargs}
+        if call.get("attn_mask") is not None or call.get("enable_gqa") or call.get("dropout_p", 0.0) > 0:
+            return func(*args, **kwargs)  # not what the fused op takes: the math path, as it was
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            call["query"],
+            call["key"],
+            call["value"],
+            0.0,
+            bool(call.get("is_causal")),
+            scale=call.get("scale"),
+        )[0]
+
+
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+def _fused_attention_flops(
+    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
+) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+def _fused_attention_backward_flops(
+    grad_out_shape: Any, query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
+) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -165,7 +209,7 @@ def llava_config(name: str | Path, *overrides: str) -> Any:
 
 
 def meta_llava(cfg: Any) -> Any:
-    """The recipe's ``LlavaForConditionalGeneration`` on the meta device, from the cards (no tokenizer: the
+    """The recipe's ``LlavaForConditionalGeneration`` from the cards on the meta device (no tokenizer: the
     image token takes the id after the card's vocabulary, as the added ``<image>`` token would)."""
     from transformers import LlavaForConditionalGeneration
 
@@ -202,7 +246,7 @@ def llava_cost(cfg: Any, stage: str, batch_size: int, seq_len: int) -> dict[str,
 def _llava_loss(model: Any, batch_size: int, seq_len: int) -> torch.Tensor:
     """LlavaForConditionalGeneration's training loss, written out so it runs on the meta device: the image
     features take the first ``image_seq_length`` positions (no data-dependent mask), and the LLM runs with
-    its KV cache on (without one, transformers inspects position ids' values for packed sequences)."""
+    its KV cache on (without one, transformers reads position ids' values to find packed sequences)."""
     cfg = model.config
     size = cfg.vision_config.image_size
     pixels = torch.zeros(batch_size, 3, size, size, device="meta", dtype=torch.bfloat16)
@@ -229,7 +273,7 @@ def _decoder_layer_cost(model: Any, layer: Any, batch_size: int, seq_len: int) -
     pre = layer.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
     post = layer.register_forward_hook(lambda *_: inside.__setitem__(0, False))
     try:
-        with FlopCounterMode(display=False) as flops:
+        with FlopCounterMode(display=False) as flops, FusedAttention():
             with torch.autograd.graph.saved_tensors_hooks(pack, saved.unpack):
                 _llava_loss(model, batch_size, seq_len)
     finally:
@@ -250,9 +294,9 @@ WORDS = (
 
 def write_tokenizer(out: Path) -> Path:
     """A small sentencepiece tokenizer (the LLM card ships none), saved as a fast tokenizer directory."""
-    from toyworld.llm import load_sp_tokenizer, train_sentencepiece
+    from toyworld.llm import TEMPLATE_TEXT, load_sp_tokenizer, train_sentencepiece
 
-    texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 8
+    texts = [TEMPLATE_TEXT] * 50 + [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 8
     train_sentencepiece(texts, out, vocab_size=400)
     load_sp_tokenizer(out).save_pretrained(out)
     return out
@@ -328,6 +372,7 @@ def llava_finetune(cfg: Any, device: str = "cpu") -> dict[str, Any]:
                 refusal = str(e)
     finally:
         unset_hf_deepspeed_config()  # the next model in this process must not be built under zero.Init
+        _restore_linear()
     ids = run.dataset[0]["input_ids"]
     return {
         "loss": float(result.training_loss),
@@ -341,6 +386,15 @@ def llava_finetune(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         "export_refused": refusal,
         "config": run.trainer.model.config,
     }
+
+
+def _restore_linear() -> None:
+    """ZeRO-3's ``zero.Init`` replaces ``torch.nn.functional.linear`` for the rest of the process ("this will
+    persist unless manually reset", says DeepSpeed); put the original back so later models in this process
+    (tests) save for backward what they would alone."""
+    from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as ZeroInit
+
+    torch.nn.functional.linear = getattr(ZeroInit, "linear_bk", torch.nn.functional.linear)
 
 
 def _step_timer() -> Any:
