@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--llava-batch", type=int, default=None, help="per-device LLaVA batch (4; tiny 2)")
     parser.add_argument("--llava-layers", type=int, default=None, help="LLM decoder layers (default: all)")
+    parser.add_argument(
+        "--llava-optim", default=None, help="transformers optimizer (default: the recipe's AdamW)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak for MFU (default: by GPU)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="skip sections that start after this")
     return parser
@@ -175,6 +178,8 @@ class _Shapes:
         ]
         if self.args.llava_layers:
             over.append(f"model.llm_layers={self.args.llava_layers}")
+        if self.args.llava_optim:
+            over.append(f"finetune.optim={self.args.llava_optim}")
         if self.args.tiny:
             over += [f"model.encoder={self.cards['clip']}", f"model.llm={self.cards['llm']}"]
         return llava_config(LLAVA, *over)

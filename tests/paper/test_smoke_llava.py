@@ -1,8 +1,8 @@
 """Real-width smoke step of the LLaVA-7B recipe on CPU: ``configs/llava/vicuna-7b.yaml`` with
 ``model.init=random`` (CLIP ViT-L/14-336 and Vicuna-7B from their cards, the LLM cut to 2 decoder layers of
 width 4096), assembled by ``llava_integration.build`` and finetuned one step by the project's trainer under
-the recipe's ZeRO-3 (DeepSpeed on CPU, one process; plain SGD so no optimizer state is held), then refused
-by the export. Wall time and peak RSS are printed (-s)."""
+the recipe's ZeRO-3 (DeepSpeed on CPU, one process, bf16; plain SGD so no optimizer state is held), then
+refused by the export. Wall time and peak RSS are printed (-s)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def finetune(tmp_path_factory):
     tok = write_tokenizer(work / "tokenizer")
     data = write_records(work / "data", n=2, words=40)
     overrides = finetune_overrides(work, tok, data, steps=1, batch_size=1)
-    cfg = llava_config("vicuna-7b", "model.llm_layers=2", *overrides, "finetune.optim=sgd")
+    cfg = llava_config(
+        "vicuna-7b", "model.llm_layers=2", *overrides, "finetune.optim=sgd", "train.precision=bf16"
+    )
     t0 = time.perf_counter()
     out = llava_finetune(cfg)
     out["wall_s"] = time.perf_counter() - t0
