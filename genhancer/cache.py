@@ -115,6 +115,7 @@ def fingerprint_parts(
         "encoder": {
             "family": cfg.encoder.family,
             "dir": _model_dir_stamp(cfg.encoder.path),
+            "init": cfg.encoder.init,  # a random-init encoder's features are not the pretrained one's
             "image_spec": image_spec,
             "patch_tokens": cfg.conditioning.local_token_fraction > 0,
             "lora": _model_dir_stamp(str(lora)) if lora is not None and lora.is_dir() else None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from genhancer.utils.cards import RANDOM, Init
 from genhancer.utils.config import load_config
 from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
@@ -23,6 +24,8 @@ class EncoderConfig:
     family: str = "clip"  # ENCODERS registry id: clip (OpenAI/MetaCLIP), siglip
     path: str = "openai/clip-vit-large-patch14"  # local HF directory or hub id of the *full* model
     image_size: int | None = None  # None: the processor's crop size (the VAE sees the same crop)
+    # random: the architecture only, from the card of `path` (genhancer.utils.cards); smoke runs, no export
+    init: Init = "pretrained"
 
 
 @dataclass
@@ -65,6 +68,7 @@ class LatentConfig:
     shift: float | None = 0.1159
     scale: float | None = 0.3611
     sample_posterior: bool = True
+    init: Init = "pretrained"  # random: an AutoencoderKL from the card of vae_path (smoke runs, no export)
 
 
 @dataclass
@@ -235,6 +239,15 @@ class GenHancerConfig:
     @property
     def current_schedule(self) -> ScheduleConfig:
         return self.schedule[self.stage]
+
+    @property
+    def random_init(self) -> list[str]:
+        """The ``<part>.init`` keys set to random (a smoke run at real shapes; outputs say so)."""
+        return [
+            f"{k}.init"
+            for k, part in (("encoder", self.encoder), ("latent", self.latent))
+            if part.init == RANDOM
+        ]
 
 
 def load_genhancer_config(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genhancer.utils.cards import RANDOM, RANDOM_INIT_NOTE, card_dir
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.families import ALL_LINEAR, FAMILIES, POOLER, PROJECTED_POOLER, FamilyFacts
 from genhancer.utils.logging import get_logger
@@ -148,8 +149,8 @@ class EncoderFamily:
         patch_tokens = out.last_hidden_state[:, self.facts.extra_tokens :]  # (B, N, hidden): CLS dropped
         return EncoderOutput(global_token, patch_tokens)
 
-    def load_full_model(self, path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-        """The full HF model from a local dir or hub id (safetensors only), after checking its type."""
+    def read_config(self, path: str) -> Any:
+        """``path``'s config.json (a local dir, hub id or architecture card), checked to be this family's."""
         from transformers import AutoConfig
 
         try:
@@ -167,11 +168,20 @@ class EncoderFamily:
                 f"expects the full {self.full_model_class} (model_type {self.model_type!r}); "
                 "fix encoder.family or point encoder.path at the full image+text model"
             )
+        return config
+
+    def load_full_model(self, path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The full HF model from a local dir or hub id (safetensors only), after checking its type."""
+        self.read_config(path)
         require_safetensors(path, loader=f"transformers.{self.full_model_class}", what="encoder.path")
         try:
             return self.full_model_cls().from_pretrained(path, dtype=dtype, use_safetensors=True)
         except OSError as e:
             raise ModelDirError(f"cannot load {self.full_model_class} from {path!r}: {e}") from None
+
+    def random_full_model(self, card: str | Path) -> nn.Module:
+        """The full HF model with random weights, built from an architecture card (float32)."""
+        return self.full_model_cls()(self.read_config(str(card)))
 
 
 ENCODERS: Registry[EncoderFamily] = Registry("encoder family")
@@ -258,10 +268,21 @@ class VisionEncoder(nn.Module):
         self._lora_trainable: frozenset[str] = frozenset()
 
     @classmethod
-    def load(cls, family_id: str, path: str, image_size: int | None = None) -> VisionEncoder:
+    def load(
+        cls, family_id: str, path: str, image_size: int | None = None, init: str = "pretrained"
+    ) -> VisionEncoder:
+        """The vision side of ``path``'s full model: its weights, or (``init="random"``) its card's shapes."""
         family = ENCODERS[family_id]
-        full = family.load_full_model(path)
-        spec = read_image_spec(path, image_size)
+        source: str | Path = path
+        if init == RANDOM:
+            source = card_dir(path, key="encoder.path")
+            get_logger("genhancer.encoders").warning(
+                "encoder %s: %s (card %s)", path, RANDOM_INIT_NOTE, source
+            )
+            full = family.random_full_model(source)
+        else:
+            full = family.load_full_model(path)
+        spec = read_image_spec(str(source), image_size)
         encoder = cls(family, family.vision_side(full), path, spec)
         del full  # the text tower is dropped here; export reloads the base model whole
         return encoder

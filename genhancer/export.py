@@ -23,6 +23,7 @@ import torch
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.encoders import ENCODERS
 from genhancer.module import CONFIG_FILE, LORA_DIR, resolve_stage_dir
+from genhancer.utils.cards import RANDOM_INIT_NOTE
 from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.fsio import atomic_directory, read_json
@@ -169,6 +170,12 @@ def export_encoder(
             "nothing to export); export the stage-2 run instead"
         )
     cfg = load_genhancer_config(stage_dir / CONFIG_FILE)
+    if cfg.random_init:
+        raise ModelDirError(
+            f"{stage_dir} was trained with {', '.join(f'{k}=random' for k in cfg.random_init)} "
+            f"({RANDOM_INIT_NOTE}); export refuses it: a LoRA trained on random weights means nothing for "
+            f"{cfg.encoder.path}. Train with pretrained weights (drop the *.init=random overrides) to export"
+        )
     base = base or cfg.encoder.path
     family = ENCODERS[cfg.encoder.family]
     mmvp = _load_mmvp(mmvp_result) if mmvp_result else None

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from genhancer.utils.cards import RANDOM, RANDOM_INIT_NOTE, card_dir
 from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.logging import get_logger
 from genhancer.utils.registry import Registry
 from genhancer.utils.weights import require_safetensors
 
@@ -148,24 +150,9 @@ class VaeSpace(LatentSpace):
 
     @classmethod
     def from_config(cls, latent_cfg: Any) -> VaeSpace:
-        from diffusers import AutoencoderKL
-
         if not latent_cfg.vae_path:
             raise ConfigError("latent.space=vae needs latent.vae_path (an AutoencoderKL directory or hub id)")
-        kwargs = {"subfolder": latent_cfg.vae_subfolder} if latent_cfg.vae_subfolder else {}
-        require_safetensors(
-            latent_cfg.vae_path,
-            loader="diffusers.AutoencoderKL",
-            subfolder=latent_cfg.vae_subfolder,
-            what="latent.vae_path",
-        )
-        try:
-            vae = AutoencoderKL.from_pretrained(latent_cfg.vae_path, use_safetensors=True, **kwargs)
-        except (OSError, ValueError) as e:
-            where = latent_cfg.vae_path + (
-                f" (subfolder {latent_cfg.vae_subfolder})" if latent_cfg.vae_subfolder else ""
-            )
-            raise ModelDirError(f"cannot load the AutoencoderKL from latent.vae_path={where}: {e}") from None
+        vae = _random_vae(latent_cfg) if latent_cfg.init == RANDOM else _load_vae(latent_cfg)
         shift, scale = vae_factors(vae, latent_cfg.shift, latent_cfg.scale, latent_cfg.vae_path)
         return cls(vae, latent_cfg.patch_size, shift, scale, latent_cfg.sample_posterior)
 
@@ -198,6 +185,36 @@ class VaeSpace(LatentSpace):
         return self.vae.decode((z / self.scale + self.shift).to(self.vae.dtype)).sample
 
 
+def _load_vae(latent_cfg: Any) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    kwargs = {"subfolder": latent_cfg.vae_subfolder} if latent_cfg.vae_subfolder else {}
+    require_safetensors(
+        latent_cfg.vae_path,
+        loader="diffusers.AutoencoderKL",
+        subfolder=latent_cfg.vae_subfolder,
+        what="latent.vae_path",
+    )
+    try:
+        return AutoencoderKL.from_pretrained(latent_cfg.vae_path, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as e:
+        where = latent_cfg.vae_path + (
+            f" (subfolder {latent_cfg.vae_subfolder})" if latent_cfg.vae_subfolder else ""
+        )
+        raise ModelDirError(f"cannot load the AutoencoderKL from latent.vae_path={where}: {e}") from None
+
+
+def _random_vae(latent_cfg: Any) -> nn.Module:
+    """An AutoencoderKL with random weights from the card of ``latent.vae_path`` (shapes only)."""
+    from diffusers import AutoencoderKL
+
+    card = card_dir(latent_cfg.vae_path, latent_cfg.vae_subfolder, key="latent.vae_path")
+    get_logger("genhancer.latents").warning(
+        "VAE %s: %s (card %s)", latent_cfg.vae_path, RANDOM_INIT_NOTE, card
+    )
+    return AutoencoderKL.from_config(AutoencoderKL.load_config(str(card), subfolder=latent_cfg.vae_subfolder))
+
+
 def vae_factors(vae: nn.Module, shift: float | None, scale: float | None, where: str) -> tuple[float, float]:
     """(shift, scale) of the latents: the configured values, or (``None``) the VAE config's ``shift_factor`` /
     ``scaling_factor`` -- for a VAE whose factors were measured on its data and saved with it."""
@@ -214,4 +231,9 @@ def vae_factors(vae: nn.Module, shift: float | None, scale: float | None, where:
 
 
 def build_latent_space(latent_cfg: Any) -> LatentSpace:
+    if latent_cfg.init == RANDOM and latent_cfg.space != "vae":
+        raise ConfigError(
+            f"latent.init=random builds an AutoencoderKL from its card (latent.space=vae); "
+            f"latent.space={latent_cfg.space!r} has none: set latent.init=pretrained"
+        )
     return LATENT_SPACES[latent_cfg.space].from_config(latent_cfg)

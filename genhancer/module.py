@@ -1,7 +1,7 @@
 """``GenHancerModel``: encoder -> global token -> conditioner -> denoiser, with its stage applied.
 
     model = GenHancerModel.build(cfg)              # stage 1: fresh conditioner + denoiser, encoder frozen
-    out = model(pixel_values, target)              # {"loss": scalar, "t_mean": float}
+    out = model(pixel_values, target)              # {"loss": scalar, "t_mean": scalar (detached)}
     out = model(**model.cache_features(pixel_values, target))  # the same, from precomputed features (stage 1)
     model.save_pretrained("runs/x/stage1/final")   # the stage output directory (below)
     cfg2 = ... stage=stage2 init_from=runs/x/stage1/final
@@ -30,6 +30,7 @@ from genhancer.denoisers import DENOISERS, Denoiser, check_latent_space
 from genhancer.encoders import EncoderOutput, VisionEncoder
 from genhancer.latents import LatentSpace, build_latent_space
 from genhancer.stages import STAGES, StageSpec, apply_stage
+from genhancer.utils.cards import RANDOM_INIT_NOTE
 from genhancer.utils.config import dump_yaml, load_yaml, to_dict
 from genhancer.utils.errors import ConfigError, ModelDirError
 from genhancer.utils.fsio import atomic_directory
@@ -147,7 +148,9 @@ class GenHancerModel(nn.Module):
         cls, cfg: GenHancerConfig, weights_dir: Path | None, lora_trainable: bool
     ) -> GenHancerModel:
         check_latent_space(cfg.denoiser.type, cfg.latent.space)
-        encoder = VisionEncoder.load(cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size)
+        encoder = VisionEncoder.load(
+            cfg.encoder.family, cfg.encoder.path, cfg.encoder.image_size, init=cfg.encoder.init
+        )
         latent = build_latent_space(cfg.latent)
         latent.latent_shape(encoder.image_spec["image_size"])  # fail early on an indivisible image size
         family = DENOISERS[cfg.denoiser.type]
@@ -216,7 +219,7 @@ class GenHancerModel(nn.Module):
         global_token (B, D), patch_tokens (B, N, Dp) when ``uses_patch_tokens``, latent_input (what
         ``latent.encode_for_cache`` gave); only with a frozen encoder. Either way the generator is drawn in
         the same order, so the same crop and generator give the same loss. Returns {"loss": scalar tensor,
-        "t_mean": float}.
+        "t_mean": scalar tensor, detached}.
         """
         if global_token is None:
             pooled, context = self.condition(pixel_values, generator)
@@ -318,7 +321,7 @@ class GenHancerModel(nn.Module):
                 "genhancer-stage",
                 config=self.cfg,
                 parents=parents,
-                extra={"stage": self.cfg.stage, **(extra or {})},
+                extra={"stage": self.cfg.stage, **random_init_marks(self.cfg), **(extra or {})},
             )
         get_logger("genhancer.module").info("saved stage %s output to %s", self.cfg.stage, out_dir)
         return out_dir
@@ -333,6 +336,11 @@ def _float32(t: torch.Tensor) -> torch.autocast:
 def _as_float32(t: torch.Tensor) -> torch.Tensor:
     """Cached latent inputs in float32 (VAE moments); VQ token ids stay integers."""
     return t.float() if t.is_floating_point() else t
+
+
+def random_init_marks(cfg: GenHancerConfig) -> dict[str, Any]:
+    """What provenance / summaries say about a random-init build (nothing for a pretrained one)."""
+    return {"random_init": cfg.random_init, "note": RANDOM_INIT_NOTE} if cfg.random_init else {}
 
 
 def _load_conditioner(conditioner: GlobalTokenConditioner, path: Path) -> None:

@@ -436,6 +436,8 @@ def _save(run: _Run) -> Path:
 # ------------------------------------------------------------------------------------------------- final
 def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
     """Write ``final/`` (the stage output, with provenance) and ``summary.json``; return the summary."""
+    from genhancer.module import random_init_marks  # local: heavy (pulls transformers, diffusers)
+
     session, group = run.session, run.session.group
     final = run.run_dir / "final"
     with session.gathered(list(run.inner.parameters())):
@@ -458,6 +460,7 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
         # each unusable file once, with its reason (genhancer.utils.images), whichever rank met it
         "skipped_files": merge_skipped(group.gather_lists(run.stream.skipped_files.as_list())),
         "final": str(final),
+        **random_init_marks(run.cfg),
     }
     if group.is_main:
         write_json(run.run_dir / "summary.json", summary)

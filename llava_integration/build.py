@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genhancer.utils.cards import RANDOM, RANDOM_INIT_NOTE, card_dir
 from genhancer.utils.cli import add_print_config_argument, entry_point, print_config_and_exit
 from genhancer.utils.config import load_config
 from genhancer.utils.errors import ConfigError, ModelDirError
@@ -142,13 +143,21 @@ def load_tokenizer(cfg: ModelConfig, trust_remote_code: bool = False) -> Any:
     """The LLM's tokenizer with ``<image>`` (a special token) and a pad token added."""
     from transformers import AutoTokenizer
 
+    if cfg.init == RANDOM and not cfg.tokenizer:
+        raise ConfigError(
+            "model.init=random builds the LLM from its architecture card, which ships no tokenizer: "
+            "set model.tokenizer=DIR (any fast tokenizer directory)"
+        )
+    where = cfg.tokenizer or cfg.llm
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.llm, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelDirError(f"LLM {cfg.llm!r}: cannot load its tokenizer ({_remote_hint(e)})") from None
+        raise ModelDirError(
+            f"{where!r}: cannot load the LLM's tokenizer ({_remote_hint(e)}); set model.tokenizer"
+        ) from None
     if not getattr(tok, "is_fast", False):
         raise ModelDirError(
-            f"LLM {cfg.llm!r}: a fast tokenizer is needed (character offsets for label masks)"
+            f"tokenizer {where!r}: a fast tokenizer is needed (character offsets for label masks)"
         )
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_special_tokens(
@@ -202,14 +211,76 @@ def _remote_hint(e: Exception) -> str:
     return f"{e} -- if you trust that code, pass --trust-remote-code to python -m llava_integration.build"
 
 
+def source_dir(cfg: ModelConfig, key: str) -> str:
+    """Where ``model.<key>`` (encoder / llm) is read from: itself, or under random init its card."""
+    path = getattr(cfg, key)
+    return str(card_dir(path, key=f"model.{key}")) if cfg.init == RANDOM else path
+
+
+def read_text_config(cfg: ModelConfig, trust_remote_code: bool = False) -> Any:
+    """The LLM's config, cut to ``model.llm_layers`` decoder layers when set."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source_dir(cfg, "llm"), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({_remote_hint(e)})") from None
+    if cfg.llm_layers is not None:
+        if not 0 < cfg.llm_layers <= config.num_hidden_layers:
+            raise ConfigError(
+                f"model.llm_layers={cfg.llm_layers}: the LLM has {config.num_hidden_layers} decoder layers"
+            )
+        config.num_hidden_layers = cfg.llm_layers
+        if getattr(config, "layer_types", None):  # per-layer attention kinds (Qwen2 ...) follow the cut
+            config.layer_types = config.layer_types[: cfg.llm_layers]
+    return config
+
+
+def llava_config(cfg: ModelConfig, info: EncoderInfo, text_config: Any, image_token_id: int) -> Any:
+    """The ``LlavaConfig`` of the assembly: both towers' configs, the projector and the image tokens."""
+    from transformers import LlavaConfig
+
+    strategy = feature_strategy(cfg, info.family)
+    return LlavaConfig(
+        vision_config=info.vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=num_image_tokens(info.image_size, info.patch_size, info.family, strategy),
+        projector_hidden_act=PROJECTORS[cfg.projector],
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+    )
+
+
+def _towers(
+    cfg: ModelConfig, info: EncoderInfo, text_config: Any, dtype: Any, trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """(vision tower, causal LM): their pretrained weights, or random weights in their cards' shapes."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    vision_cls = getattr(transformers, info.family.vision_model_class)
+    remote = trust_remote_code
+    if cfg.init == RANDOM:
+        log.warning("LLaVA %s + %s: %s", cfg.encoder, cfg.llm, RANDOM_INIT_NOTE)
+        vision = vision_cls._from_config(info.vision_config, dtype=dtype)
+        return vision, AutoModelForCausalLM.from_config(text_config, dtype=dtype, trust_remote_code=remote)
+    log.info("loading vision tower %s from %s", info.family.vision_model_class, cfg.encoder)
+    vision = vision_cls.from_pretrained(cfg.encoder, dtype=dtype, use_safetensors=True)
+    log.info("loading language model from %s", cfg.llm)
+    lm = AutoModelForCausalLM.from_pretrained(
+        cfg.llm, config=text_config, dtype=dtype, trust_remote_code=remote, use_safetensors=True
+    )
+    return vision, lm
+
+
 def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring).
 
     ``trust_remote_code`` lets transformers run code shipped with the encoder/LLM directories; it comes from
     the ``--trust-remote-code`` command-line flag only, never from a config file."""
     import torch
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     for key in ("encoder", "llm"):
@@ -219,34 +290,17 @@ def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -
                 f"model.{key}=DIR, or with --{key} DIR"
             )
     get_template(cfg.template)  # an unknown template fails before anything heavy is loaded
-    info = inspect_encoder(cfg.encoder, trust_remote_code)
-    # both weight sets are checked before either is loaded: a pickle-only directory costs no loading time
-    require_safetensors(cfg.encoder, loader=f"transformers.{info.family.vision_model_class}", what="encoder")
-    require_safetensors(cfg.llm, loader="transformers.AutoModelForCausalLM", what="LLM")
-    strategy = feature_strategy(cfg, info.family)
+    info = inspect_encoder(source_dir(cfg, "encoder"), trust_remote_code)
+    if cfg.init != RANDOM:
+        # both weight sets are checked before either is loaded: a pickle-only directory costs no loading time
+        vision_loader = f"transformers.{info.family.vision_model_class}"
+        require_safetensors(cfg.encoder, loader=vision_loader, what="encoder")
+        require_safetensors(cfg.llm, loader="transformers.AutoModelForCausalLM", what="LLM")
     tokenizer = load_tokenizer(cfg, trust_remote_code)
-    try:
-        text_config = AutoConfig.from_pretrained(cfg.llm, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ModelDirError(f"LLM {cfg.llm!r}: cannot read its config.json ({_remote_hint(e)})") from None
+    text_config = read_text_config(cfg, trust_remote_code)
     torch_dtype = _dtype(cfg.dtype, text_config)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    config = LlavaConfig(
-        vision_config=info.vision_config.to_dict(),
-        text_config=text_config.to_dict(),
-        image_token_id=image_token_id,
-        image_seq_length=num_image_tokens(info.image_size, info.patch_size, info.family, strategy),
-        projector_hidden_act=PROJECTORS[cfg.projector],
-        vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select_strategy=strategy,
-    )
-    vision_cls = getattr(transformers, info.family.vision_model_class)
-    log.info("loading vision tower %s from %s", info.family.vision_model_class, cfg.encoder)
-    vision = vision_cls.from_pretrained(cfg.encoder, dtype=torch_dtype, use_safetensors=True)
-    log.info("loading language model from %s", cfg.llm)
-    lm = AutoModelForCausalLM.from_pretrained(
-        cfg.llm, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-    )
+    config = llava_config(cfg, info, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    vision, lm = _towers(cfg, info, text_config, torch_dtype, trust_remote_code)
 
     # The shell is built on the meta device (no memory, no random init), then the real parts are put in.
     with torch.device("meta"):
@@ -259,25 +313,34 @@ def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -
     meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if meta:
         raise RuntimeError(f"assembly left tensors on the meta device: {meta[:5]}")
+    # a random-init LLM keeps its card's vocabulary rows (real shapes) whatever the stand-in tokenizer's size
+    vocab = len(tokenizer) if cfg.init != RANDOM else max(len(tokenizer), text_config.vocab_size)
     model.resize_token_embeddings(
-        len(tokenizer), pad_to_multiple_of=cfg.pad_embeddings_to_multiple_of, mean_resizing=True
+        vocab, pad_to_multiple_of=cfg.pad_embeddings_to_multiple_of, mean_resizing=True
     )
     model.config.dtype = torch_dtype
+    if cfg.init == RANDOM:
+        model.config.random_init = RANDOM_INIT_NOTE  # travels with the weights into every later directory
     stops = stop_token_ids(tokenizer, cfg.template)
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    processor = make_processor(info, tokenizer, strategy, cfg.template)
-    n_params = sum(p.numel() for p in model.parameters())
+    processor = make_processor(info, tokenizer, config.vision_feature_select_strategy, cfg.template)
     log.info(
         "assembled LLaVA: %s vision + %s projector + %s LLM parameters (%d total); %d image tokens",
         f"{sum(p.numel() for p in vision.parameters()):,}",
         f"{sum(p.numel() for p in model.model.multi_modal_projector.parameters()):,}",
         f"{sum(p.numel() for p in model.model.language_model.parameters()):,}",
-        n_params,
+        sum(p.numel() for p in model.parameters()),
         config.image_seq_length,
     )
     return model, processor
+
+
+def random_init_marks(config: Any) -> dict[str, Any]:
+    """What provenance says about a random-init LLaVA (its config's mark; nothing for a pretrained one)."""
+    note = getattr(config, "random_init", None)
+    return {"random_init": note} if note else {}
 
 
 def save_llava_dir(model: Any, processor: Any, out: Path) -> None:
@@ -306,6 +369,7 @@ def build(
                 "stage": "assembled",
                 "template": cfg.template,
                 "image_seq_length": model.config.image_seq_length,
+                **random_init_marks(model.config),
             },
         )
     log.info("LLaVA directory written to %s", out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from genhancer.utils.cards import Init
 from genhancer.utils.errors import ConfigError
 from genhancer.utils.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels
 
@@ -42,6 +43,11 @@ class ModelConfig:
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     # no trust_remote_code here: running a model's own code is the --trust-remote-code flag of
     # `python -m llava_integration.build`, never a config value (genhancer.utils.config refuses the key)
+    # random: encoder and LLM built from their architecture cards (genhancer.utils.cards) with random weights,
+    # for smoke runs at real shapes; marked in config.json and provenance, refused by the export
+    init: Init = "pretrained"
+    tokenizer: str = ""  # tokenizer directory; "" = model.llm's (a card ships none: random init names one)
+    llm_layers: int | None = None  # keep the LLM's first N decoder layers (a real-width, shallow smoke model)
 
     def __post_init__(self) -> None:
         if self.projector not in PROJECTORS:
@@ -103,8 +109,11 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    save_steps: int = 500
+    save_steps: int = 500  # 0: no checkpoints (smoke runs)
     save_total_limit: int = 1
+    optim: str | None = (
+        None  # a transformers optimizer name (TrainingArguments.optim); None: the Trainer's AdamW
+    )
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from genhancer.utils.errors import ModelDirError
 from genhancer.utils.provenance import write_provenance
 from llava_integration.build import stop_token_ids
 from llava_integration.config import LlavaTrainConfig
@@ -25,6 +26,7 @@ def export(
     trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, processor: Any, out: Path, extra: dict[str, Any]
 ) -> Path:
     """Write the trained model as a plain HF LLaVA directory (LoRA merged). Every rank must call this."""
+    refuse_random_init(trainer.model.config, init_dir, out)
     tmp = out.parent / f".partial-{out.name}"
     if trainer.is_world_process_zero() and tmp.exists():
         shutil.rmtree(tmp)
@@ -40,6 +42,17 @@ def export(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return out
+
+
+def refuse_random_init(config: Any, init_dir: Path, out: Path) -> None:
+    """A random-init LLaVA (``model.init=random``: architecture cards, no weights) is never exported."""
+    note = getattr(config, "random_init", None)
+    if note:
+        raise ModelDirError(
+            f"not exporting {out}: the model trained from {init_dir} is marked random_init={note!r} "
+            "(assembled with model.init=random). The stage ran (metrics.jsonl and any checkpoints are in its "
+            "directory); assemble from pretrained weights (model.init=pretrained) for a model to export"
+        )
 
 
 def _save_merged(trainer: Any, cfg: LlavaTrainConfig, init_dir: Path, tmp: Path) -> None:

@@ -35,6 +35,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,8 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
         deepspeed=ds,
         logging_steps=cfg.train.logging_steps,
-        save_strategy="steps",
-        save_steps=stage.save_steps,
+        save_strategy="steps" if stage.save_steps > 0 else "no",
+        save_steps=max(stage.save_steps, 1),
         save_total_limit=None,  # pruned by us once the new checkpoint is complete (the Trainer prunes before)
         report_to=report_to or "none",
         seed=cfg.seed,
@@ -123,6 +124,7 @@ def training_arguments(cfg: LlavaTrainConfig, stage_dir: Path) -> Any:
         include_num_input_tokens_seen="non_padding",
         use_cpu=use_cpu,
         ddp_backend="gloo" if use_cpu else None,
+        **({"optim": stage.optim} if stage.optim else {}),
     )
 
 
@@ -271,8 +273,21 @@ def _resume_point(cfg: LlavaTrainConfig, stage_dir: Path) -> str | None:
     return str(found)
 
 
-def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
-    """Train ``cfg.stage`` and export ``<run_dir>/<stage>/model``; returns that directory.
+@dataclass
+class PreparedStage:
+    """A stage ready to train: the Trainer (model loaded with the stage's trainable parts) and its inputs."""
+
+    trainer: Any
+    dataset: LlavaDataset
+    processor: Any
+    counts: dict[str, dict[str, int]]  # parameters per part: {"vision": {"trainable": n, "frozen": n}, ...}
+    stage_dir: Path
+    init_dir: Path
+    resume: str | None  # the checkpoint to resume from, already verified against its manifest
+
+
+def prepare_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> PreparedStage:
+    """Everything ``run_stage`` trains with, up to (not including) ``trainer.train()``.
 
     ``assemble_if_missing``: build the pretrain stage's starting directory when absent (single-process runs
     only: assembly must happen before any distributed/DeepSpeed state exists).
@@ -313,12 +328,19 @@ def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
             "train.resume=auto continues from it"
         ),
     )
+    return PreparedStage(trainer, dataset, processor, counts, stage_dir, init_dir, resume)
+
+
+def run_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Path:
+    """Train ``cfg.stage`` and export ``<run_dir>/<stage>/model``; returns that directory."""
+    run = prepare_stage(cfg, assemble_if_missing)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    extra = _train_report(cfg, trainer, result, time.perf_counter() - t0, dataset, counts)
-    if args.process_index == 0:  # the skips of every worker and rank, each once, with their reasons
-        write_json(stage_dir / "summary.json", {"stage": cfg.stage, **extra, **dataset.report.collect()})
-    return export(trainer, cfg, init_dir, processor, stage_dir / "model", extra)
+    result = run.trainer.train(resume_from_checkpoint=run.resume)
+    extra = _train_report(cfg, run.trainer, result, time.perf_counter() - t0, run.dataset, run.counts)
+    if run.trainer.is_world_process_zero():  # the skips of every worker and rank, each once, with reasons
+        summary = {"stage": cfg.stage, **extra, **run.dataset.report.collect()}
+        write_json(run.stage_dir / "summary.json", summary)
+    return export(run.trainer, cfg, run.init_dir, run.processor, run.stage_dir / "model", extra)
 
 
 def _skip_journal(stage_dir: Path, fresh: bool, main: bool) -> Path:
@@ -428,7 +450,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["STAGES", "apply_stage", "main", "part_of", "run_stage", "training_arguments"]
+__all__ = [
+    "STAGES",
+    "PreparedStage",
+    "apply_stage",
+    "main",
+    "part_of",
+    "prepare_stage",
+    "run_stage",
+    "training_arguments",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -191,7 +191,7 @@ class ContinuousDenoiser(Denoiser):
         context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:
-        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": float}.
+        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": [] tensor, detached}.
 
         As in the official code, noise, x_t and the velocity target are float32 whatever the weights' dtype;
         only the network's input x_t is cast to it (bf16 under DeepSpeed).
@@ -209,7 +209,8 @@ class ContinuousDenoiser(Denoiser):
         img_ids = token_position_ids(h, w, self.patch_size, x.device)
         pred = self.velocity(x_t.to(self.transformer.dtype), t, pooled, context, img_ids)
         loss = flow.flow_matching_loss(pred, flow.velocity_target(x, noise))
-        return {"loss": loss, "t_mean": float(t.mean())}
+        # a tensor, not a float: no host sync per step (and a shape-only run on the meta device works)
+        return {"loss": loss, "t_mean": t.mean().detach()}
 
     @torch.no_grad()
     def generate(
