@@ -27,6 +27,8 @@
 #   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
 #   SAMPLES    images for the reconstruction grid (toy: $WORLD/val/images)
 #   IMAGINE=1  toy: also judge the denoiser's drawings with the attribute classifier (trained once, ~5 min)
+#   SWEEP=1    also choose the stage-2 length on MMVP_VAL and report it on MMVP_DECISION (scripts/stage2_sweep.sh;
+#              the stage-2 steps kept are schedule.stage2.eval_at; toy ~2-4 min)
 #   NUM_GPUS   processes per node (0 = one plain process, the CPU default)
 #   NUM_NODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   multi-node launch
 # Rerunning is cheap: finished stages resume from their last checkpoint (train.resume=auto) and stop.
@@ -128,6 +130,10 @@ fi
 if [ -n "${MMVP_DECISION:-}" ]; then
   step "MMVP-VLM before/after on the decision set ($MMVP_DECISION)"
   before_after mmvp_decision "$MMVP_DECISION"
+fi
+if [ "${SWEEP:-0}" = 1 ] && [ -n "${MMVP_VAL:-}" ] && [ -n "${MMVP_DECISION:-}" ]; then
+  step "stage-2 length chosen on $MMVP_VAL, reported on $MMVP_DECISION -> $E/stage2_sweep"
+  RUN="$RUN_ROOT/stage2" VAL="$MMVP_VAL" TEST="$MMVP_DECISION" OUT="$E/stage2_sweep" bash scripts/stage2_sweep.sh
 fi
 if [ -n "${PROBES:-}" ]; then
   step "linear probes on the global token, before/after ($PROBES/{train,val})"
