@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.paper_shapes import GENHANCER_CONFIGS
 from genhancer.conditioning import GlobalTokenConditioner
 from genhancer.config import load_genhancer_config
 from genhancer.denoisers import DENOISERS
@@ -21,17 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs" / "genhancer"
 # the continuous-denoiser paper recipes (other YAMLs here belong to other families/owners and have their
 # tests)
-PAPER_YAMLS = [
-    CONFIG_DIR / f"{n}.yaml"
-    for n in (
-        "openai-clip-l14",
-        "openai-clip-l14-336",
-        "metaclip-l14",
-        "metaclip-h14",
-        "siglip-so400m-224",
-        "siglip-so400m-384",
-    )
-]
+PAPER_YAMLS = [CONFIG_DIR / f"{n}.yaml" for n in GENHANCER_CONFIGS]
 
 
 def test_registries_list_known_ids_on_error():
