@@ -18,6 +18,7 @@ Stage output directory (the only stage -> stage hand-off):
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -327,9 +328,11 @@ class GenHancerModel(nn.Module):
         return out_dir
 
 
-def _float32(t: torch.Tensor) -> torch.autocast:
+def _float32(t: torch.Tensor) -> AbstractContextManager:
     """No autocast on ``t``'s device around the latent space (plain accelerate's bf16 wraps forward in one):
-    the VAE computes in float32."""
+    the VAE computes in float32. The meta device (shape-only runs) has no autocast to turn off."""
+    if t.device.type == "meta":
+        return nullcontext()
     return torch.autocast(t.device.type, enabled=False)
 
 
