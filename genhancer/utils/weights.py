@@ -47,7 +47,7 @@ def _conversion(d: Path, loader: str, pickle: str) -> str:
     if loader == "peft":  # an adapter needs its base model to load: convert the state dict itself
         return (
             f'python -c "import torch; from safetensors.torch import save_file; '
-            f"save_file(torch.load('{d / pickle}'), '{d / 'adapter_model.safetensors'}')\""
+            f"save_file(torch.load('{d / pickle}', weights_only=True), '{d / 'adapter_model.safetensors'}')\""
         )
     module, _, cls = loader.rpartition(".")
     return (

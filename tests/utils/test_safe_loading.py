@@ -187,3 +187,17 @@ def test_no_library_default_turns_remote_code_on():
                     if isinstance(node.value, ast.Constant) and node.value.value is True:
                         literal_true.append(f"{p}:{node.value.lineno}")
     assert literal_true == []
+
+
+def test_adapter_conversion_works_and_loads_tensors_only(tmp_path):
+    """The adapter one-liner converts a pickled state dict, and with weights_only=True it cannot run code."""
+    from safetensors.torch import load_file
+
+    state = {"base_model.q_proj.lora_A.weight": torch.randn(4, 8)}
+    torch.save(state, tmp_path / "adapter_model.bin")
+    with pytest.raises(ModelDirError) as err:
+        require_safetensors(tmp_path, loader="peft", what="LoRA adapter")
+    assert "weights_only=True" in str(err.value)
+    run_conversion(str(err.value))
+    got = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
