@@ -45,7 +45,7 @@ from eval.lmms.modeldir import describe_model_dir
 from genhancer.utils.cli import entry_point
 from genhancer.utils.config import load_yaml
 from genhancer.utils.errors import ConfigError, DataError
-from genhancer.utils.fsio import atomic_write_text, read_json, write_json
+from genhancer.utils.fsio import atomic_write_text, read_json, save_figure, write_json
 from genhancer.utils.logging import get_logger
 from genhancer.utils.provenance import read_provenance
 
@@ -990,8 +990,7 @@ def plot(board: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig = _figure(board)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

@@ -46,7 +46,7 @@ from eval.encoders import (
 )
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError, DataError
-from genhancer.utils.fsio import read_json, write_json
+from genhancer.utils.fsio import read_json, save_figure, write_json
 from genhancer.utils.logging import get_logger
 from genhancer.utils.mmvp import IMAGES_DIR, QUESTIONS_FILE, MMVPPair, read_benchmark  # noqa: F401 (re-exported)
 from genhancer.utils.provenance import read_provenance
@@ -423,10 +423,7 @@ def plot_scores(results: Sequence[dict], labels: Sequence[str], out_png: str | P
     ax.set_title(title, fontsize=9)
     if len(results) > 1:
         ax.legend()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -42,7 +42,7 @@ import torch
 from eval.encoders import family_of, load_encoder, load_image
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError, DataError
-from genhancer.utils.fsio import read_json, read_jsonl, write_json
+from genhancer.utils.fsio import read_json, read_jsonl, save_figure, write_json
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.provenance import read_provenance
 from genhancer.utils.stats import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL, bootstrap_means, percentile_interval
@@ -464,7 +464,7 @@ def plot_probes(result: dict[str, Any], out_png: str | Path) -> Path:
     ax.set_ylabel("val accuracy")
     ax.set_title(f"linear probes: {Path(result['model_dir']).name}", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_comparison(cmp: dict[str, Any], out_png: str | Path, names: Sequence[str]) -> Path:
@@ -491,14 +491,7 @@ def plot_comparison(cmp: dict[str, Any], out_png: str | Path, names: Sequence[st
         ax.set_title(
             f"{f}: {names[1]} - {names[0]} ({round(100 * cmp['level'])}% paired bootstrap)", fontsize=9
         )
-    return _save(fig, out_png)
-
-
-def _save(fig: Any, out_png: str | Path) -> Path:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

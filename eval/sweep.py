@@ -25,7 +25,7 @@ from typing import Any
 from eval.mmvp_vlm import load_result, paired_comparison, score_intervals
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError, DataError
-from genhancer.utils.fsio import write_json
+from genhancer.utils.fsio import save_figure, write_json
 from genhancer.utils.logging import get_logger
 
 log = get_logger("eval.sweep")
@@ -144,9 +144,7 @@ def plot(summary: dict[str, Any], out_png: str | Path) -> Path:
     ax.set_ylabel("MMVP-VLM average (%)")
     ax.set_title("Stage-2 length sweep (95% bootstrap intervals)", fontsize=9)
     ax.legend(fontsize=8)
-    out = Path(out_png)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out_png)
 
 
 @entry_point

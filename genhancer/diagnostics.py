@@ -34,7 +34,7 @@ from genhancer.module import GenHancerModel, resolve_stage_dir
 from genhancer.sample import load_batch
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import ConfigError
-from genhancer.utils.fsio import write_json
+from genhancer.utils.fsio import save_figure, write_json
 from genhancer.utils.logging import get_logger, progress
 from genhancer.utils.mmvp import MMVPPair, read_benchmark
 from genhancer.utils.stats import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL, bootstrap_means, percentile_interval
@@ -217,10 +217,7 @@ def plot_gap(report: dict[str, Any], out_png: str | Path) -> Path:
         f"{round(100 * report['level'])}% bootstrap over pairs)",
         fontsize=8,
     )
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

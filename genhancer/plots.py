@@ -13,7 +13,7 @@ from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError
-from genhancer.utils.fsio import read_json, read_jsonl
+from genhancer.utils.fsio import read_json, read_jsonl, save_figure
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
@@ -67,11 +67,9 @@ def plot_runs(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str]
             )
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out)
     plt.close(fig)
-    return out
+    return Path(out)
 
 
 def _label(run: Path) -> str:

@@ -27,7 +27,7 @@ from genhancer.module import GenHancerModel, resolve_stage_dir
 from genhancer.sample import reconstruct_images, save_grid
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import UserError
-from genhancer.utils.fsio import write_json
+from genhancer.utils.fsio import save_figure, write_json
 from genhancer.utils.logging import get_logger
 from toyworld.attributes import attribute_accuracy, format_accuracy, load_classifier, read_split
 
@@ -91,9 +91,9 @@ def plot_attributes(originals: dict[str, Any], recon: dict[str, Any], out: Path,
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out)
     plt.close(fig)
-    return out
+    return Path(out)
 
 
 def imagine(

@@ -94,3 +94,11 @@ def drop_lines_after_step(path: str | Path, step: int) -> None:
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure to ``path`` (parent folders made); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    return out
