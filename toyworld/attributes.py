@@ -36,7 +36,14 @@ from genhancer.utils.config import config_hash, from_dict, to_dict
 from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.fsio import atomic_directory, read_json, read_jsonl, write_json
 from genhancer.utils.logging import get_logger, progress
-from toyworld.cached_run import CachedRun, MetricsLog, run_parser, start_run, warmup_cosine
+from toyworld.cached_run import (
+    CachedRun,
+    MetricsLog,
+    run_parser,
+    start_run,
+    training_summary,
+    warmup_cosine,
+)
 from toyworld.pretrain_clip import load_images
 from toyworld.scene import (
     BACKGROUNDS,
@@ -431,13 +438,9 @@ def train_attributes(
         cfg.eval_batch_size,
     )
     summary = {
-        "steps": cfg.train.steps,
-        "batch_size": min(cfg.train.batch_size, len(images)),
-        "train_images": len(images),
-        "parameters": n_params,
-        "threads": torch.get_num_threads(),
-        "train_seconds": round(train_s, 2),
-        "train_cpu_seconds": round(train_cpu_s, 2),
+        **training_summary(
+            cfg.train.steps, cfg.train.batch_size, len(images), n_params, train_s, train_cpu_s
+        ),
         "final_loss": rows[-1]["loss"],
         "val": val,
         "config_hash": cfg_hash,

@@ -87,6 +87,21 @@ class CachedRun:
 
 
 # ---------------------------------------------------------------------------------------------- training
+def training_summary(
+    steps: int, batch_size: int, images: int, parameters: int, secs: float, cpu_secs: float
+) -> dict:
+    """The fields every toy trainer's summary opens with (``batch_size`` as run: at most ``images``)."""
+    return {
+        "steps": steps,
+        "batch_size": min(batch_size, images),
+        "train_images": images,
+        "parameters": parameters,
+        "threads": torch.get_num_threads(),
+        "train_seconds": round(secs, 2),
+        "train_cpu_seconds": round(cpu_secs, 2),
+    }
+
+
 def warmup_cosine(warmup_steps: int, steps: int) -> Callable[[int], float]:
     """LR factor: linear warmup over ``warmup_steps`` times a cosine decay to 0 over all ``steps``."""
     return lambda s: (

@@ -45,7 +45,14 @@ from toyworld.attributes import (
     read_split,
     splits_fingerprint,
 )
-from toyworld.cached_run import CachedRun, MetricsLog, run_parser, start_run, warmup_cosine
+from toyworld.cached_run import (
+    CachedRun,
+    MetricsLog,
+    run_parser,
+    start_run,
+    training_summary,
+    warmup_cosine,
+)
 from toyworld.pretrain_clip import load_images
 
 KIND = "toy-vae"
@@ -333,13 +340,9 @@ def pretrain_vae(
     shift, scale = latent_factors(vae, images[stats_idx[: cfg.stats_images]], cfg.eval_batch_size)
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     summary = {
-        "steps": cfg.train.steps,
-        "batch_size": min(cfg.train.batch_size, len(images)),
-        "train_images": len(images),
-        "parameters": n_params,
-        "threads": torch.get_num_threads(),
-        "train_seconds": round(train_s, 2),
-        "train_cpu_seconds": round(train_cpu_s, 2),
+        **training_summary(
+            cfg.train.steps, cfg.train.batch_size, len(images), n_params, train_s, train_cpu_s
+        ),
         "images_per_second": round(cfg.train.steps * min(cfg.train.batch_size, len(images)) / train_s, 1),
         "final_recon_loss": rows[-1]["recon"],
         "latent_shape": [cfg.model.latent_channels, side, side],
