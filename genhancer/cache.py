@@ -3,7 +3,8 @@
 In stage 1 the encoder and the latent space never change, so a crop's global token and latent target are the
 same every time it is drawn. With ``cache.enabled`` the trainer computes them once per crop view and then
 reads them back each step instead of decoding, cropping, and running encoder + VAE. Per image, V views
-(``cache.views`` random crops drawn with ``data.crop_scale`` and ``train.seed``; 0 = the centre crop only):
+(``cache.views`` random crops drawn with ``data.crop_scale`` and ``cache.seed``, default ``train.seed``;
+0 = the centre crop only):
 
   global_token  (V, D)             the encoder's global token
   patch_tokens  (V, N, Dp)         only when conditioning.local_token_fraction > 0 (the local-token ablation)
@@ -102,6 +103,26 @@ def _model_dir_stamp(path: str | None, subfolder: str | None = None) -> Any:
     return {"path": str(d.resolve()), "files": [_file_stamp(p) for p in files]}
 
 
+def crop_seed(cfg: GenHancerConfig) -> int:
+    """The seed of the cached crop views: ``cache.seed``, or ``train.seed`` when that is unset."""
+    return cfg.train.seed if cfg.cache.seed is None else cfg.cache.seed
+
+
+def config_key(cfg: GenHancerConfig) -> str:
+    """A short digest of everything in a run config that a cache depends on (encoder, latent space, local
+    tokens, crops, data, compute): runs with the same key can share one ``cache.dir``; runs with different
+    keys need their own (a cache directory holds one fingerprint and is rebuilt when it changes)."""
+    parts = {
+        "encoder": to_dict(cfg.encoder),
+        "latent": to_dict(cfg.latent),
+        "patch_tokens": cfg.conditioning.local_token_fraction > 0,
+        "data": to_dict(cfg.data),
+        "cache": {"views": cfg.cache.views, "seed": crop_seed(cfg)},
+        "precision": cfg.train.mixed_precision,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def fingerprint_parts(
     cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: dict[str, str]
 ) -> dict[str, Any]:
@@ -127,7 +148,7 @@ def fingerprint_parts(
         "crops": {
             "crop_scale": [float(x) for x in cfg.data.crop_scale],
             "views": cfg.cache.views,
-            "seed": cfg.train.seed,
+            "seed": crop_seed(cfg),
             "max_image_pixels": cfg.data.max_image_pixels,
         },
         "compute": dtypes,
@@ -212,7 +233,7 @@ def _view_crops(
                 image.width,
                 image.height,
                 tuple(cfg.data.crop_scale),  # type: ignore[arg-type]
-                np.random.default_rng([cfg.train.seed, item, v]),
+                np.random.default_rng([crop_seed(cfg), item, v]),
             )
             for v in range(cfg.cache.views)
         ]

@@ -158,9 +158,10 @@ class CacheConfig:
 
     enabled: bool = False  # used in stages whose encoder is frozen (stage1); other stages ignore it
     views: int = (
-        4  # random crop views per image (data.crop_scale, seeded by train.seed); 0: the centre crop only
+        4  # random crop views per image (data.crop_scale, seeded by cache.seed); 0: the centre crop only
     )
     dir: str | None = None  # None: <train.run_dir>/../cache (next to the stage run directories)
+    seed: int | None = None  # the crop views' seed; None: train.seed (a grid shares one cache across seeds)
     build_batch_size: int = 64  # crop views per encoder/VAE forward while building
 
     def __post_init__(self) -> None:

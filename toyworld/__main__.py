@@ -11,7 +11,6 @@ Commands (each is a ``main(argv) -> int`` of a module):
   train-attributes  train the attribute classifier (one head per scene attribute) on the world's images
   judge          per-attribute accuracy of a folder of images against their scene labels
   imagine        what a GenHancer denoiser draws from val images' global tokens, judged per attribute
-  effect         the effect study: GenHancer vs its two controls over several seeds, with intervals
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ COMMANDS = {  # command -> (module, function)
     "imagine": ("toyworld.imagine", "main"),
     "train-vq": ("toyworld.vq", "main"),
     "eval-vq": ("toyworld.vq", "eval_main"),
-    "effect": ("toyworld.effect", "main"),
 }
 
 

@@ -381,3 +381,21 @@ def test_a_large_cache_is_read_from_disk_with_the_same_values(make_cfg):
         a, b = ram.read(key, 1), disk.read(key, 1)
         assert a.keys() == b.keys() == {"global_token", "crop"}
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cache_key_and_crop_seed_follow_only_what_a_cache_depends_on():
+    from genhancer.cache import config_key, crop_seed
+    from genhancer.config import load_genhancer_config
+
+    def cfg(*overrides: str):
+        return load_genhancer_config("configs/genhancer/toy.yaml", list(overrides))
+
+    base = config_key(cfg())
+    assert config_key(cfg("flow.logit_scale=2.0", "schedule.stage1.steps=7", "denoiser.preset=toy")) == base
+    assert config_key(cfg("conditioning.local_token_fraction=0.1")) != base  # patch tokens are cached too
+    assert config_key(cfg("cache.views=1")) != base and config_key(cfg("latent.space=pixel")) != base
+    assert config_key(cfg("train.seed=3")) != base  # the crop views follow train.seed ...
+    assert config_key(cfg("train.seed=3", "cache.seed=0")) == config_key(
+        cfg("cache.seed=0")
+    )  # ... unless set
+    assert crop_seed(cfg("train.seed=3")) == 3 and crop_seed(cfg("train.seed=3", "cache.seed=0")) == 0
