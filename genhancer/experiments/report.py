@@ -135,7 +135,11 @@ class Results:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.plan = read_json(out / "plan.json", missing="run `python -m genhancer.experiments run` first")
+        self.plan = read_json(
+            out / "plan.json",
+            missing=f"{out} holds no grid (no plan.json): run "
+            f"`python -m genhancer.experiments run --out {out}` first",
+        )
         self.metrics: dict[str, str] = self.plan["metrics"]  # name -> kind
         self.stage1_metrics: dict[str, str] = self.plan["stage1_metrics"]
         self.cache: dict[tuple[str, str], list[Items]] = {}

@@ -26,22 +26,22 @@ def _probes(correct_fine: list[int]) -> dict:
     }
 
 
-def _mmvp(correct: dict[str, list[bool]]) -> dict:
+def _pairs(key: str, values: dict[str, list]) -> dict:
+    """An MMVP-style result: per pattern, pair i (qids 2i+1, 2i+2) with ``key`` set to values[pattern][i]."""
     pairs = [
-        {"pattern": p, "qids": [2 * i + 1, 2 * i + 2], "correct": c}
-        for p, cs in correct.items()
-        for i, c in enumerate(cs)
+        {"pattern": p, "qids": [2 * i + 1, 2 * i + 2], key: v}
+        for p, vs in values.items()
+        for i, v in enumerate(vs)
     ]
     return {"pairs": pairs}
+
+
+def _mmvp(correct: dict[str, list[bool]]) -> dict:
+    return _pairs("correct", correct)
 
 
 def _gap(gaps: dict[str, list[float]]) -> dict:
-    pairs = [
-        {"pattern": p, "qids": [2 * i + 1, 2 * i + 2], "gap": g}
-        for p, gs in gaps.items()
-        for i, g in enumerate(gs)
-    ]
-    return {"pairs": pairs}
+    return _pairs("gap", gaps)
 
 
 @pytest.fixture
@@ -178,5 +178,5 @@ def test_results_on_different_items_are_refused(grid_dir: Path):
 
 
 def test_a_missing_plan_says_what_to_run(tmp_path: Path):
-    with pytest.raises(DataError, match="genhancer.experiments run"):
+    with pytest.raises(DataError, match="no plan.json.*genhancer.experiments run --out"):
         rp.build_report(tmp_path)
