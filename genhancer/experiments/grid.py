@@ -203,7 +203,7 @@ class Planner:
     def __init__(self, grid: GridConfig, out: Path, cells: dict[str, CellConfig], common: list[str]) -> None:
         self.grid, self.out, self.cells = grid, out, cells
         self.values = {k: str(v) for k, v in grid.inputs.items()}
-        self.common = [c.format(**self.values) for c in common]
+        self.common = self.fill(common)
         self.steps: dict[str, Step] = {}
         # for the report: entry (a cell, or <cell>@<step>) -> group, label, per seed its eval dir + stage 1
         self.entries: dict[str, dict[str, Any]] = {}
@@ -235,8 +235,12 @@ class Planner:
         key = _key(self.config(cell), self.common, cell.overrides, cell.stage1)
         return self.out / "stage1" / key / f"seed-{seed}"
 
+    def fill(self, items: list[str]) -> list[str]:
+        """``{input}`` placeholders of override lists filled in."""
+        return [o.format(**self.values) for o in items]
+
     def overrides(self, cell: CellConfig, extra: list[str]) -> list[str]:
-        return [*self.common, *[o.format(**self.values) for o in cell.overrides], *extra]
+        return [*self.common, *self.fill(cell.overrides), *extra]
 
     def resolve(self, cell: CellConfig, extra: list[str]) -> GenHancerConfig:
         return load_genhancer_config(self.config(cell), self.overrides(cell, extra))
@@ -276,7 +280,7 @@ class Planner:
     def stage1(self, cell: CellConfig, seed: int, after: list[str]) -> tuple[str, Path]:
         run = self.stage1_dir(cell, seed)
         rel = str(run.relative_to(self.out))
-        argv = self.train(cell, seed, list(cell.stage1), run)
+        argv = self.train(cell, seed, self.fill(cell.stage1), run)
         name = self.add(Step(rel, argv, run / "final", after, self.grid.launch))
         for diag, cmd in self.grid.diagnostics.items():
             out = run.parent / f"{run.name}.{diag}.json"
@@ -288,7 +292,7 @@ class Planner:
         """Cell ``name``'s tuning run, after its stage 1 unless end-to-end: (step, run dir, stage-1 dir)."""
         cell = self.cells[name]
         root = self.out / "cells" / name / f"seed-{seed}"
-        extra, run1 = [f"stage={cell.stage}", *cell.stage2], None
+        extra, run1 = [f"stage={cell.stage}", *self.fill(cell.stage2)], None
         if cell.stage != "end-to-end":
             s1, run1 = self.stage1(cell, seed, after)
             after, extra = [s1], [*extra, f"init_from={run1 / 'final'}"]
@@ -338,7 +342,7 @@ class Planner:
 
 def snapshot_steps(planner: Planner, cell: CellConfig) -> tuple[list[int], int]:
     """The tuning stage's kept steps before its last (``schedule.<stage>.eval_at``), and its last step."""
-    sched = planner.resolve(cell, [*cell.stage2, f"stage={cell.stage}"]).current_schedule
+    sched = planner.resolve(cell, [*planner.fill(cell.stage2), f"stage={cell.stage}"]).current_schedule
     final = int(sched.steps or 0)
     return sorted(s for s in set(sched.eval_at) if 0 < s < final), final
 
