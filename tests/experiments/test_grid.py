@@ -142,7 +142,7 @@ def test_shipped_grids_load_and_plan(name, tmp_path):
         paper = {"local-10pct", "local-100pct", "stage2-all", "end-to-end", "t-uniform", "t-s05", "t-s2"}
         assert paper | {"discrete", "depth-2+4", "depth-3+6", "genhancer"} <= set(grid.cells)
         assert {"genhancer@10", "genhancer@30"} <= set(p.entries)
-        discrete = next(s for s in trains if "toy-discrete.yaml" in s.argv)
+        discrete = next(s for s in trains if "configs/genhancer/toy-discrete.yaml" in s.argv)
         assert [a for a in discrete.argv if a.startswith("latent.vae_path=")][
             -1
         ] == "latent.vae_path=runs/toy/vq"
