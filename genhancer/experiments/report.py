@@ -378,28 +378,38 @@ def to_csv(report: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------------------- plots
 def plot(report: dict[str, Any], out_png: str | Path) -> Path:
-    """One panel per metric: a bar per entry (coloured by group) with its 95% interval whisker."""
+    """One panel per metric, a bar per cell (coloured by group) with its 95% interval whisker: the paired
+    change against the base encoder where there is one (a zero line marks "no change"), else the value."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     metrics = list(report["metrics"])
     names = [n for n in report["entries"] if "@" not in n]
-    groups = list(dict.fromkeys(report["entries"][n]["group"] for n in names))
-    colours = {g: f"C{i}" for i, g in enumerate(groups)}
-    fig = Figure(figsize=(4.2 * len(metrics), 0.32 * len(names) + 1.6), layout="constrained")
+    groups = list(dict.fromkeys(report["entries"][n]["group"] for n in names if n != "base"))
+    palette = [f"C{i}" for i in range(10) if i != 7]  # C7 (grey) is the base encoder's
+    colours = {g: palette[i % len(palette)] for i, g in enumerate(groups)}
+    fig = Figure(figsize=(4.2 * len(metrics), 0.3 * len(names) + 1.4), layout="constrained")
+    ys = list(range(len(names)))[::-1]
     for i, m in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
-        ys = [r for r in range(len(names))][::-1]
+        delta = report["metrics"][m]["kind"] != "cond_gap"
         for y, n in zip(ys, names):
             r = report["entries"][n]["metrics"][m]
+            r = (r or {}).get("vs_base") if delta else r
             if r is None:
                 continue
-            lo, hi = r["interval"]
-            colour = colours[report["entries"][n]["group"]] if n != "base" else "grey"
+            colour = "C7" if n == "base" else colours[report["entries"][n]["group"]]
             ax.barh(y, r["mean"], color=colour, alpha=0.75)
-            ax.plot([lo, hi], [y, y], color="black", linewidth=1.2)
+            ax.plot(r["interval"], [y, y], color="black", linewidth=1.2)
+        if delta:
+            ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_ylim(-0.6, len(names) - 0.4)  # the same rows in every panel, drawn or not
         ax.set_yticks(ys, names if i == 0 else [""] * len(names), fontsize=8)
-        ax.set_title(f"{m}: {report['metrics'][m]['unit']}", fontsize=9)
+        unit = report["metrics"][m]["unit"]
+        ax.set_title(f"Δ {m} vs base: {unit}" if delta else f"{m}: {unit}", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+    handles = [Patch(color=colours[g], alpha=0.75, label=g or "(no group)") for g in groups]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
     return save_figure(fig, out_png)
 
 
