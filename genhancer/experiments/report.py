@@ -32,12 +32,17 @@ Items = dict[str, dict[str, float]]  # group -> item key -> value (points)
 
 
 # --------------------------------------------------------------------------------- per-kind item readers
-def mmvp_items(result: dict[str, Any]) -> Items:
-    """Per pattern, per pair: 100 if both statements are right, else 0."""
+def _pair_items(result: dict[str, Any], key: str) -> Items:
+    """Per pattern, per pair (keyed by its question ids): 100 x the pair record's ``key``."""
     out: Items = {}
     for rec in result["pairs"]:
-        out.setdefault(rec["pattern"], {})[",".join(map(str, rec["qids"]))] = 100.0 * float(rec["correct"])
+        out.setdefault(rec["pattern"], {})[",".join(map(str, rec["qids"]))] = 100.0 * float(rec[key])
     return out
+
+
+def mmvp_items(result: dict[str, Any]) -> Items:
+    """Per pattern, per pair: 100 if both statements are right, else 0."""
+    return _pair_items(result, "correct")
 
 
 def probe_items(result: dict[str, Any], feature: str = "global") -> Items:
@@ -59,10 +64,7 @@ def zeroshot_items(result: dict[str, Any]) -> Items:
 
 def cond_gap_items(result: dict[str, Any]) -> Items:
     """Per pattern, per pair: twin-conditioned minus own-conditioned flow loss (x100)."""
-    out: Items = {}
-    for rec in result["pairs"]:
-        out.setdefault(rec["pattern"], {})[",".join(map(str, rec["qids"]))] = 100.0 * float(rec["gap"])
-    return out
+    return _pair_items(result, "gap")
 
 
 READERS: dict[str, Callable[[dict[str, Any]], Items]] = {
@@ -233,14 +235,16 @@ def judge_finding(res: Results, finding: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def _seconds_by_kind(status: dict[str, Any]) -> dict[str, float]:
+    """Step seconds summed by kind: prepare, stage1, a diagnostic, tune, export, evaluations."""
     out: dict[str, float] = {}
     for name, rec in status["steps"].items():
         parts = name.split("/")
-        kind = parts[0] if parts[0] in ("prepare", "base") else parts[-1] if parts[0] == "cells" else "stage1"
-        if parts[0] == "stage1" and len(parts) > 3:
-            kind = parts[-1]  # a stage-1 diagnostic
-        if parts[-2:-1] == ["eval"]:
+        if "eval" in parts:
             kind = "evaluations"
+        elif parts[0] == "stage1":
+            kind = "stage1" if len(parts) == 3 else parts[-1]  # stage1/<key>/seed-S[/<diagnostic>]
+        else:
+            kind = parts[0] if parts[0] == "prepare" else parts[-1]  # .../tune, .../export
         out[kind] = out.get(kind, 0.0) + float(rec.get("seconds", 0.0))
     return out
 

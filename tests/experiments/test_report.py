@@ -180,3 +180,32 @@ def test_results_on_different_items_are_refused(grid_dir: Path):
 def test_a_missing_plan_says_what_to_run(tmp_path: Path):
     with pytest.raises(DataError, match="no plan.json.*genhancer.experiments run --out"):
         rp.build_report(tmp_path)
+
+
+def test_wall_time_is_summed_by_kind_of_step(grid_dir: Path):
+    steps = {
+        "prepare/vq": 1.0,
+        "base/eval/mmvp": 2.0,
+        "stage1/abc/seed-0": 10.0,
+        "stage1/abc/seed-0/cond_gap": 3.0,
+        "cells/a/seed-0/tune": 20.0,
+        "cells/a/seed-0/export": 4.0,
+        "cells/a/seed-0/eval/mmvp": 5.0,
+        "cells/a/seed-0/steps/step-000010/export": 6.0,
+        "cells/a/seed-0/steps/step-000010/eval/probes": 7.0,
+    }
+    status = {"steps": {k: {"state": "done", "seconds": v} for k, v in steps.items()}, "step_seconds": 58.0}
+    _write(grid_dir / "status.json", status)
+    wall = rp.build_report(grid_dir)["wall"]
+    assert wall["seconds"] == 58.0
+    assert wall["by_kind"] == {
+        "prepare": 1.0,
+        "evaluations": 14.0,
+        "stage1": 10.0,
+        "cond_gap": 3.0,
+        "tune": 20.0,
+        "export": 10.0,
+    }
+    assert "Compute wall time of the steps: 1.0 min (tune 0.3 min" in rp.format_report(
+        rp.build_report(grid_dir)
+    )
