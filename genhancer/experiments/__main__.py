@@ -53,9 +53,12 @@ def write_plan(args: argparse.Namespace) -> list[Step]:
     p = plan(grid, args.out, args.quick, args.seeds)
     steps = p.ordered()
     previous = args.out / "plan.json"
-    entries = read_json(previous)["entries"] if previous.is_file() else {}
-    for name, e in p.entries.items():  # a rerun with other seeds adds to what is there
-        entries.setdefault(name, {**e, "seeds": {}})["seeds"].update(e["seeds"])
+    # a rerun with other seeds adds their runs to the cells of this grid (a dropped cell leaves the report)
+    before = read_json(previous)["entries"] if previous.is_file() else {}
+    entries = {
+        name: {**e, "seeds": {**before.get(name, {}).get("seeds", {}), **e["seeds"]}}
+        for name, e in p.entries.items()
+    }
     dump_yaml(to_dict(grid), args.out / "grid.yaml")
     write_json(
         previous,

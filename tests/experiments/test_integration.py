@@ -92,6 +92,7 @@ def test_a_grid_runs_isolates_a_broken_cell_resumes_and_reports(tmp_path: Path, 
     assert {r["state"] for r in rerun.values()} == {"done"}
     assert rerun["cells/recipe/seed-0/tune"]["seconds"] == status["cells/recipe/seed-0/tune"]["seconds"]
     report = json.loads((out / "report.json").read_text())
+    assert "broken" not in report["entries"]  # a dropped cell leaves the report
     recipe = report["entries"]["recipe"]["metrics"]
     assert recipe["mmvp"]["seeds"] == 1 and set(recipe["mmvp"]["groups"]) == set(PATTERNS)
     assert recipe["cond_gap"] is not None and report["entries"]["e2e"]["metrics"]["cond_gap"] is None
