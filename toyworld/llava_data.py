@@ -405,7 +405,8 @@ def finetune_records(
     return out
 
 
-def _rows(world: Path, split: str) -> list[dict[str, Any]]:
+def scene_rows(world: Path, split: str) -> list[dict[str, Any]]:
+    """The records of WORLD/SPLIT/scenes.jsonl; a record without image, caption and scene is a DataError."""
     path = world / split / "scenes.jsonl"
     rows = read_jsonl(path)
     for i, r in enumerate(rows):
@@ -417,7 +418,7 @@ def _rows(world: Path, split: str) -> list[dict[str, Any]]:
 def write_llava_data(world: str | Path, seed: int = 0) -> dict[str, Any]:
     """Write ``WORLD/llava/{pretrain,finetune}.json`` and ``info.json``; return the info (for world.json)."""
     world = Path(world)
-    train = _rows(world, "train")
+    train = scene_rows(world, "train")
     rng = random.Random(f"{seed}:llava")
     files = {
         "pretrain": pretrain_records(train, "train", rng),
@@ -465,7 +466,7 @@ def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
     finetuning format whose questions are answered from a full description of the scene (the toy stand-in
     for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its context)."""
     rng = random.Random(f"{seed}:llm-text")
-    rows = _rows(Path(world), "train")
+    rows = scene_rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
     for r in rows:
         pairs = conversation(r["scene"], rng, turns, CHOICE_FRACTION, STATEMENT_FRACTION)

@@ -179,8 +179,11 @@ def build_toy_llm(
     cfg: ToyLlmConfig,
     parents: Sequence[Path] = (),
     extra: dict[str, Any] | None = None,
+    check_world: Path | None = None,
 ) -> Path:
-    """Train the tokenizer, build and pretrain the model, write the HF directory ``out``."""
+    """Train the tokenizer, build and pretrain the model, write the HF directory ``out``. With
+    ``check_world``, the trained model's text-QA accuracy per question type (``toyworld.llm_check``) is
+    logged and kept in the provenance (``extra.text_qa``)."""
     out = Path(out)
     texts = list(texts)[: cfg.max_texts]
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,6 +192,13 @@ def build_toy_llm(
         tokenizer = load_sp_tokenizer(Path(tmp))
         model = new_toy_llm(tokenizer, cfg)
         stats = pretrain(model, tokenizer, texts, cfg)
+        if check_world is not None:
+            from toyworld.llm_check import check_text_qa, format_table
+
+            stats["text_qa"] = check_text_qa(model, tokenizer, check_world)
+            log.info(
+                "answers from a text description (toyworld check-llm):\n%s", format_table(stats["text_qa"])
+            )
         with atomic_directory(out) as d:
             model.save_pretrained(d, safe_serialization=True)
             tokenizer.save_pretrained(d)
@@ -260,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg,
         parents=[args.world],
         extra={"data_format": DATA_FORMAT},
+        check_world=args.world,
     )
     return 0
 

@@ -44,8 +44,60 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
         cfg,
         parents=[llava_world],
         extra={"data_format": DATA_FORMAT},
+        check_world=llava_world,
     )
     assert is_cached(out, llava_world, cfg, DATA_FORMAT)
+    from genhancer.utils.provenance import read_provenance
+    from toyworld.llm_check import TYPES
+
+    text_qa = read_provenance(out)["extra"]["text_qa"]  # the trained model's answers from a description
+    assert {"color", "shape", "object"} <= set(text_qa) <= set(TYPES)
+    assert all(
+        r["n"] > 0 and r["accuracy"] in [k / r["n"] for k in range(r["n"] + 1)] for r in text_qa.values()
+    )
     assert not is_cached(out, llava_world, ToyLlmConfig(**{**cfg.__dict__, "steps": 3}), DATA_FORMAT)
     assert not is_cached(out, llava_world, cfg, "toy-llava/0")
     assert not is_cached(out, tmp_path, cfg, DATA_FORMAT)
+
+
+# ------------------------------------------------------------------ check-llm: answering from a description
+def test_text_qa_items_put_the_description_where_the_image_goes(llava_world):
+    from toyworld.llm_check import TYPES, text_qa_items
+
+    items = text_qa_items(llava_world, n=20)
+    assert {it["type"] for it in items} <= set(TYPES) and {"color", "shape", "object"} <= {
+        it["type"] for it in items
+    }
+    for it in items:
+        assert it["prompt"].startswith("A chat between a curious user") and it["prompt"].endswith(
+            "ASSISTANT:"
+        )
+        assert it["answer"] and not it["prompt"].endswith(it["answer"] + " ASSISTANT:")
+        description = it["prompt"].split("USER: ")[1].split("\n")[0]
+        assert " on a " in description and description.endswith("background")  # the scene, in words
+    assert {it["answer"] for it in items if it["type"] == "object"} == {"yes", "no"}
+
+
+def test_score_is_first_word_accuracy_per_type_with_the_majority_rate():
+    from toyworld.llm_check import first_word, score
+
+    items = [
+        {"type": "object", "answer": "yes"},
+        {"type": "object", "answer": "no"},
+        {"type": "object", "answer": "no"},
+        {"type": "color", "answer": "blue"},
+    ]
+    assert first_word(" Blue. it is") == "blue" and first_word("") == ""
+    perfect = score(items, ["yes", "No.", "no", "blue"])
+    assert perfect["object"] == {"accuracy": 1.0, "n": 3, "majority": 2 / 3}
+    always_no = score(items, ["no", "no", "no", "red"])
+    assert always_no["object"]["accuracy"] == pytest.approx(2 / 3) and always_no["color"]["accuracy"] == 0.0
+    with pytest.raises(ValueError, match="4 items but 3 replies"):
+        score(items, ["no"] * 3)
+
+
+def test_check_llm_names_a_missing_model_dir(tmp_path, llava_world, capsys):
+    from toyworld.llm_check import main
+
+    assert main(["--llm", str(tmp_path / "nope"), "--world", str(llava_world)]) == 2
+    assert f"{tmp_path / 'nope'}: no config.json" in capsys.readouterr().err

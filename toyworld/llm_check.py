@@ -1,0 +1,148 @@
+"""``python -m toyworld check-llm --llm DIR --world DIR``: does the toy LLM answer from a text description?
+
+The first link of the toy LLaVA's chain. The toy LLM stands in for an instruction-tuned LLM (Vicuna): given
+a full text description of a scene in place of the image, it should answer the toy questions about it. A
+question type it cannot answer from text is one the toy LLaVA has to learn from the image alone during its
+short finetuning -- or not at all. The check asks every question type of ``toyworld.llava_data`` about
+``--n`` validation scenes in the finetuning format (vicuna_v1, the single-word answer suffix), decodes the
+answer greedily and scores it like ``toy_vqa`` (the first word of the reply against the gold answer).
+
+Prints one line per question type (accuracy, items, the majority answer's rate beside it) and, with
+``--out``, writes the same as JSON. ``pretrain-llm`` runs it on the model it has just trained and keeps the
+result in the model's ``provenance.json`` (``extra.text_qa``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from genhancer.utils.cli import entry_point
+from genhancer.utils.fsio import write_json
+from genhancer.utils.logging import get_logger
+
+log = get_logger("toyworld.llm_check")
+
+TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "orientation", "size", "presence", "object")
+
+
+def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[str, str]]:
+    """Up to ``n`` questions per type about the first ``n`` val scenes, each with the scene's description
+    where a LLaVA record has its image: ``{"type", "prompt" (ends with 'ASSISTANT:'), "answer"}``."""
+    from toyworld.llava_data import ANSWER_SUFFIX, chat_text, describe, question, scene_rows
+
+    rng = random.Random(f"{seed}:check-llm")
+    items = []
+    for row in scene_rows(Path(world), "val")[:n]:
+        for qtype in TYPES:
+            qa = question(row["scene"], qtype, rng)
+            if qa is None:
+                continue
+            text = chat_text(describe(row["scene"]), [(qa[0] + ANSWER_SUFFIX, qa[1])])
+            cut = text.rindex("ASSISTANT:") + len("ASSISTANT:")
+            items.append({"type": qtype, "prompt": text[:cut], "answer": qa[1]})
+    return items
+
+
+def first_word(reply: str) -> str:
+    """The reply's first word, lower case, without punctuation ("Blue." -> "blue")."""
+    words = reply.strip().split()
+    return words[0].strip(".,!?;:").lower() if words else ""
+
+
+def score(items: Sequence[dict[str, str]], replies: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per question type: accuracy of ``replies`` (first word == answer), items, and the rate of the most
+    common gold answer (what always giving one answer would score)."""
+    if len(items) != len(replies):
+        raise ValueError(f"{len(items)} items but {len(replies)} replies")
+    hits: dict[str, list[bool]] = defaultdict(list)
+    golds: dict[str, Counter] = defaultdict(Counter)
+    for item, reply in zip(items, replies):
+        hits[item["type"]].append(first_word(reply) == item["answer"].lower())
+        golds[item["type"]][item["answer"].lower()] += 1
+    return {
+        t: {
+            "accuracy": sum(h) / len(h),
+            "n": len(h),
+            "majority": golds[t].most_common(1)[0][1] / len(h),
+        }
+        for t, h in hits.items()
+    }
+
+
+def greedy_replies(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 64) -> list[str]:
+    """Greedy replies (up to 4 new tokens) of a causal LM to ``prompts``, left-padded batches."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        encoded = [tokenizer(p).input_ids for p in prompts[i : i + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for k, e in enumerate(encoded):
+            ids[k, width - len(e) :] = torch.tensor(e)
+            mask[k, width - len(e) :] = 1
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=pad
+            )
+        out += tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def check_text_qa(model: Any, tokenizer: Any, world: str | Path, n: int = 200) -> dict[str, dict[str, float]]:
+    """:func:`score` of ``model``'s greedy replies to :func:`text_qa_items`."""
+    items = text_qa_items(world, n)
+    return score(items, greedy_replies(model, tokenizer, [it["prompt"] for it in items]))
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'question type':14s} {'accuracy':>8s} {'items':>6s} {'majority':>8s}"]
+    for t, r in result.items():
+        lines.append(f"{t:14s} {r['accuracy']:8.2f} {r['n']:6d} {r['majority']:8.2f}")
+    return "\n".join(lines)
+
+
+def run(llm: Path, world: Path, n: int, loader: Callable[[Path], tuple[Any, Any]] | None = None) -> dict:
+    from genhancer.utils.errors import ModelDirError
+
+    if not (llm / "config.json").is_file():
+        raise ModelDirError(f"{llm}: no config.json (a toy LLM directory from `toyworld pretrain-llm`)")
+    if not (world / "val" / "scenes.jsonl").is_file():
+        raise ModelDirError(f"{world}: no val/scenes.jsonl (build the world: python -m toyworld build)")
+    if loader is None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(llm, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(llm)
+    else:
+        model, tokenizer = loader(llm)
+    return check_text_qa(model, tokenizer, world, n)
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toyworld check-llm", description=__doc__.split("\n")[0])
+    parser.add_argument("--llm", required=True, type=Path, help="toy LLM directory (pretrain-llm's OUT)")
+    parser.add_argument("--world", required=True, type=Path, help="toy world directory")
+    parser.add_argument("--n", type=int, default=200, help="val scenes to ask about (default 200)")
+    parser.add_argument("--out", type=Path, help="JSON file to write the result to")
+    args = parser.parse_args(argv)
+    result = run(args.llm, args.world, args.n)
+    print(format_table(result))
+    if args.out:
+        write_json(
+            args.out, {"llm": str(args.llm), "world": str(args.world), "n_scenes": args.n, "types": result}
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
