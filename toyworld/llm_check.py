@@ -28,23 +28,34 @@ from genhancer.utils.logging import get_logger
 log = get_logger("toyworld.llm_check")
 
 TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "orientation", "size", "presence", "object")
+CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
 
 
 def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[str, str]]:
     """Up to ``n`` questions per type about the first ``n`` val scenes, each with the scene's description
-    where a LLaVA record has its image: ``{"type", "prompt" (ends with 'ASSISTANT:'), "answer"}``."""
-    from toyworld.llava_data import ANSWER_SUFFIX, chat_text, describe, question, scene_rows
+    where a LLaVA record has its image: ``{"type", "prompt" (ends with 'ASSISTANT:'), "answer"}``. Type
+    ``choice``: one closed-set question per scene as multiple choice (as in the finetuning data, CV-Bench and
+    MMVP), answered by a letter."""
+    from toyworld.llava_data import ANSWER_SUFFIX, as_choice, chat_text, describe, question, scene_rows
 
     rng = random.Random(f"{seed}:check-llm")
     items = []
+
+    def add(qtype: str, description: str, q: str, a: str) -> None:
+        text = chat_text(description, [(q, a)])
+        cut = text.rindex("ASSISTANT:") + len("ASSISTANT:")
+        items.append({"type": qtype, "prompt": text[:cut], "answer": a})
+
     for row in scene_rows(Path(world), "val")[:n]:
+        description, choices = describe(row["scene"]), []
         for qtype in TYPES:
             qa = question(row["scene"], qtype, rng)
-            if qa is None:
-                continue
-            text = chat_text(describe(row["scene"]), [(qa[0] + ANSWER_SUFFIX, qa[1])])
-            cut = text.rindex("ASSISTANT:") + len("ASSISTANT:")
-            items.append({"type": qtype, "prompt": text[:cut], "answer": qa[1]})
+            if qa is not None:
+                add(qtype, description, qa[0] + ANSWER_SUFFIX, qa[1])
+                choices.append(as_choice(qtype, *qa, rng))
+        choices = [c for c in choices if c is not None]
+        if choices:
+            add(CHOICE, description, *rng.choice(choices))
     return items
 
 

@@ -48,10 +48,10 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
     )
     assert is_cached(out, llava_world, cfg, DATA_FORMAT)
     from genhancer.utils.provenance import read_provenance
-    from toyworld.llm_check import TYPES
+    from toyworld.llm_check import CHOICE, TYPES
 
     text_qa = read_provenance(out)["extra"]["text_qa"]  # the trained model's answers from a description
-    assert {"color", "shape", "object"} <= set(text_qa) <= set(TYPES)
+    assert {"color", "shape", "object", CHOICE} <= set(text_qa) <= {*TYPES, CHOICE}
     assert all(
         r["n"] > 0 and r["accuracy"] in [k / r["n"] for k in range(r["n"] + 1)] for r in text_qa.values()
     )
@@ -62,20 +62,22 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
 
 # ------------------------------------------------------------------ check-llm: answering from a description
 def test_text_qa_items_put_the_description_where_the_image_goes(llava_world):
-    from toyworld.llm_check import TYPES, text_qa_items
+    from toyworld.llm_check import CHOICE, TYPES, text_qa_items
 
     items = text_qa_items(llava_world, n=20)
-    assert {it["type"] for it in items} <= set(TYPES) and {"color", "shape", "object"} <= {
-        it["type"] for it in items
-    }
+    types = {it["type"] for it in items}
+    assert {"color", "shape", "object", CHOICE} <= types <= {*TYPES, CHOICE}
     for it in items:
-        assert it["prompt"].startswith("A chat between a curious user") and it["prompt"].endswith(
-            "ASSISTANT:"
-        )
+        assert it["prompt"].startswith("A chat between a curious user")
+        assert it["prompt"].endswith("ASSISTANT:")
         assert it["answer"] and not it["prompt"].endswith(it["answer"] + " ASSISTANT:")
         description = it["prompt"].split("USER: ")[1].split("\n")[0]
         assert " on a " in description and description.endswith("background")  # the scene, in words
     assert {it["answer"] for it in items if it["type"] == "object"} == {"yes", "no"}
+    choices = [it for it in items if it["type"] == CHOICE]  # one multiple-choice question per scene
+    assert len(choices) == 20 and {it["answer"] for it in choices} <= set("ABCD")
+    for it in choices:
+        assert f"\n{it['answer']}. " in it["prompt"] or f"\n({it['answer']}) " in it["prompt"]
 
 
 def test_score_is_first_word_accuracy_per_type_with_the_majority_rate():
