@@ -5,7 +5,7 @@ a full text description of a scene in place of the image, it should answer the t
 question type it cannot answer from text is one the toy LLaVA has to learn from the image alone during its
 short finetuning -- or not at all. The check asks every question type of ``toyworld.llava_data`` about
 ``--n`` validation scenes in the finetuning format (vicuna_v1, the single-word answer suffix), decodes the
-answer greedily and scores it like ``toy_vqa`` (the first word of the reply against the gold answer).
+answer greedily and scores the reply's first word against the gold answer.
 
 Prints one line per question type (accuracy, items, the majority answer's rate beside it) and, with
 ``--out``, writes the same as JSON. ``pretrain-llm`` runs it on the model it has just trained and keeps the
@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from genhancer.utils.cli import entry_point
 from genhancer.utils.fsio import write_json
-from genhancer.utils.logging import get_logger
+from toyworld.llava_data import QUESTION_TYPES
 
-log = get_logger("toyworld.llm_check")
-
-TYPES: tuple[str, ...] = ("color", "shape", "count", "position", "orientation", "size", "presence", "object")
+TYPES: tuple[str, ...] = QUESTION_TYPES
 CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
 
 
@@ -121,20 +119,18 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run(llm: Path, world: Path, n: int, loader: Callable[[Path], tuple[Any, Any]] | None = None) -> dict:
+def run(llm: Path, world: Path, n: int) -> dict:
+    """Load the toy LLM directory ``llm`` (safetensors only) and :func:`check_text_qa` it on ``world``."""
     from genhancer.utils.errors import ModelDirError
 
     if not (llm / "config.json").is_file():
         raise ModelDirError(f"{llm}: no config.json (a toy LLM directory from `toyworld pretrain-llm`)")
     if not (world / "val" / "scenes.jsonl").is_file():
         raise ModelDirError(f"{world}: no val/scenes.jsonl (build the world: python -m toyworld build)")
-    if loader is None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(llm, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(llm)
-    else:
-        model, tokenizer = loader(llm)
+    model = AutoModelForCausalLM.from_pretrained(llm, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(llm)
     return check_text_qa(model, tokenizer, world, n)
 
 
