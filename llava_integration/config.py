@@ -81,13 +81,13 @@ class DataConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA on the LLM's linear layers (finetune only); the projector trains fully at ``projector_lr``."""
+    """LoRA on the LLM's linear layers (finetune only); the projector trains fully (at the stage's
+    ``projector_lr``)."""
 
     enabled: bool = False
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
-    projector_lr: float = 2e-5
 
 
 @dataclass
@@ -109,6 +109,9 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # The projector's learning rate (LLaVA's mm_projector_lr); None: ``learning_rate``. The LLaVA-1.5 LoRA
+    # recipe trains the LoRA at 2e-4 and the projector at 2e-5.
+    projector_lr: float | None = None
     save_steps: int = 500  # 0: no checkpoints (smoke runs)
     save_total_limit: int = 1
     optim: str | None = (

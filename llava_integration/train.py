@@ -321,7 +321,7 @@ def prepare_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Pr
         data_collator=LlavaCollator(processor.tokenizer.pad_token_id),
         callbacks=[make_metrics_callback(stage_dir / "metrics.jsonl")],
         group_by_modality=stage.data.group_by_modality_length,
-        projector_lr=stage.lora.projector_lr if stage.lora.enabled else None,
+        projector_lr=stage.projector_lr,
         keep_checkpoints=stage.save_total_limit,
         divergence_hint=(
             f"lower {cfg.stage}.learning_rate or raise {cfg.stage}.warmup_ratio, then rerun: "

@@ -147,7 +147,7 @@ def _lora_finetune(pretrained, run_dir: Path) -> Path:
             "finetune.lora.enabled=true",
             "finetune.lora.r=4",
             "finetune.lora.alpha=8",
-            "finetune.lora.projector_lr=1e-3",
+            "finetune.projector_lr=1e-3",
         ]
     )
     return run_dir / "finetune" / "model"
@@ -284,3 +284,27 @@ def test_a_tampered_checkpoint_is_refused_before_the_trainer_loads_it(pretrained
         cfg.train.resume = resume
         with pytest.raises(DataError, match=f"{victim} was modified after it was saved"):
             _resume_point(cfg, stage)
+
+
+def test_projector_lr_gives_the_projector_its_own_optimizer_group():
+    """``<stage>.projector_lr`` (LLaVA's mm_projector_lr): the projector at its own rate, the LLM at the
+    Trainer's, weight decay kept where the Trainer puts it; the frozen vision tower in no group."""
+    from torch import nn
+
+    from llava_integration.train import _param_groups
+
+    model = nn.Module()
+    model.vision_tower = nn.Linear(2, 2)
+    model.multi_modal_projector = nn.Linear(2, 3)
+    model.language_model = nn.Linear(3, 3)
+    model.vision_tower.requires_grad_(False)
+    decay = {"multi_modal_projector.weight", "language_model.weight"}
+    groups = _param_groups(model, decay, weight_decay=0.1, projector_lr=1e-3)
+    named = {id(p): n for n, p in model.named_parameters()}
+    got = {(g.get("lr"), g["weight_decay"]): sorted(named[id(p)] for p in g["params"]) for g in groups}
+    assert got == {
+        (1e-3, 0.1): ["multi_modal_projector.weight"],
+        (1e-3, 0.0): ["multi_modal_projector.bias"],
+        (None, 0.1): ["language_model.weight"],  # None: the Trainer's learning rate
+        (None, 0.0): ["language_model.bias"],
+    }
