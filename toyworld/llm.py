@@ -10,9 +10,10 @@ An ``OUT`` made from the same world, texts and config is kept (``cached``); ``--
 It stands in for Vicuna: a ``LlamaForCausalLM`` directory whose tokenizer is a sentencepiece BPE
 ``tokenizer.model`` (byte fallback, ``<unk> <s> </s>`` at ids 0/1/2, BOS added) -- the kind Vicuna and
 Llama-2 ship -- saved together with the converted ``tokenizer.json`` so ``AutoTokenizer.from_pretrained(out)``
-and ``AutoModelForCausalLM.from_pretrained(out)`` work. A few hundred steps of next-token prediction on the
-captions and question/answer text make it a language model at all (it knows the words and answer forms,
-not the pictures).
+and ``AutoModelForCausalLM.from_pretrained(out)`` work. Next-token prediction on the captions and on
+conversations that answer from a text description of the scene makes it a stand-in for an
+instruction-tuned LLM: it knows the words, the answer forms and, after enough steps, how to answer from its
+context (not the pictures). ``toyworld check-llm`` measures the last.
 
 [IMPORTANT] transformers 5: ``LlamaTokenizer(vocab_file=...)`` silently gives a 3-token vocabulary; load the
 model file from a directory with ``LlamaTokenizer.from_pretrained(dir)`` (needs protobuf >= 7).

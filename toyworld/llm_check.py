@@ -142,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=200, help="val scenes to ask about (default 200)")
     parser.add_argument("--out", type=Path, help="JSON file to write the result to")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be at least 1 (val scenes to ask about), got {args.n}")
     result = run(args.llm, args.world, args.n)
     print(format_table(result))
     if args.out:

@@ -103,3 +103,11 @@ def test_check_llm_names_a_missing_model_dir(tmp_path, llava_world, capsys):
 
     assert main(["--llm", str(tmp_path / "nope"), "--world", str(llava_world)]) == 2
     assert f"{tmp_path / 'nope'}: no config.json" in capsys.readouterr().err
+
+
+def test_check_llm_refuses_an_empty_sample(tmp_path, llava_world, capsys):
+    from toyworld.llm_check import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--llm", str(tmp_path), "--world", str(llava_world), "--n", "0"])
+    assert e.value.code == 2 and "--n must be at least 1" in capsys.readouterr().err
