@@ -87,6 +87,10 @@ STATEMENT_FRACTION = 0.25
 # shape with the picture is what a small model learns last.
 OBJECT_FRACTION = 0.35
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+# The option-letter drills (lookup_drill): answer sets to draw the options from, and the first user turn
+# (where a description or an image would be).
+LOOKUP_TYPES = ("color", "shape", "count", "position", "orientation", "size", "text")
+LOOKUP_PROMPT = "Read the choices."
 MARKS = ("dot", "ring", "letter")
 # LCS-558K-style caption instructions (the plain template drops them; kept for the record format).
 CAPTION_PROMPTS = (
@@ -461,8 +465,25 @@ def chat_text(description: str, pairs: Sequence[tuple[str, str]]) -> str:
     return text.removesuffix("</s>")
 
 
+def lookup_drill(rng: random.Random) -> str:
+    """A text-only conversation that asks for the letter of a named option: the 2-4 options of one answer
+    set listed as in the finetuning data ("A. x" or "(A) x"), then "Which choice says <x>?" and the letter
+    suffix, answered by the letter. The half of multiple choice that needs no reading (find the option, give
+    its letter): ``toyworld check-llm`` asks it as type ``lookup``."""
+    pool = answer_set(rng.choice(LOOKUP_TYPES))
+    options = rng.sample(pool, min(len(pool), rng.choice((2, 3, 4))))
+    answer = rng.choice(options)
+    letters = [chr(65 + i) for i in range(len(options))]
+    if rng.random() < 0.5:
+        listing = "\n".join(f"{ltr}. {o}" for ltr, o in zip(letters, options))
+    else:
+        listing = "\n".join(f"({ltr}) {o}" for ltr, o in zip(letters, options))
+    question = f"{listing}\nWhich choice says {answer}?{LETTER_SUFFIX}"
+    return chat_text(LOOKUP_PROMPT, [(question, letters[options.index(answer)])])
+
+
 def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
-    """The toy LLM's text, from the train split: the captions, and per scene one conversation in the LLaVA
+    """The toy LLM's text, from the train split: the captions; per scene one conversation in the LLaVA
     finetuning format whose questions are answered from a full description of the scene (the toy stand-in
     for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its context)."""
     rng = random.Random(f"{seed}:llm-text")

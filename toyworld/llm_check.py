@@ -5,7 +5,9 @@ a full text description of a scene in place of the image, it should answer the t
 question type it cannot answer from text is one the toy LLaVA has to learn from the image alone during its
 short finetuning -- or not at all. The check asks every question type of ``toyworld.llava_data`` about
 ``--n`` validation scenes in the finetuning format (vicuna_v1, the single-word answer suffix), decodes the
-answer greedily and scores the reply's first word against the gold answer.
+answer greedily and scores the reply's first word against the gold answer. Two more types split multiple
+choice in two: ``choice`` (a closed-set question about the description, answered by the option's letter)
+and ``lookup`` (which letter does a named option have: nothing to read, only the letter to find).
 
 Prints one line per question type (accuracy, items, the majority answer's rate beside it) and, with
 ``--out``, writes the same as JSON. ``pretrain-llm`` runs it on the model it has just trained and keeps the
@@ -27,22 +29,34 @@ from toyworld.llava_data import QUESTION_TYPES
 
 TYPES: tuple[str, ...] = QUESTION_TYPES
 CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
+LOOKUP = "lookup"  # the letter of a named option, nothing to read first (llava_data.lookup_drill)
 
 
 def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[str, str]]:
     """Up to ``n`` questions per type about the first ``n`` val scenes, each with the scene's description
     where a LLaVA record has its image: ``{"type", "prompt" (ends with 'ASSISTANT:'), "answer"}``. Type
     ``choice``: one closed-set question per scene as multiple choice (as in the finetuning data, CV-Bench and
-    MMVP), answered by a letter."""
-    from toyworld.llava_data import ANSWER_SUFFIX, as_choice, chat_text, describe, question, scene_rows
+    MMVP), answered by a letter. Type ``lookup``: one option-letter drill per scene, the half of multiple
+    choice that needs no reading (which letter does the named option have)."""
+    from toyworld.llava_data import (
+        ANSWER_SUFFIX,
+        as_choice,
+        chat_text,
+        describe,
+        lookup_drill,
+        question,
+        scene_rows,
+    )
 
     rng = random.Random(f"{seed}:check-llm")
     items = []
 
-    def add(qtype: str, description: str, q: str, a: str) -> None:
-        text = chat_text(description, [(q, a)])
+    def add_text(qtype: str, text: str) -> None:
         cut = text.rindex("ASSISTANT:") + len("ASSISTANT:")
-        items.append({"type": qtype, "prompt": text[:cut], "answer": a})
+        items.append({"type": qtype, "prompt": text[:cut], "answer": text[cut:].strip()})
+
+    def add(qtype: str, description: str, q: str, a: str) -> None:
+        add_text(qtype, chat_text(description, [(q, a)]))
 
     for row in scene_rows(Path(world), "val")[:n]:
         description, choices = describe(row["scene"]), []
@@ -54,6 +68,7 @@ def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[s
         choices = [c for c in choices if c is not None]
         if choices:
             add(CHOICE, description, *rng.choice(choices))
+        add_text(LOOKUP, lookup_drill(rng))
     return items
 
 

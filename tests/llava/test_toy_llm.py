@@ -48,10 +48,10 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
     )
     assert is_cached(out, llava_world, cfg, DATA_FORMAT)
     from genhancer.utils.provenance import read_provenance
-    from toyworld.llm_check import CHOICE, TYPES
+    from toyworld.llm_check import CHOICE, LOOKUP, TYPES
 
     text_qa = read_provenance(out)["extra"]["text_qa"]  # the trained model's answers from a description
-    assert {"color", "shape", "object", CHOICE} <= set(text_qa) <= {*TYPES, CHOICE}
+    assert {"color", "shape", "object", CHOICE, LOOKUP} <= set(text_qa) <= {*TYPES, CHOICE, LOOKUP}
     assert all(
         r["n"] > 0 and r["accuracy"] in [k / r["n"] for k in range(r["n"] + 1)] for r in text_qa.values()
     )
@@ -62,16 +62,21 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
 
 # ------------------------------------------------------------------ check-llm: answering from a description
 def test_text_qa_items_put_the_description_where_the_image_goes(llava_world):
-    from toyworld.llm_check import CHOICE, TYPES, text_qa_items
+    from toyworld.llm_check import CHOICE, LOOKUP, TYPES, text_qa_items
 
     items = text_qa_items(llava_world, n=20)
     types = {it["type"] for it in items}
-    assert {"color", "shape", "object", CHOICE} <= types <= {*TYPES, CHOICE}
+    assert {"color", "shape", "object", CHOICE, LOOKUP} <= types <= {*TYPES, CHOICE, LOOKUP}
     for it in items:
         assert it["prompt"].startswith("A chat between a curious user")
         assert it["prompt"].endswith("ASSISTANT:")
         assert it["answer"] and not it["prompt"].endswith(it["answer"] + " ASSISTANT:")
-        description = it["prompt"].split("USER: ")[1].split("\n")[0]
+        first_turn = it["prompt"].split("USER: ")[1]
+        if it["type"] == LOOKUP:  # the option list, then the question naming one option
+            named = first_turn.split("Which choice says ")[1].split("?")[0]
+            assert f"\n{it['answer']}. {named}\n" in first_turn or f"({it['answer']}) {named}\n" in first_turn
+            continue
+        description = first_turn.split("\n")[0]
         assert " on a " in description and description.endswith("background")  # the scene, in words
     assert {it["answer"] for it in items if it["type"] == "object"} == {"yes", "no"}
     choices = [it for it in items if it["type"] == CHOICE]  # one multiple-choice question per scene
