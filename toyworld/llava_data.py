@@ -199,14 +199,20 @@ def as_choice(qtype: str, q: str, a: str, rng: random.Random) -> tuple[str, str]
         return None
     options = [a, *rng.sample(pool, min(len(pool), rng.choice((1, 2, 3))))]
     rng.shuffle(options)
-    letters = [chr(65 + i) for i in range(len(options))]
-    if rng.random() < 0.5:
-        listing = "\n".join(f"{ltr}. {o}" for ltr, o in zip(letters, options))
-        prompt = f"{q}\n{listing}"
-    else:
-        listing = "\n".join(f"({ltr}) {o}" for ltr, o in zip(letters, options))
-        prompt = f"{q}\nSelect from the following choices.\n{listing}"
-    return prompt + LETTER_SUFFIX, letters[options.index(a)]
+    mmvp = rng.random() < 0.5
+    listing = option_listing(options, mmvp)
+    prompt = f"{q}\n{listing}" if mmvp else f"{q}\nSelect from the following choices.\n{listing}"
+    return prompt + LETTER_SUFFIX, option_letter(options, a)
+
+
+def option_listing(options: Sequence[str], mmvp: bool) -> str:
+    """One option per line, lettered from A: MMVP's "A. x" or CV-Bench's "(A) x"."""
+    lines = (f"{chr(65 + i)}. {o}" if mmvp else f"({chr(65 + i)}) {o}" for i, o in enumerate(options))
+    return "\n".join(lines)
+
+
+def option_letter(options: Sequence[str], option: str) -> str:
+    return chr(65 + list(options).index(option))
 
 
 _POSITION_WORDS = {
@@ -473,13 +479,8 @@ def lookup_drill(rng: random.Random) -> str:
     pool = answer_set(rng.choice(LOOKUP_TYPES))
     options = rng.sample(pool, min(len(pool), rng.choice((2, 3, 4))))
     answer = rng.choice(options)
-    letters = [chr(65 + i) for i in range(len(options))]
-    if rng.random() < 0.5:
-        listing = "\n".join(f"{ltr}. {o}" for ltr, o in zip(letters, options))
-    else:
-        listing = "\n".join(f"({ltr}) {o}" for ltr, o in zip(letters, options))
-    question = f"{listing}\nWhich choice says {answer}?{LETTER_SUFFIX}"
-    return chat_text(LOOKUP_PROMPT, [(question, letters[options.index(answer)])])
+    question = f"{option_listing(options, rng.random() < 0.5)}\nWhich choice says {answer}?{LETTER_SUFFIX}"
+    return chat_text(LOOKUP_PROMPT, [(question, option_letter(options, answer))])
 
 
 def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
