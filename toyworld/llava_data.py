@@ -484,7 +484,7 @@ def lookup_drill(rng: random.Random) -> str:
 
 
 def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
-    """The toy LLM's text, from the train split: the captions; per scene one conversation in the LLaVA
+    """The toy LLM's text, from the train split: the captions, and per scene one conversation in the LLaVA
     finetuning format whose questions are answered from a full description of the scene (the toy stand-in
     for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its context)."""
     rng = random.Random(f"{seed}:llm-text")
