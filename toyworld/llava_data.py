@@ -79,6 +79,7 @@ ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 MMVP_QUESTION = "Which statement is true of the picture?"
 DATA_FORMAT = "toy-llava/5"  # bump when the records change, so scripts rewrite stale files
+LLM_TEXT_FORMAT = f"{DATA_FORMAT}+llm/2"  # bump when llm_texts changes, so a cached toy LLM is rebuilt
 # Half the closed-set turns are multiple choice: answering by letter (CV-Bench, MMVP) is the harder habit
 # for a small model to learn. A quarter of the records open with an MMVP-style statement choice.
 CHOICE_FRACTION = 0.5
@@ -484,9 +485,11 @@ def lookup_drill(rng: random.Random) -> str:
 
 
 def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
-    """The toy LLM's text, from the train split: the captions, and per scene one conversation in the LLaVA
-    finetuning format whose questions are answered from a full description of the scene (the toy stand-in
-    for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its context)."""
+    """The toy LLM's text, from the train split, shuffled: the captions; per scene one conversation in the
+    LLaVA finetuning format whose questions are answered from a full description of the scene (the toy
+    stand-in for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its
+    context); and as many option-letter drills (``lookup_drill``), so the LLM knows how to give the letter
+    of the option it means before finetuning asks it to."""
     rng = random.Random(f"{seed}:llm-text")
     rows = scene_rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
@@ -494,6 +497,8 @@ def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
         pairs = conversation(r["scene"], rng, turns, CHOICE_FRACTION, STATEMENT_FRACTION)
         texts.append(chat_text(describe(r["scene"]), pairs))
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
+    texts += [lookup_drill(rng) for _ in rows]
+    rng.shuffle(texts)
     return texts
 
 

@@ -30,6 +30,13 @@ from toyworld.llava_data import QUESTION_TYPES
 TYPES: tuple[str, ...] = QUESTION_TYPES
 CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
 LOOKUP = "lookup"  # the letter of a named option, nothing to read first (llava_data.lookup_drill)
+# Skills the toy LLaVA cannot learn from the image in its short finetuning when its LLM lacks them from text,
+# with what then falls back on the answer prior.
+NEEDED = {
+    "object": 'the POPE question "Is there a <shape>?"',
+    LOOKUP: "multiple choice (toy CV-Bench, toy MMVP)",
+}
+MIN_GAIN = 0.2  # a skill counts as there when its accuracy beats the majority answer's rate by this much
 
 
 def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[str, str]]:
@@ -134,6 +141,16 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def missing_skills(result: dict[str, dict[str, float]]) -> list[str]:
+    """One line per :data:`NEEDED` skill that ``result`` (:func:`check_text_qa`) shows missing."""
+    return [
+        f"{t} {result[t]['accuracy']:.2f} (majority {result[t]['majority']:.2f}): a toy LLaVA on this LLM "
+        f"will fall back on the answer prior for {what}"
+        for t, what in NEEDED.items()
+        if t in result and result[t]["accuracy"] < result[t]["majority"] + MIN_GAIN
+    ]
+
+
 def run(llm: Path, world: Path, n: int) -> dict:
     """Load the toy LLM directory ``llm`` (safetensors only) and :func:`check_text_qa` it on ``world``."""
     from genhancer.utils.errors import ModelDirError
@@ -161,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--n must be at least 1 (val scenes to ask about), got {args.n}")
     result = run(args.llm, args.world, args.n)
     print(format_table(result))
+    for line in missing_skills(result):
+        print(f"missing: {line}")
     if args.out:
         write_json(
             args.out, {"llm": str(args.llm), "world": str(args.world), "n_scenes": args.n, "types": result}

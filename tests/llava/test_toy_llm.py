@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toyworld.llava_data import DATA_FORMAT, describe, llm_texts
+from toyworld.llava_data import DATA_FORMAT, LLM_TEXT_FORMAT, describe, llm_texts
 from toyworld.llm import ToyLlmConfig, build_toy_llm, document_batch, is_cached
 
 
@@ -14,16 +14,28 @@ def test_document_batch_pads_and_masks_whole_documents():
     assert labels.tolist() == [[1, 5, 6, 2, -100], [1, 7, 2, -100, -100], [1, 8, 9, 9, 9]]
 
 
-def test_texts_are_captions_and_conversations_about_a_description(llava_world):
+def test_texts_are_captions_conversations_about_a_description_and_letter_drills(llava_world):
     import json
+    import re
+
+    from toyworld.llava_data import LETTER_SUFFIX, LOOKUP_PROMPT, TEXT_ONLY
 
     rows = [json.loads(line) for line in (llava_world / "train" / "scenes.jsonl").read_text().splitlines()]
     texts = llm_texts(llava_world)
-    assert texts[: len(rows)] == [r["caption"] for r in rows]
-    chat = texts[len(rows)]
-    assert chat.startswith("A chat between a curious user")
-    assert f"USER: {describe(rows[0]['scene'])}\n" in chat and "ASSISTANT:" in chat
-    assert not chat.endswith("</s>")  # the packer adds the end-of-document token
+    assert texts != llm_texts(llava_world, seed=1)  # the seed draws the questions, drills and order
+    assert len(texts) == 3 * len(rows) + len(TEXT_ONLY)
+    assert texts[: len(rows)] != [r["caption"] for r in rows]  # shuffled, so no kind comes in one block
+    assert {r["caption"] for r in rows} <= set(texts)
+    chats = [t for t in texts if t.startswith("A chat between a curious user")]
+    drills = [c for c in chats if f"USER: {LOOKUP_PROMPT}\n" in c]
+    assert len(drills) == len(chats) - len(rows) == len(rows)
+    for r in rows:  # the other conversations are about a scene's description
+        chat = next(c for c in chats if f"USER: {describe(r['scene'])}\n" in c)
+        assert "ASSISTANT:" in chat and not chat.endswith("</s>")  # the packer adds the end-of-document token
+    for d in drills:  # the letter answered is the one listed beside the option asked for
+        asked = re.search(r"Which choice says (.+)\?" + re.escape(LETTER_SUFFIX), d).group(1)
+        letter = d.rsplit("ASSISTANT: ", 1)[1]
+        assert re.search(rf"^\(?{letter}[.)] {re.escape(asked)}$", d, re.M), d
 
 
 @pytest.mark.slow
@@ -43,10 +55,10 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
         tmp_path / "llm",
         cfg,
         parents=[llava_world],
-        extra={"data_format": DATA_FORMAT},
+        extra={"data_format": LLM_TEXT_FORMAT},
         check_world=llava_world,
     )
-    assert is_cached(out, llava_world, cfg, DATA_FORMAT)
+    assert is_cached(out, llava_world, cfg, LLM_TEXT_FORMAT)
     from genhancer.utils.provenance import read_provenance
     from toyworld.llm_check import CHOICE, LOOKUP, TYPES
 
@@ -55,9 +67,10 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
     assert all(
         r["n"] > 0 and r["accuracy"] in [k / r["n"] for k in range(r["n"] + 1)] for r in text_qa.values()
     )
-    assert not is_cached(out, llava_world, ToyLlmConfig(**{**cfg.__dict__, "steps": 3}), DATA_FORMAT)
+    assert not is_cached(out, llava_world, ToyLlmConfig(**{**cfg.__dict__, "steps": 3}), LLM_TEXT_FORMAT)
     assert not is_cached(out, llava_world, cfg, "toy-llava/0")
-    assert not is_cached(out, tmp_path, cfg, DATA_FORMAT)
+    assert not is_cached(out, llava_world, cfg, DATA_FORMAT)  # an LLM from the texts before the drills
+    assert not is_cached(out, tmp_path, cfg, LLM_TEXT_FORMAT)
 
 
 # ------------------------------------------------------------------ check-llm: answering from a description
@@ -101,6 +114,17 @@ def test_score_is_first_word_accuracy_per_type_with_the_majority_rate():
     assert always_no["object"]["accuracy"] == pytest.approx(2 / 3) and always_no["color"]["accuracy"] == 0.0
     with pytest.raises(ValueError, match="4 items but 3 replies"):
         score(items, ["no"] * 3)
+
+
+def test_missing_skills_names_each_needed_skill_not_beating_the_majority_by_the_margin():
+    from toyworld.llm_check import LOOKUP, MIN_GAIN, missing_skills
+
+    ok = {"object": {"accuracy": 1.0, "majority": 0.52}, LOOKUP: {"accuracy": 0.79, "majority": 0.39}}
+    assert missing_skills(ok) == []
+    weak = {**ok, LOOKUP: {"accuracy": 0.39 + MIN_GAIN - 0.01, "majority": 0.39}, "color": ok["object"]}
+    (line,) = missing_skills(weak)
+    assert line.startswith("lookup 0.58 (majority 0.39)") and "multiple choice" in line
+    assert [m.split()[0] for m in missing_skills({**weak, "object": weak[LOOKUP]})] == ["object", "lookup"]
 
 
 def test_check_llm_names_a_missing_model_dir(tmp_path, llava_world, capsys):
