@@ -202,7 +202,9 @@ def build_toy_llm(
             )
             for line in missing_skills(stats["text_qa"]):
                 log.warning(
-                    "toy LLM lacks a skill: %s. Instances of one recipe differ: try another seed=", line
+                    "toy LLM lacks a skill: %s. Instances of one recipe differ: rebuild with another seed "
+                    "(override seed=N)",
+                    line,
                 )
         with atomic_directory(out) as d:
             model.save_pretrained(d, safe_serialization=True)

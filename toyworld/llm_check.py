@@ -9,7 +9,8 @@ answer greedily and scores the reply's first word against the gold answer. Two m
 choice in two: ``choice`` (a closed-set question about the description, answered by the option's letter)
 and ``lookup`` (which letter does a named option have: nothing to read, only the letter to find).
 
-Prints one line per question type (accuracy, items, the majority answer's rate beside it) and, with
+Prints one line per question type (accuracy, items, the majority answer's rate beside it), a ``missing:``
+line for each skill the toy LLaVA needs from its LLM that is not there (:data:`NEEDED`) and, with
 ``--out``, writes the same as JSON. ``pretrain-llm`` runs it on the model it has just trained and keeps the
 result in the model's ``provenance.json`` (``extra.text_qa``).
 """
