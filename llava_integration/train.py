@@ -58,7 +58,7 @@ from genhancer.utils.deepspeed import (
     precision_dtype,
     resolve_mixed_precision,
 )
-from genhancer.utils.errors import ConfigError, ModelDirError
+from genhancer.utils.errors import ConfigError, DataError, ModelDirError
 from genhancer.utils.fsio import drop_lines_after_step, write_json
 from genhancer.utils.logging import get_logger, process_rank
 from genhancer.utils.weights import require_safetensors
@@ -286,6 +286,22 @@ class PreparedStage:
     resume: str | None  # the checkpoint to resume from, already verified against its manifest
 
 
+def _require_images_if_projector_only(
+    stage: str, counts: dict[str, dict[str, int]], dataset: LlavaDataset, path: str
+) -> None:
+    """A stage that trains the projector alone gets no gradient from a text-only record, and a batch of them
+    stops DeepSpeed with an assertion about the loss; name the records instead."""
+    if counts["llm"]["trainable"] or counts["vision"]["trainable"] or all(dataset.has_image):
+        return
+    text_only = dataset.has_image.count(False)
+    first = dataset.name(dataset.has_image.index(False))
+    raise DataError(
+        f"{path}: {text_only} text-only records (the first: {first}), but stage {stage} trains the projector "
+        "only, which a record without an image cannot train: give this stage image records only (as "
+        "LLaVA's caption data), or pick the records with data.limit / another data.path"
+    )
+
+
 def prepare_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> PreparedStage:
     """Everything ``run_stage`` trains with, up to (not including) ``trainer.train()``.
 
@@ -314,6 +330,7 @@ def prepare_stage(cfg: LlavaTrainConfig, assemble_if_missing: bool = True) -> Pr
         journal=_skip_journal(stage_dir, fresh=resume is None, main=args.process_index == 0),
     )
     log.info("%s: %d records from %s", cfg.stage, len(dataset), stage.data.path)
+    _require_images_if_projector_only(cfg.stage, counts, dataset, stage.data.path)
     trainer = make_trainer_class()(
         model=model,
         args=args,

@@ -7,7 +7,11 @@ short finetuning -- or not at all. The check asks every question type of ``toywo
 ``--n`` validation scenes in the finetuning format (vicuna_v1, the single-word answer suffix), decodes the
 answer greedily and scores the reply's first word against the gold answer. Two more types split multiple
 choice in two: ``choice`` (a closed-set question about the description, answered by the option's letter)
-and ``lookup`` (which letter does a named option have: nothing to read, only the letter to find).
+and ``lookup`` (which letter does a named option have: nothing to read, only the letter to find). Type
+``moved`` asks the shape with the description's clauses reordered after a (never empty) lead-in
+(``llava_data.moved_description``): an LLM that reads the shape by where it stands, not by what it says,
+does worse on it than on ``shape``, and its LLaVA's projector cannot make image tokens stand where the LLM
+looks.
 
 Prints one line per question type (accuracy, items, the majority answer's rate beside it), a ``missing:``
 line for each skill the toy LLaVA needs from its LLM that is not there (:data:`NEEDED`) and, with
@@ -31,6 +35,9 @@ from toyworld.llava_data import QUESTION_TYPES
 TYPES: tuple[str, ...] = QUESTION_TYPES
 CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
 LOOKUP = "lookup"  # the letter of a named option, nothing to read first (llava_data.lookup_drill)
+MOVED = (
+    "moved"  # the shape, read from a description whose clauses are reordered (llava_data.moved_description)
+)
 # Skills the toy LLaVA cannot learn from the image in its short finetuning when its LLM lacks them from text,
 # with what then falls back on the answer prior.
 NEEDED = {
@@ -38,6 +45,7 @@ NEEDED = {
     LOOKUP: "multiple choice (toy CV-Bench, toy MMVP)",
 }
 MIN_GAIN = 0.2  # a skill counts as there when its accuracy beats the majority answer's rate by this much
+MAX_MOVED_DROP = 0.1  # the shape read from a moved description may fall this far below the in-order one
 
 
 def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[str, str]]:
@@ -48,15 +56,18 @@ def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[s
     choice that needs no reading (which letter does the named option have)."""
     from toyworld.llava_data import (
         ANSWER_SUFFIX,
+        LEAD_INS,
         as_choice,
         chat_text,
         describe,
         lookup_drill,
+        moved_description,
         question,
         scene_rows,
     )
 
     rng = random.Random(f"{seed}:check-llm")
+    moved_rng = random.Random(f"{seed}:check-llm-moved")
     items = []
 
     def add_text(qtype: str, text: str) -> None:
@@ -77,6 +88,9 @@ def text_qa_items(world: str | Path, n: int = 200, seed: int = 0) -> list[dict[s
         if choices:
             add(CHOICE, description, *rng.choice(choices))
         add_text(LOOKUP, lookup_drill(rng))
+        shape_q, shape = question(row["scene"], "shape", moved_rng)
+        moved = moved_description(description, moved_rng, lead=moved_rng.choice(LEAD_INS[1:]))
+        add(MOVED, moved, shape_q + ANSWER_SUFFIX, shape)
     return items
 
 
@@ -143,13 +157,24 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
 
 
 def missing_skills(result: dict[str, dict[str, float]]) -> list[str]:
-    """One line per :data:`NEEDED` skill that ``result`` (:func:`check_text_qa`) shows missing."""
-    return [
+    """One line per :data:`NEEDED` skill that ``result`` (:func:`check_text_qa`) shows missing, and one when
+    the shape is read worse from a moved description than from one in order (by more than
+    :data:`MAX_MOVED_DROP`): the LLM then reads it partly by where the word stands."""
+    lines = [
         f"{t} {result[t]['accuracy']:.2f} (majority {result[t]['majority']:.2f}): a toy LLaVA on this LLM "
         f"will fall back on the answer prior for {what}"
         for t, what in NEEDED.items()
         if t in result and result[t]["accuracy"] < result[t]["majority"] + MIN_GAIN
     ]
+    if MOVED in result and "shape" in result:
+        moved, shape = result[MOVED]["accuracy"], result["shape"]["accuracy"]
+        if moved < shape - MAX_MOVED_DROP:
+            lines.append(
+                f"{MOVED} {moved:.2f} (shape in order {shape:.2f}): it reads the shape partly by where the "
+                "word stands, where no projector can put image tokens; a toy LLaVA on this LLM may fall back "
+                "on the answer prior for the shape and the POPE question"
+            )
+    return lines
 
 
 def run(llm: Path, world: Path, n: int) -> dict:

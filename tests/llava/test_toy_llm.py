@@ -14,6 +14,32 @@ def test_document_batch_pads_and_masks_whole_documents():
     assert labels.tolist() == [[1, 5, 6, 2, -100], [1, 7, 2, -100, -100], [1, 8, 9, 9, 9]]
 
 
+def _clauses(description: str) -> list[str]:
+    """The clauses of a description, in order or moved (its lead-in dropped), sorted."""
+    from toyworld.llava_data import LEAD_INS
+
+    lead = next((x for x in LEAD_INS if x and description.startswith(x + " ")), "")
+    return sorted(description.removeprefix(f"{lead} " if lead else "").split(", "))
+
+
+def test_a_moved_description_keeps_every_clause_in_another_order_after_a_lead_in():
+    import random
+
+    from toyworld.llava_data import LEAD_INS, moved_description
+
+    scene = {"count": 2, "size": "large", "fill": "solid", "texture": "striped", "color": "red"}
+    scene |= {"shape": "arrow", "orientation": "up", "position": "center", "feature": "dot"}
+    scene |= {"viewpoint": "close", "background": "white"}
+    text = describe(scene)
+    rng = random.Random(0)
+    moved = [moved_description(text, rng) for _ in range(50)]
+    assert all(_clauses(m) == _clauses(text) for m in moved)
+    assert sum(m == text for m in moved) < 10  # rarely left as it was
+    assert {next((x for x in LEAD_INS if x and m.startswith(x + " ")), "") for m in moved} == set(LEAD_INS)
+    heads = {next(i for i, c in enumerate(m.split(", ")) if "arrows" in c) for m in moved}
+    assert len(heads) >= 4  # the shape no longer stands at one place
+
+
 def test_texts_are_captions_conversations_about_a_description_and_letter_drills(llava_world):
     import json
     import re
@@ -29,9 +55,14 @@ def test_texts_are_captions_conversations_about_a_description_and_letter_drills(
     chats = [t for t in texts if t.startswith("A chat between a curious user")]
     drills = [c for c in chats if f"USER: {LOOKUP_PROMPT}\n" in c]
     assert len(drills) == len(chats) - len(rows) == len(rows)
-    for r in rows:  # the other conversations are about a scene's description
-        chat = next(c for c in chats if f"USER: {describe(r['scene'])}\n" in c)
-        assert "ASSISTANT:" in chat and not chat.endswith("</s>")  # the packer adds the end-of-document token
+    about = [c for c in chats if c not in drills]  # the other conversations are about a scene's description
+    assert all("ASSISTANT:" in c and not c.endswith("</s>") for c in about)  # the packer adds the EOS token
+    described = [c.split("USER: ", 1)[1].split("\n", 1)[0] for c in about]
+    in_order = {describe(r["scene"]) for r in rows}
+    moved = [d for d in described if d not in in_order]
+    assert len(rows) // 4 < len(moved) < len(rows) * 3 // 4  # about half moved (MOVED_FRACTION)
+    # every scene's description once, in order or moved: the same clauses
+    assert sorted(map(_clauses, described)) == sorted(_clauses(describe(r["scene"])) for r in rows)
     for d in drills:  # the letter answered is the one listed beside the option asked for
         asked = re.search(r"Which choice says (.+)\?" + re.escape(LETTER_SUFFIX), d).group(1)
         letter = d.rsplit("ASSISTANT: ", 1)[1]
@@ -75,11 +106,11 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
 
 # ------------------------------------------------------------------ check-llm: answering from a description
 def test_text_qa_items_put_the_description_where_the_image_goes(llava_world):
-    from toyworld.llm_check import CHOICE, LOOKUP, TYPES, text_qa_items
+    from toyworld.llm_check import CHOICE, LOOKUP, MOVED, TYPES, text_qa_items
 
     items = text_qa_items(llava_world, n=20)
     types = {it["type"] for it in items}
-    assert {"color", "shape", "object", CHOICE, LOOKUP} <= types <= {*TYPES, CHOICE, LOOKUP}
+    assert {"color", "shape", "object", CHOICE, LOOKUP, MOVED} <= types <= {*TYPES, CHOICE, LOOKUP, MOVED}
     for it in items:
         assert it["prompt"].startswith("A chat between a curious user")
         assert it["prompt"].endswith("ASSISTANT:")
@@ -90,7 +121,16 @@ def test_text_qa_items_put_the_description_where_the_image_goes(llava_world):
             assert f"\n{it['answer']}. {named}\n" in first_turn or f"({it['answer']}) {named}\n" in first_turn
             continue
         description = first_turn.split("\n")[0]
-        assert " on a " in description and description.endswith("background")  # the scene, in words
+        assert "on a " in description  # the scene, in words
+        if it["type"] == MOVED:  # the shape asked about a moved description
+            assert it["answer"] in description and first_turn.split("\n")[1].startswith("What shape")
+        else:
+            assert description.endswith("background")
+    moved = [it for it in items if it["type"] == MOVED]
+    assert (
+        len(moved) == 20
+        and sum(it["prompt"].split("USER: ")[1].startswith(("one ", "two ", "three ")) for it in moved) < 10
+    )
     assert {it["answer"] for it in items if it["type"] == "object"} == {"yes", "no"}
     choices = [it for it in items if it["type"] == CHOICE]  # one multiple-choice question per scene
     assert len(choices) == 20 and {it["answer"] for it in choices} <= set("ABCD")
@@ -125,6 +165,16 @@ def test_missing_skills_names_each_needed_skill_not_beating_the_majority_by_the_
     (line,) = missing_skills(weak)
     assert line.startswith("lookup 0.58 (majority 0.39)") and "multiple choice" in line
     assert [m.split()[0] for m in missing_skills({**weak, "object": weak[LOOKUP]})] == ["object", "lookup"]
+
+
+def test_missing_skills_names_a_shape_read_by_where_the_word_stands():
+    from toyworld.llm_check import MAX_MOVED_DROP, MOVED, missing_skills
+
+    ok = {"shape": {"accuracy": 1.0, "majority": 0.23}, MOVED: {"accuracy": 0.95, "majority": 0.23}}
+    assert missing_skills(ok) == []
+    by_place = {**ok, MOVED: {"accuracy": 1.0 - MAX_MOVED_DROP - 0.01, "majority": 0.23}}
+    (line,) = missing_skills(by_place)  # well above the majority, yet well below the shape read in order
+    assert line.startswith("moved 0.89 (shape in order 1.00)") and "by where the word stands" in line
 
 
 def test_check_llm_names_a_missing_model_dir(tmp_path, llava_world, capsys):

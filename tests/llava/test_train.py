@@ -308,3 +308,26 @@ def test_projector_lr_gives_the_projector_its_own_optimizer_group():
         (None, 0.1): ["language_model.weight"],  # None: the Trainer's learning rate
         (None, 0.0): ["language_model.bias"],
     }
+
+
+def test_a_projector_only_stage_refuses_text_only_records_by_name():
+    """A text-only batch gives a projector-only stage no gradient (DeepSpeed would stop on an assertion
+    about the loss): the records are named before training, and a stage that trains the LLM takes them."""
+    from genhancer.utils.errors import DataError
+    from llava_integration.train import _require_images_if_projector_only
+
+    class Records:
+        has_image = [True, True, False, True, False]
+
+        def name(self, index: int) -> str:
+            return f"record {index}"
+
+    frozen = {"llm": {"trainable": 0}, "vision": {"trainable": 0}, "projector": {"trainable": 8}}
+    with pytest.raises(
+        DataError, match=r"data\.json: 2 text-only records \(the first: record 2\), but stage pretrain"
+    ):
+        _require_images_if_projector_only("pretrain", frozen, Records(), "data.json")
+    trains_llm = {**frozen, "llm": {"trainable": 5}}
+    _require_images_if_projector_only("finetune", trains_llm, Records(), "data.json")
+    Records.has_image = [True, True]
+    _require_images_if_projector_only("pretrain", frozen, Records(), "data.json")
