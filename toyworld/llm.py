@@ -193,23 +193,8 @@ def build_toy_llm(
         tokenizer = load_sp_tokenizer(Path(tmp))
         model = new_toy_llm(tokenizer, cfg)
         stats = pretrain(model, tokenizer, texts, cfg)
-        if check_world is not None:
-            from toyworld.llm_check import check_text_qa, format_table, missing_skills
 
-            stats["text_qa"] = check_text_qa(model, tokenizer, check_world)
-            log.info(
-                "answers from a text description (toyworld check-llm):\n%s", format_table(stats["text_qa"])
-            )
-            for line in missing_skills(stats["text_qa"]):
-                log.warning(
-                    "toy LLM lacks a skill: %s. Instances of one recipe differ: rebuild with another seed "
-                    "(override seed=N)",
-                    line,
-                )
-        with atomic_directory(out) as d:
-            model.save_pretrained(d, safe_serialization=True)
-            tokenizer.save_pretrained(d)
-            shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
+        def provenance(d: Path) -> None:
             write_provenance(
                 d,
                 "toy-llm",
@@ -222,6 +207,24 @@ def build_toy_llm(
                     **(extra or {}),
                 },
             )
+
+        with atomic_directory(out) as d:  # written before the check, so a failing check loses no training
+            model.save_pretrained(d, safe_serialization=True)
+            tokenizer.save_pretrained(d)
+            shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
+            provenance(d)
+    if check_world is not None:
+        from toyworld.llm_check import check_text_qa, format_table, missing_skills
+
+        stats["text_qa"] = check_text_qa(model, tokenizer, check_world)
+        log.info("answers from a text description (toyworld check-llm):\n%s", format_table(stats["text_qa"]))
+        for line in missing_skills(stats["text_qa"]):
+            log.warning(
+                "toy LLM lacks a skill: %s. Instances of one recipe differ: rebuild with another seed "
+                "(override seed=N)",
+                line,
+            )
+        provenance(out)
     log.info(
         "toy LLM (%s parameters, vocab %d) written to %s %s",
         f"{sum(p.numel() for p in model.parameters()):,}",
