@@ -91,10 +91,11 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
     )
     assert is_cached(out, llava_world, cfg, LLM_TEXT_FORMAT)
     from genhancer.utils.provenance import read_provenance
-    from toyworld.llm_check import CHOICE, LOOKUP, TYPES
+    from toyworld.llm_check import CHOICE, LOOKUP, MOVED, TYPES
 
     text_qa = read_provenance(out)["extra"]["text_qa"]  # the trained model's answers from a description
-    assert {"color", "shape", "object", CHOICE, LOOKUP} <= set(text_qa) <= {*TYPES, CHOICE, LOOKUP}
+    kinds = {CHOICE, LOOKUP, MOVED}
+    assert {"color", "shape", "object", *kinds} <= set(text_qa) <= {*TYPES, *kinds}
     assert all(
         r["n"] > 0 and r["accuracy"] in [k / r["n"] for k in range(r["n"] + 1)] for r in text_qa.values()
     )
