@@ -79,7 +79,7 @@ ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
 MMVP_QUESTION = "Which statement is true of the picture?"
 DATA_FORMAT = "toy-llava/5"  # bump when the records change, so scripts rewrite stale files
-LLM_TEXT_FORMAT = f"{DATA_FORMAT}+llm/3"  # bump when llm_texts changes, so a cached toy LLM is rebuilt
+LLM_TEXT_FORMAT = f"{DATA_FORMAT}+llm/2"  # bump when llm_texts changes, so a cached toy LLM is rebuilt
 # Half the closed-set turns are multiple choice: answering by letter (CV-Bench, MMVP) is the harder habit
 # for a small model to learn. A quarter of the records open with an MMVP-style statement choice.
 CHOICE_FRACTION = 0.5
@@ -474,16 +474,14 @@ def chat_text(description: str, pairs: Sequence[tuple[str, str]]) -> str:
 
 # Lead-ins of a moved description (``moved_description``): the attributes no longer stand at fixed places.
 LEAD_INS = ("", "the picture shows", "in this image there is", "here we see", "a photo of")
-MOVED_FRACTION = 0.5  # of the toy LLM's conversations, those whose description is moved
 
 
 def moved_description(description: str, rng: random.Random, lead: str | None = None) -> str:
     """``description`` with its clauses in a random order after a random lead-in ("in this image there is
-    on a white background, two large solid red arrows pointing up, in the center, ..."). An LLM that has
-    only seen descriptions in :func:`describe`'s fixed order can read an attribute by where it stands
-    instead of what it says; a LLaVA's image tokens are not words in that order, so such an LLM cannot
-    be aligned to them by its projector (``toyworld check-llm`` asks type ``moved``). ``lead``: the lead-in
-    (default: one of ``LEAD_INS`` at random)."""
+    on a white background, two large solid red arrows pointing up, in the center, ..."). The toy LLM learns
+    from descriptions in :func:`describe`'s fixed order and may read an attribute partly by where it
+    stands instead of what it says; ``toyworld check-llm`` measures that (type ``moved``). ``lead``: the
+    lead-in (default: one of ``LEAD_INS`` at random)."""
     clauses = description.split(", ")
     rng.shuffle(clauses)
     lead = rng.choice(LEAD_INS) if lead is None else lead
@@ -506,18 +504,14 @@ def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
     """The toy LLM's text, from the train split, shuffled: the captions; per scene one conversation in the
     LLaVA finetuning format whose questions are answered from a full description of the scene (the toy
     stand-in for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its
-    context); half of those descriptions moved (``moved_description``), so it reads an attribute by what
-    it says, not where it stands; and as many option-letter drills (``lookup_drill``), so the LLM knows how
-    to give the letter of the option it means before finetuning asks it to."""
+    context); and as many option-letter drills (``lookup_drill``), so the LLM knows how to give the letter
+    of the option it means before finetuning asks it to."""
     rng = random.Random(f"{seed}:llm-text")
     rows = scene_rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
     for r in rows:
         pairs = conversation(r["scene"], rng, turns, CHOICE_FRACTION, STATEMENT_FRACTION)
-        description = describe(r["scene"])
-        if rng.random() < MOVED_FRACTION:
-            description = moved_description(description, rng)
-        texts.append(chat_text(description, pairs))
+        texts.append(chat_text(describe(r["scene"]), pairs))
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
     texts += [lookup_drill(rng) for _ in rows]
     rng.shuffle(texts)
