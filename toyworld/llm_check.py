@@ -36,9 +36,7 @@ from toyworld.llava_data import QUESTION_TYPES
 TYPES: tuple[str, ...] = QUESTION_TYPES
 CHOICE = "choice"  # the closed-set types asked as multiple choice, answered by the option's letter
 LOOKUP = "lookup"  # the letter of a named option, nothing to read first (llava_data.lookup_drill)
-MOVED = (
-    "moved"  # the shape, read from a description whose clauses are reordered (llava_data.moved_description)
-)
+MOVED = "moved"  # the shape, read from a description with its clauses reordered (moved_description)
 # Skills the toy LLaVA cannot learn from the image in its short finetuning when its LLM lacks them from text,
 # with what then falls back on the answer prior.
 NEEDED = {
