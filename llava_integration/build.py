@@ -274,6 +274,19 @@ def _towers(
     return vision, lm
 
 
+def fresh_projector(config: Any, init_scale: float = 1.0) -> Any:
+    """A newly initialised projector whose output layer (weights and bias) is multiplied by ``init_scale``."""
+    import torch
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    projector = LlavaMultiModalProjector(config)
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in projector.linear_2.parameters():
+                p.mul_(init_scale)
+    return projector
+
+
 def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Build ``(LlavaForConditionalGeneration, LlavaProcessor)`` in memory (see the module docstring).
 
@@ -281,7 +294,6 @@ def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -
     the ``--trust-remote-code`` command-line flag only, never from a config file."""
     import torch
     from transformers import LlavaForConditionalGeneration
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     for key in ("encoder", "llm"):
         if not getattr(cfg, key):
@@ -309,7 +321,7 @@ def assemble(cfg: ModelConfig, seed: int = 0, trust_remote_code: bool = False) -
     model.model.language_model = getattr(lm, lm.base_model_prefix)
     model.lm_head = lm.get_output_embeddings()
     torch.manual_seed(seed)
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(torch_dtype)
+    model.model.multi_modal_projector = fresh_projector(config, cfg.projector_init_scale).to(torch_dtype)
     meta = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if meta:
         raise RuntimeError(f"assembly left tensors on the meta device: {meta[:5]}")

@@ -34,6 +34,9 @@ class ModelConfig:
     llm: str = ""  # causal-LM directory or hub id (Llama/Vicuna/Qwen2 ...)
     template: str = "vicuna_v1"  # conversation format stored in the assembled processor
     projector: str = "mlp2x_gelu"
+    # multiplies the fresh projector's output layer (weights and bias); 1.0 is LLaVA's initialisation. A
+    # smaller value starts the image tokens nearer the size of the LLM's word embeddings (docs/llava.md).
+    projector_init_scale: float = 1.0
     vision_feature_layer: int = -2
     # "default" drops the CLS token, "full" keeps every token; "auto": default for CLIP, full for SigLIP.
     vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
@@ -53,6 +56,11 @@ class ModelConfig:
         if self.projector not in PROJECTORS:
             raise ConfigError(
                 f"unknown projector {self.projector!r}; known projectors: {', '.join(PROJECTORS)}"
+            )
+        if not self.projector_init_scale > 0:
+            raise ConfigError(
+                "model.projector_init_scale must be > 0 (1.0 = LLaVA's initialisation), "
+                f"got {self.projector_init_scale}"
             )
 
 
