@@ -113,3 +113,20 @@ def test_pickle_only_encoder_or_llm_is_refused(tmp_path, toy_llm_dir, tiny_clip_
         ModelDirError, match=f"(?i){part} directory .* only pickled weights .*{loader}.from_pretrained"
     ):
         assemble(ModelConfig(**dirs))
+
+
+def test_projector_init_scale_shrinks_only_the_output_layer(tiny_clip_dir, toy_llm_dir):
+    from genhancer.utils.errors import ConfigError
+    from llava_integration.build import assemble
+    from llava_integration.config import ModelConfig
+
+    dirs = {"encoder": str(tiny_clip_dir), "llm": str(toy_llm_dir)}
+    full, _ = assemble(ModelConfig(**dirs), seed=3)
+    small, _ = assemble(ModelConfig(**dirs, projector_init_scale=0.05), seed=3)
+    a, b = full.model.multi_modal_projector, small.model.multi_modal_projector
+    assert torch.equal(a.linear_1.weight, b.linear_1.weight) and torch.equal(a.linear_1.bias, b.linear_1.bias)
+    assert torch.allclose(b.linear_2.weight, 0.05 * a.linear_2.weight)
+    assert torch.allclose(b.linear_2.bias, 0.05 * a.linear_2.bias)
+    assert not torch.allclose(a.linear_2.weight, b.linear_2.weight)
+    with pytest.raises(ConfigError, match="model.projector_init_scale must be > 0"):
+        ModelConfig(**dirs, projector_init_scale=0)
