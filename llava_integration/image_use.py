@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from genhancer.utils.cli import entry_point
-from genhancer.utils.errors import DataError
+from genhancer.utils.errors import DataError, ModelDirError
 from genhancer.utils.logging import get_logger
 from genhancer.utils.stats import bootstrap_interval
 from llava_integration.config import DataConfig
@@ -58,8 +58,11 @@ def answer_token_losses(model: Any, batch: dict[str, Any]) -> list[np.ndarray]:
     """Per record of ``batch``, the loss of each supervised token, in order (labels != -100)."""
     import torch
 
+    inputs = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()  # (B, T, V)
+        logits = model(**inputs).logits.float().cpu()  # (B, T, V)
     labels = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at t
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     picked = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]  # (B, T-1)
@@ -155,15 +158,24 @@ def image_use(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The report of the module docstring, as a dict (``format_report`` prints it)."""
+    import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    if not (Path(model_dir) / "config.json").is_file():
+        raise ModelDirError(f"{model_dir}: not a model directory (no config.json); pass a LLaVA directory")
     model = LlavaForConditionalGeneration.from_pretrained(model_dir, use_safetensors=True).eval()
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     processor = AutoProcessor.from_pretrained(model_dir)
     chat_template = get_template(template).chat_template if template else processor.chat_template
     dataset = LlavaDataset(data, processor, chat_template, model.config.image_seq_length)
     indices = [i for i in range(start, len(dataset)) if dataset.has_image[i]]
     if limit is not None:
         indices = indices[:limit]
+    if len(indices) < 2:
+        raise DataError(
+            f"{data.path}: {len(indices)} image record(s) from record {start} on; the check needs at least 2 "
+            "(lower --start)"
+        )
     swap = derangement(len(indices), seed)
     log.info("scoring %d image records of %s, own image and another's", len(indices), data.path)
     own = score(model, dataset, indices, indices, batch_size)

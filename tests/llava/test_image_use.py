@@ -84,3 +84,13 @@ def test_a_model_blind_to_the_image_gains_nothing(tmp_path, assembled_dir, llava
     assert got["per_record"]["gain"] == 0.0 and got["per_record"]["ci95"] == [0.0, 0.0]
     assert [w["word"] for w in got["words"]] == [1, 2, 3]
     assert all(w["gain"] == 0.0 for w in got["words"])
+
+
+def test_bad_model_dir_and_too_few_records_are_named(tmp_path, assembled_dir, llava_world):
+    from genhancer.utils.errors import ModelDirError
+    from llava_integration.image_use import image_use
+
+    with pytest.raises(ModelDirError, match="no config.json"):
+        image_use(tmp_path, _data(llava_world))
+    with pytest.raises(DataError, match=r"pretrain.json: 0 image record\(s\) from record 100000 on"):
+        image_use(assembled_dir, _data(llava_world), start=100000)
