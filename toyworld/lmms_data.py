@@ -51,7 +51,9 @@ POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_QUESTION = "Is there a {shape} in the image?"
 CV_TASKS = ("Count", "Relation", "Size")
 LMMS_FORMAT = "genhancer-toy-lmms/1"  # the manifest's layout
-WRITER_VERSION = 2  # bump when a task's data changes, so scripts rewrite stale files
+# bump when a task's data changes, so scripts rewrite stale files (3: a rewrite also keeps the decision and
+# validation benchmarks' scenes out, as the world builder does; version-2 rewrites did not)
+WRITER_VERSION = 3
 _OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
@@ -329,12 +331,20 @@ def write_lmms_data(
     return manifest
 
 
+WORLD_SCENE_FILES = ("mmvp_vlm/scenes.jsonl", "val/scenes.jsonl", "train/scenes.jsonl")
+# the decision and validation benchmarks are optional (a world may be built without them)
+OPTIONAL_SCENE_FILES = ("mmvp_vlm_decision/scenes.jsonl", "mmvp_vlm_val/scenes.jsonl")
+
+
 def world_scene_keys(world: Path) -> set[tuple[Any, ...]]:
-    """Keys of every scene an existing world already uses (benchmark, val, train): kept out of the tasks."""
+    """Keys of every scene an existing world already uses (the benchmarks, val, train): kept out of the
+    tasks -- the same set ``toyworld build`` excludes, so a rewrite reproduces a fresh build's data."""
     keys: set[tuple[Any, ...]] = set()
-    for rel in ("mmvp_vlm/scenes.jsonl", "val/scenes.jsonl", "train/scenes.jsonl"):
+    for rel in WORLD_SCENE_FILES + OPTIONAL_SCENE_FILES:
         path = world / rel
         if not path.is_file():
+            if rel in OPTIONAL_SCENE_FILES:
+                continue
             raise DataError(f"{path} not found: is {world} a toy world? (python -m toyworld build --out DIR)")
         keys |= {
             Scene.from_dict(r["scene"], f"{path}, line {i + 1}").key() for i, r in enumerate(read_jsonl(path))

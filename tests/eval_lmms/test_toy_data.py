@@ -85,12 +85,12 @@ def test_rewrite_an_existing_worlds_lmms_data_keeps_its_scenes_out(tmp_path):
     import random
 
     from genhancer.utils.fsio import write_json, write_jsonl
-    from toyworld.lmms_data import rewrite_world_lmms
+    from toyworld.lmms_data import OPTIONAL_SCENE_FILES, WORLD_SCENE_FILES, rewrite_world_lmms
     from toyworld.scene import Scene, sample_scene
 
     rng = random.Random(0)
     used = {}
-    for rel in ("mmvp_vlm/scenes.jsonl", "val/scenes.jsonl", "train/scenes.jsonl"):
+    for rel in WORLD_SCENE_FILES + OPTIONAL_SCENE_FILES:
         scenes = [sample_scene(rng) for _ in range(200)]
         used.update({s.key(): s for s in scenes})
         write_jsonl(tmp_path / rel, [{"scene": s.to_dict()} for s in scenes])
@@ -107,3 +107,31 @@ def test_rewrite_an_existing_worlds_lmms_data_keeps_its_scenes_out(tmp_path):
         for s in pd.read_parquet(tmp_path / "lmms" / rel)["scene"]
     }
     assert drawn and not drawn & set(used)
+
+
+def test_a_rewrite_reproduces_the_world_builders_lmms_data(tmp_path):
+    """``python -m toyworld.lmms_data --world`` on a built world writes the same questions about the same
+    scenes as ``toyworld build`` did (both keep the same scenes out, the extra benchmarks included)."""
+    import shutil
+
+    from toyworld.build import WorldConfig, build_world
+    from toyworld.lmms_data import rewrite_world_lmms
+
+    cfg = WorldConfig(
+        image_size=16,
+        n_train=40,
+        n_val=10,
+        pairs_per_pattern=1,
+        decision_pairs_per_pattern=3,
+        val_pairs_per_pattern=2,
+        supersample=1,
+    )
+    world = tmp_path / "world"
+    build_world(cfg, world)
+    shutil.copytree(world / "lmms", tmp_path / "built")
+    manifest = rewrite_world_lmms(world)
+    for rels in manifest["files"].values():
+        for rel in rels.values():
+            built, again = pd.read_parquet(tmp_path / "built" / rel), pd.read_parquet(world / "lmms" / rel)
+            text = [c for c in built.columns if c != "image"]
+            assert built[text].astype(str).equals(again[text].astype(str)), rel
