@@ -45,7 +45,7 @@ def test_own_image_losses_are_the_training_loss(assembled_dir, llava_world):
     from llava_integration.data import LlavaCollator, LlavaDataset
     from llava_integration.image_use import score
 
-    model = LlavaForConditionalGeneration.from_pretrained(assembled_dir).eval()
+    model = LlavaForConditionalGeneration.from_pretrained(assembled_dir, use_safetensors=True).eval()
     processor = AutoProcessor.from_pretrained(assembled_dir)
     ds = LlavaDataset(_data(llava_world), processor, processor.chat_template, model.config.image_seq_length)
     own = score(model, ds, [0, 1, 2], [0, 1, 2], batch_size=2)
@@ -68,7 +68,7 @@ def test_a_model_blind_to_the_image_gains_nothing(tmp_path, assembled_dir, llava
     assert report["records"] == 12 and report["per_record"]["gain"] != 0.0
 
     blind = tmp_path / "blind"
-    model = LlavaForConditionalGeneration.from_pretrained(assembled_dir)
+    model = LlavaForConditionalGeneration.from_pretrained(assembled_dir, use_safetensors=True)
     with torch.no_grad():
         for p in model.model.multi_modal_projector.linear_2.parameters():
             p.zero_()
