@@ -37,7 +37,9 @@ class ModelConfig:
     # multiplies the fresh projector's output layer (weights and bias); 1.0 is LLaVA's initialisation. A
     # smaller value starts the image tokens nearer the size of the LLM's word embeddings (docs/llava.md).
     projector_init_scale: float = 1.0
-    vision_feature_layer: int = -2
+    # the encoder layer whose tokens become image tokens (-2: LLaVA-1.5), or a list of layers whose tokens
+    # are concatenated feature-wise (HF LlavaConfig's multi-layer features; the projector's input widens)
+    vision_feature_layer: int | list[int] = -2
     # "default" drops the CLS token, "full" keeps every token; "auto": default for CLIP, full for SigLIP.
     vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
     pad_token: str = "<pad>"  # added when the LLM's tokenizer has no pad token
@@ -57,6 +59,8 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown projector {self.projector!r}; known projectors: {', '.join(PROJECTORS)}"
             )
+        if isinstance(self.vision_feature_layer, list) and not self.vision_feature_layer:
+            raise ConfigError("model.vision_feature_layer: give a layer index or a non-empty list of them")
         if not self.projector_init_scale > 0:
             raise ConfigError(
                 "model.projector_init_scale must be > 0 (1.0 = LLaVA's initialisation), "

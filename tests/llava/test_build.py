@@ -130,3 +130,32 @@ def test_projector_init_scale_shrinks_only_the_output_layer(tiny_clip_dir, toy_l
     assert not torch.allclose(a.linear_2.weight, b.linear_2.weight)
     with pytest.raises(ConfigError, match="model.projector_init_scale must be > 0"):
         ModelConfig(**dirs, projector_init_scale=0)
+
+
+def test_a_list_of_feature_layers_concatenates_their_tokens(tiny_clip_dir, toy_llm_dir, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    from genhancer.utils.config import load_config
+    from genhancer.utils.errors import ConfigError
+    from llava_integration.build import build
+    from llava_integration.config import ModelConfig
+
+    dirs = {"encoder": str(tiny_clip_dir), "llm": str(toy_llm_dir)}
+    cfg_file = tmp_path / "model.yaml"
+    cfg_file.write_text(f"encoder: {dirs['encoder']}\nllm: {dirs['llm']}\n")
+    cfg = load_config(ModelConfig, cfg_file, ["vision_feature_layer=[0, -1]"])
+    assert cfg.vision_feature_layer == [0, -1]
+    llava = LlavaForConditionalGeneration.from_pretrained(build(cfg, tmp_path / "assembled")).eval()
+    assert llava.config.vision_feature_layer == [0, -1]
+    width = llava.config.vision_config.hidden_size
+    assert llava.model.multi_modal_projector.linear_1.in_features == 2 * width
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden = llava.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+        want = llava.model.multi_modal_projector(torch.cat([hidden[0], hidden[-1]], -1)[:, 1:])
+        got = llava.model.get_image_features(pixel_values=pixels)
+    got = got.pooler_output if hasattr(got, "pooler_output") else got
+    got = torch.cat(list(got)) if isinstance(got, (list, tuple)) else got
+    assert torch.allclose(got.reshape(want.shape), want, atol=1e-5)
+    with pytest.raises(ConfigError, match="model.vision_feature_layer"):
+        ModelConfig(**dirs, vision_feature_layer=[])
