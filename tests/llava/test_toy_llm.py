@@ -176,3 +176,49 @@ def test_check_llm_refuses_an_empty_sample(tmp_path, llava_world, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--llm", str(tmp_path), "--world", str(llava_world), "--n", "0"])
     assert e.value.code == 2 and "--n must be at least 1" in capsys.readouterr().err
+
+
+def _fake_checks(monkeypatch, skills_per_attempt):
+    """check-llm replaced by results in which attempt k has skills_per_attempt[k] of the two needed skills."""
+    import toyworld.llm_check as llm_check
+
+    calls = iter(skills_per_attempt)
+
+    def check_text_qa(model, tokenizer, world):
+        have = next(calls)
+        return {
+            t: {"accuracy": 1.0 if i < have else 0.5, "n": 10, "majority": 0.5}
+            for i, t in enumerate(llm_check.NEEDED)
+        }
+
+    monkeypatch.setattr(llm_check, "check_text_qa", check_text_qa)
+
+
+@pytest.mark.parametrize(("skills", "kept"), [([0, 2, 2], 4), ([1, 0, 1], 3), ([2, 0, 0], 3)])
+def test_attempts_keep_the_first_instance_with_the_skills_else_the_fewest_missing(
+    tmp_path, llava_world, monkeypatch, skills, kept
+):
+    from genhancer.utils.provenance import read_provenance
+    from toyworld.llm import build_until_skilled
+
+    _fake_checks(monkeypatch, skills)
+    cfg = ToyLlmConfig(
+        vocab_size=400, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+        steps=0, seed=3, attempts=3, max_texts=200,
+    )  # fmt: skip
+    out = build_until_skilled(llava_world, tmp_path / "llm", cfg, LLM_TEXT_FORMAT)
+    prov = read_provenance(out)
+    tried = [a["seed"] for a in prov["extra"]["attempts"]]
+    assert tried == ([3, 4] if skills[1] == 2 else [3] if skills[0] == 2 else [3, 4, 5])
+    assert prov["extra"]["seed_kept"] == kept
+    assert [len(a["missing"]) for a in prov["extra"]["attempts"]] == [2 - s for s in skills[: len(tried)]]
+    assert is_cached(out, llava_world, cfg, LLM_TEXT_FORMAT)  # the requested config, not the attempt's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm"]  # the other attempts are removed
+
+
+def test_attempts_must_be_positive(tmp_path, llava_world):
+    from genhancer.utils.errors import ConfigError
+    from toyworld.llm import build_until_skilled
+
+    with pytest.raises(ConfigError, match="attempts must be >= 1"):
+        build_until_skilled(llava_world, tmp_path / "llm", ToyLlmConfig(attempts=0), LLM_TEXT_FORMAT)
