@@ -38,7 +38,7 @@ from genhancer.utils.config import load_config
 from genhancer.utils.errors import ConfigError
 from genhancer.utils.fsio import atomic_directory, write_json
 from genhancer.utils.logging import get_logger, progress
-from genhancer.utils.provenance import FILENAME, write_provenance
+from genhancer.utils.provenance import FILENAME, read_provenance, write_provenance
 
 log = get_logger("toyworld.llm")
 
@@ -250,7 +250,6 @@ def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: 
     every skill :data:`toyworld.llm_check.NEEDED`; move the kept one to ``out`` (``ToyLlmConfig.attempts``).
     Its provenance names the requested config and, under ``extra``, the seed kept and every attempt's
     missing skills. A kill loses the attempts made so far, never ``out``'s previous content half-written."""
-    from genhancer.utils.provenance import read_provenance
     from toyworld.llava_data import llm_texts
     from toyworld.llm_check import missing_skills
 
@@ -283,7 +282,6 @@ def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: 
 def is_cached(out: Path, world: Path, cfg: ToyLlmConfig, data_format: str) -> bool:
     """Whether ``out`` is a toy LLM made from ``world`` with ``cfg`` by this version of the text writer."""
     from genhancer.utils.config import config_hash
-    from genhancer.utils.provenance import read_provenance
 
     prov = read_provenance(out) if (out / "config.json").is_file() else None
     if not prov:
