@@ -1,6 +1,7 @@
 """Real-shape smoke steps of two paper recipes on CPU: the encoder and the FLUX.1 VAE built from their cards
 with random weights, the 2+4 lightweight denoiser (1.30 B), batch 1 at the encoder's real input size, in bf16
-as the recipe's DeepSpeed bf16 holds the model.
+as the recipe's DeepSpeed bf16 holds the model -- or in fp32 on a CPU without native bf16, where emulated bf16
+would take hours (``benchmarks.paper_shapes.cpu_step_precision``).
 
 One stage-1 step, then the in-memory hand-off to stage 2 (LoRA r16 on the targets the config names) and one
 stage-2 step: finite losses, the stage's trainable set exactly, a gradient on every trainable parameter and on
@@ -17,17 +18,25 @@ import time
 import pytest
 import torch
 
-from benchmarks.paper_shapes import build_genhancer, enter_stage, genhancer_config, sgd_step, synthetic_batch
+from benchmarks.paper_shapes import (
+    build_genhancer,
+    cpu_step_precision,
+    enter_stage,
+    genhancer_config,
+    sgd_step,
+    synthetic_batch,
+)
 
 pytestmark = pytest.mark.slow
 
 CONFIGS = ("openai-clip-l14-336", "siglip-so400m-224")
 LIGHTWEIGHT = 1_299_925_056  # the 2+4 denoiser at FLUX.1's 16 latent channels (genhancer.denoisers presets)
+DTYPE = {"bf16": torch.bfloat16, "fp32": torch.float32}[cpu_step_precision()]
 
 
 def _timed_step(model, batch) -> tuple:
     t0 = time.perf_counter()
-    result = sgd_step(model, batch, dtype=torch.bfloat16)
+    result = sgd_step(model, batch, dtype=DTYPE)
     return result, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -52,8 +61,8 @@ def smoke(request):
     torch.manual_seed(0)
     cfg = genhancer_config(request.param)
     t0 = time.perf_counter()
-    model = build_genhancer(cfg).to(torch.bfloat16)  # as DeepSpeed's bf16 holds it: half the memory
-    out = {"name": request.param, "build_s": time.perf_counter() - t0}
+    model = build_genhancer(cfg).to(DTYPE)  # bf16 as DeepSpeed's bf16 holds it: half the memory
+    out = {"name": request.param, "build_s": time.perf_counter() - t0, "dtype": DTYPE}
     out["image_size"] = model.encoder_image_spec()["image_size"]
     out["latent_shape"] = model.latent.latent_shape(out["image_size"])
     batch = synthetic_batch(model, 1)
@@ -68,7 +77,8 @@ def smoke(request):
     out["lora_targets"] = list(model.cfg.lora.targets)
     del model
     print(
-        f"\n{out['name']}: build {out['build_s']:.0f} s; stage 1 step {out['stage1_s']:.0f} s "
+        f"\n{out['name']} ({str(DTYPE).removeprefix('torch.')}): build {out['build_s']:.0f} s; "
+        f"stage 1 step {out['stage1_s']:.0f} s "
         f"(peak RSS {out['stage1_rss_gib']:.1f} GiB), {out['stage1_counts']['trainable']:,} trainable; "
         f"stage 2 step {out['stage2_s']:.0f} s (peak RSS {out['stage2_rss_gib']:.1f} GiB), "
         f"{out['stage2_counts']['trainable']:,} trainable (LoRA r16 on {out['lora_targets']})"

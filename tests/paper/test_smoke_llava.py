@@ -1,8 +1,8 @@
 """Real-width smoke step of the LLaVA-7B recipe on CPU: ``configs/llava/vicuna-7b.yaml`` with
 ``model.init=random`` (CLIP ViT-L/14-336 and Vicuna-7B from their cards, the LLM cut to 2 decoder layers of
 width 4096), assembled by ``llava_integration.build`` and finetuned one step by the project's trainer under
-the recipe's ZeRO-3 (DeepSpeed on CPU, one process, bf16; plain SGD so no optimizer state is held), then
-refused by the export. Wall time and peak RSS are printed (-s)."""
+the recipe's ZeRO-3 (DeepSpeed on CPU, one process, bf16 -- fp32 on a CPU without native bf16; plain SGD so
+no optimizer state is held), then refused by the export. Wall time and peak RSS are printed (-s)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import pytest
 
 from benchmarks.paper_shapes import (
+    cpu_step_precision,
     finetune_overrides,
     llava_config,
     llava_finetune,
@@ -30,14 +31,19 @@ def finetune(tmp_path_factory):
     data = write_records(work / "data", n=2, words=40)
     overrides = finetune_overrides(work, tok, data, steps=1, batch_size=1)
     cfg = llava_config(
-        "vicuna-7b", "model.llm_layers=2", *overrides, "finetune.optim=sgd", "train.precision=bf16"
+        "vicuna-7b",
+        "model.llm_layers=2",
+        *overrides,
+        "finetune.optim=sgd",
+        f"train.precision={cpu_step_precision()}",
     )
     t0 = time.perf_counter()
     out = llava_finetune(cfg)
     out["wall_s"] = time.perf_counter() - t0
     out["rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(
-        f"\nLLaVA-7B (2 layers): assembly + one ZeRO-{out['zero_stage']} finetune step {out['wall_s']:.0f} s "
+        f"\nLLaVA-7B (2 layers, {cpu_step_precision()}): assembly + one ZeRO-{out['zero_stage']} finetune "
+        f"step {out['wall_s']:.0f} s "
         f"(step {out['step_seconds'][0]:.0f} s), peak RSS {out['rss_gib']:.1f} GiB, {out['parameters']}"
     )
     return out
