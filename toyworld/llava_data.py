@@ -500,12 +500,12 @@ def lookup_drill(rng: random.Random) -> str:
     return chat_text(LOOKUP_PROMPT, [(question, option_letter(options, answer))])
 
 
-def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
+def llm_texts(world: str | Path, seed: int = 0, turns: int = 3, drills: int = 1) -> list[str]:
     """The toy LLM's text, from the train split, shuffled: the captions; per scene one conversation in the
     LLaVA finetuning format whose questions are answered from a full description of the scene (the toy
     stand-in for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its
-    context); and as many option-letter drills (``lookup_drill``), so the LLM knows how to give the letter
-    of the option it means before finetuning asks it to."""
+    context); and ``drills`` option-letter drills per scene (``lookup_drill``), so the LLM knows how to give
+    the letter of the option it means before finetuning asks it to."""
     rng = random.Random(f"{seed}:llm-text")
     rows = scene_rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
@@ -513,7 +513,7 @@ def llm_texts(world: str | Path, seed: int = 0, turns: int = 3) -> list[str]:
         pairs = conversation(r["scene"], rng, turns, CHOICE_FRACTION, STATEMENT_FRACTION)
         texts.append(chat_text(describe(r["scene"]), pairs))
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
-    texts += [lookup_drill(rng) for _ in rows]
+    texts += [lookup_drill(rng) for _ in range(drills * len(rows))]
     rng.shuffle(texts)
     return texts
 

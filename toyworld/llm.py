@@ -28,7 +28,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,12 @@ class ToyLlmConfig:
     # instance, and which instance gets them changes with the machine's floating-point arithmetic. The
     # first instance with the skills is kept, else the one with the fewest missing.
     attempts: int = 1
+    drills_per_scene: int = 1  # option-letter drills (llava_data.lookup_drill) per train scene in the texts
+    # Every this many steps, ask the check-llm questions of the first check_scenes val scenes and keep the
+    # answers per question type (provenance extra.skill_curve, skill_curve.png): when each skill forms.
+    # 0: only the final check.
+    check_every: int = 0
+    check_scenes: int = 100
 
 
 def train_sentencepiece(texts: Sequence[str], out_dir: Path, vocab_size: int) -> Path:
@@ -143,11 +149,19 @@ def document_batch(docs: Sequence[list[int]], pad_id: int, seq_len: int) -> tupl
     return ids, labels
 
 
-def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig) -> dict[str, float]:
+def pretrain(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    cfg: ToyLlmConfig,
+    check: Callable[[], dict[str, dict[str, float]]] | None = None,
+) -> dict[str, Any]:
     """Next-token prediction on whole documents (``<s> text </s>``, a batch of ``batch_size`` at a time).
 
     Every example starts at its document's start, so a question is always seen with the description it
-    is about: that is what teaches the model to answer from its context."""
+    is about: that is what teaches the model to answer from its context. With ``check`` (a
+    :func:`toyworld.llm_check.check_text_qa` of the model) and ``cfg.check_every``, the accuracy per
+    question type every ``check_every`` steps is returned as ``skill_curve``."""
     import torch
 
     if cfg.steps <= 0:
@@ -160,8 +174,10 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig
         opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / cfg.steps)
     )
     model.train()
-    t0, loss_val, tokens = time.perf_counter(), float("nan"), 0
-    for _ in progress(range(cfg.steps), desc="toy LLM pretraining"):
+    t0, loss_val, tokens, curve = time.perf_counter(), float("nan"), 0, []
+    for step in progress(range(cfg.steps), desc="toy LLM pretraining"):
+        if check is not None and cfg.check_every > 0 and step > 0 and step % cfg.check_every == 0:
+            curve.append(skill_point(model, step, check))
         ids, labels = document_batch(rng.sample(docs, cfg.batch_size), eos, cfg.seq_len)
         out = model(
             input_ids=ids, attention_mask=(labels != -100).long(), labels=labels
@@ -174,11 +190,24 @@ def pretrain(model: Any, tokenizer: Any, texts: Sequence[str], cfg: ToyLlmConfig
         loss_val, tokens = out.loss.item(), tokens + int((labels != -100).sum())
     model.eval()
     secs = time.perf_counter() - t0
+    if check is not None and cfg.check_every > 0:
+        curve.append(skill_point(model, cfg.steps, check))
     return {
         "final_loss": round(loss_val, 4),
-        "seconds": round(secs, 1),
+        "seconds": round(secs, 1),  # the checks included
         "tokens_per_second": round(tokens / max(secs, 1e-9)),
+        **({"skill_curve": curve} if curve else {}),
     }
+
+
+def skill_point(model: Any, step: int, check: Callable[[], dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """``{"step", "<type>": accuracy, ...}`` of ``check()`` on the model in eval mode; training mode after."""
+    model.eval()
+    result = check()
+    model.train()
+    point = {"step": step, **{t: round(r["accuracy"], 3) for t, r in result.items()}}
+    log.info("toy LLM step %d: %s", step, {t: point[t] for t in point if t != "step"})
+    return point
 
 
 def build_toy_llm(
@@ -201,7 +230,7 @@ def build_toy_llm(
         sp_path = train_sentencepiece([TEMPLATE_TEXT] * 200 + texts, Path(tmp), cfg.vocab_size)
         tokenizer = load_sp_tokenizer(Path(tmp))
         model = new_toy_llm(tokenizer, cfg)
-        stats = pretrain(model, tokenizer, texts, cfg)
+        stats = pretrain(model, tokenizer, texts, cfg, skill_check(model, tokenizer, check_world, cfg))
 
         def provenance(d: Path) -> None:
             write_provenance(
@@ -222,6 +251,10 @@ def build_toy_llm(
             tokenizer.save_pretrained(d)
             shutil.copy(sp_path, d / "tokenizer.model")  # the sentencepiece model itself, as Vicuna ships it
             provenance(d)
+            if stats.get("skill_curve"):
+                from toyworld.llm_check import plot_skill_curve
+
+                plot_skill_curve(stats["skill_curve"], d / "skill_curve.png", f"toy LLM, seed {cfg.seed}")
     if check_world is not None:
         from toyworld.llm_check import check_text_qa, format_table, missing_skills
 
@@ -245,6 +278,17 @@ def build_toy_llm(
     return out
 
 
+def skill_check(
+    model: Any, tokenizer: Any, world: Path | None, cfg: ToyLlmConfig
+) -> Callable[[], Any] | None:
+    """The check :func:`pretrain` runs every ``cfg.check_every`` steps (None: no world or no curve asked)."""
+    if world is None or cfg.check_every <= 0:
+        return None
+    from toyworld.llm_check import check_text_qa
+
+    return lambda: check_text_qa(model, tokenizer, world, cfg.check_scenes)
+
+
 def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: str) -> Path:
     """Train up to ``cfg.attempts`` instances (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) until one has
     every skill :data:`toyworld.llm_check.NEEDED`; move the kept one to ``out`` (``ToyLlmConfig.attempts``).
@@ -261,7 +305,13 @@ def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: 
         where = out.with_name(f".{out.name}.seed{inst.seed}")
         extra = {"data_format": data_format, "seed_kept": inst.seed}
         build_toy_llm(
-            llm_texts(world, inst.seed), where, inst, [world], extra, check_world=world, record_config=cfg
+            llm_texts(world, inst.seed, drills=cfg.drills_per_scene),
+            where,
+            inst,
+            [world],
+            extra,
+            check_world=world,
+            record_config=cfg,
         )
         tried.append((where, inst.seed, missing_skills(read_provenance(where)["extra"]["text_qa"])))
         if not tried[-1][2]:

@@ -164,6 +164,36 @@ def missing_skills(result: dict[str, dict[str, float]]) -> list[str]:
     ]
 
 
+def plot_skill_curve(curve: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
+    """Accuracy per question type against pretraining step (``ToyLlmConfig.check_every``), the skills the
+    toy LLaVA needs (:data:`NEEDED`) drawn bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [p["step"] for p in curve]
+    types = [t for t in curve[-1] if t != "step"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for t in types:
+        needed = t in NEEDED
+        ax.plot(
+            steps,
+            [p.get(t) for p in curve],
+            lw=2.5 if needed else 1,
+            alpha=1 if needed else 0.6,
+            marker="o" if needed else None,
+            label=t + (" (needed)" if needed else ""),
+        )
+    ax.set(xlabel="pretraining step", ylabel="accuracy from a text description", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run(llm: Path, world: Path, n: int) -> dict:
     """Load the toy LLM directory ``llm`` (safetensors only) and :func:`check_text_qa` it on ``world``."""
     from genhancer.utils.errors import ModelDirError

@@ -62,6 +62,9 @@ def test_texts_are_captions_conversations_about_a_description_and_letter_drills(
         asked = re.search(r"Which choice says (.+)\?" + re.escape(LETTER_SUFFIX), d).group(1)
         letter = d.rsplit("ASSISTANT: ", 1)[1]
         assert re.search(rf"^\(?{letter}[.)] {re.escape(asked)}$", d, re.M), d
+    more = llm_texts(llava_world, drills=3)  # drills_per_scene: only the number of drills changes
+    assert len(more) == 5 * len(rows) + len(TEXT_ONLY)
+    assert sum(f"USER: {LOOKUP_PROMPT}\n" in t for t in more) == 3 * len(rows)
 
 
 @pytest.mark.slow
@@ -98,6 +101,29 @@ def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world)
     assert not is_cached(out, llava_world, cfg, "toy-llava/0")
     assert not is_cached(out, llava_world, cfg, DATA_FORMAT)  # an LLM from the texts before the drills
     assert not is_cached(out, tmp_path, cfg, LLM_TEXT_FORMAT)
+
+
+@pytest.mark.slow
+def test_the_skill_curve_watches_training_without_changing_it(tmp_path, llava_world):
+    from safetensors.torch import load_file
+
+    from genhancer.utils.provenance import read_provenance
+    from toyworld.llm_check import LOOKUP
+
+    texts = llm_texts(llava_world)[:200]
+    tiny = dict(vocab_size=400, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2)
+    tiny |= dict(num_kv_heads=1, steps=5, batch_size=2, seed=3)
+    watched = ToyLlmConfig(**tiny, check_every=2, check_scenes=4)
+    out = build_toy_llm(texts, tmp_path / "watched", watched, check_world=llava_world)
+    plain = build_toy_llm(texts, tmp_path / "plain", ToyLlmConfig(**tiny))
+    curve = read_provenance(out)["extra"]["skill_curve"]
+    assert [p["step"] for p in curve] == [2, 4, 5]  # every check_every steps, and the end
+    quarters = [k / 4 for k in range(5)]  # one question per type about each of 4 scenes
+    assert all(p["object"] in quarters and p[LOOKUP] in quarters for p in curve)
+    assert (out / "skill_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (plain / "skill_curve.png").exists()
+    weights, reference = load_file(out / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert all((weights[k] == reference[k]).all() for k in reference)  # the checks draw no random numbers
 
 
 # ------------------------------------------------------------------ check-llm: answering from a description
