@@ -174,20 +174,23 @@ def plot_skill_curve(curve: Sequence[dict[str, Any]], path: Path, title: str) ->
 
     steps = [p["step"] for p in curve]
     types = [t for t in curve[-1] if t != "step"]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=120)
+    others = iter(plt.get_cmap("tab20").colors)  # more types than tab10 has colours
+    needed_colours = iter(("black", "crimson"))
     for t in types:
         needed = t in NEEDED
         ax.plot(
             steps,
             [p.get(t) for p in curve],
+            color=next(needed_colours) if needed else next(others),
             lw=2.5 if needed else 1,
-            alpha=1 if needed else 0.6,
+            alpha=1 if needed else 0.7,
             marker="o" if needed else None,
             label=t + (" (needed)" if needed else ""),
         )
     ax.set(xlabel="pretraining step", ylabel="accuracy from a text description", ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
