@@ -289,6 +289,15 @@ def skill_check(
     return lambda: check_text_qa(model, tokenizer, world, cfg.check_scenes)
 
 
+# Config keys with a lower bound, checked before any training: (key, least value, what it counts).
+LIMITS = (
+    ("attempts", 1, "instances of the toy LLM to try"),
+    ("drills_per_scene", 0, "option-letter drills per train scene"),
+    ("check_every", 0, "steps between skill checks; 0: only the final check"),
+    ("check_scenes", 1, "val scenes each skill check asks about"),
+)
+
+
 def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: str) -> Path:
     """Train up to ``cfg.attempts`` instances (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) until one has
     every skill :data:`toyworld.llm_check.NEEDED`; move the kept one to ``out`` (``ToyLlmConfig.attempts``).
@@ -297,8 +306,9 @@ def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: 
     from toyworld.llava_data import llm_texts
     from toyworld.llm_check import missing_skills
 
-    if cfg.attempts < 1:
-        raise ConfigError(f"attempts must be >= 1 (instances of the toy LLM to try), got {cfg.attempts}")
+    for key, least, what in LIMITS:
+        if getattr(cfg, key) < least:
+            raise ConfigError(f"{key} must be >= {least} ({what}), got {getattr(cfg, key)}")
     tried: list[tuple[Path, int, list[str]]] = []
     for k in range(cfg.attempts):
         inst = dataclasses.replace(cfg, seed=cfg.seed + k)

@@ -242,9 +242,14 @@ def test_attempts_keep_the_first_instance_with_the_skills_else_the_fewest_missin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llm"]  # the other attempts are removed
 
 
-def test_attempts_must_be_positive(tmp_path, llava_world):
+@pytest.mark.parametrize(
+    ("key", "value", "least"),
+    [("attempts", 0, 1), ("drills_per_scene", -1, 0), ("check_every", -2, 0), ("check_scenes", 0, 1)],
+)
+def test_bounded_keys_are_named_before_any_training(tmp_path, llava_world, key, value, least):
     from genhancer.utils.errors import ConfigError
     from toyworld.llm import build_until_skilled
 
-    with pytest.raises(ConfigError, match="attempts must be >= 1"):
-        build_until_skilled(llava_world, tmp_path / "llm", ToyLlmConfig(attempts=0), LLM_TEXT_FORMAT)
+    with pytest.raises(ConfigError, match=rf"^{key} must be >= {least} \(.*\), got {value}$"):
+        build_until_skilled(llava_world, tmp_path / "llm", ToyLlmConfig(**{key: value}), LLM_TEXT_FORMAT)
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written

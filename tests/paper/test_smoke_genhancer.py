@@ -62,7 +62,7 @@ def smoke(request):
     cfg = genhancer_config(request.param)
     t0 = time.perf_counter()
     model = build_genhancer(cfg).to(DTYPE)  # bf16 as DeepSpeed's bf16 holds it: half the memory
-    out = {"name": request.param, "build_s": time.perf_counter() - t0, "dtype": DTYPE}
+    out = {"name": request.param, "build_s": time.perf_counter() - t0}
     out["image_size"] = model.encoder_image_spec()["image_size"]
     out["latent_shape"] = model.latent.latent_shape(out["image_size"])
     batch = synthetic_batch(model, 1)
