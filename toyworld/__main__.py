@@ -6,6 +6,7 @@ Commands (each is a ``main(argv) -> int`` of a module):
   pretrain-clip  train the toy "OpenAI CLIP" contrastively on the toy captions -> HF CLIPModel directory
   pretrain-llm   build the toy LLM (tiny Llama + sentencepiece tokenizer) -> HF causal-LM directory
   check-llm      per question type: does the toy LLM answer from a text description of the scene?
+  check-llava    per question type, free-form and by letter: what does a toy LLaVA read from val images?
   train-vq       fit the patch k-means VQ tokenizer (latent.space=vq) on an image folder
   eval-vq        reconstruction error of a VQ tokenizer on an image folder
   pretrain-vae   train the toy "FLUX.1 VAE" (diffusers AutoencoderKL, factors measured) -> its directory
@@ -25,6 +26,7 @@ COMMANDS = {  # command -> (module, function)
     "pretrain-clip": ("toyworld.pretrain_clip", "main"),
     "pretrain-llm": ("toyworld.llm", "main"),
     "check-llm": ("toyworld.llm_check", "main"),
+    "check-llava": ("toyworld.llava_check", "main"),
     "pretrain-vae": ("toyworld.vae", "main"),
     "train-attributes": ("toyworld.attributes", "main"),
     "judge": ("toyworld.judge", "main"),
