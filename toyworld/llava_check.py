@@ -35,7 +35,7 @@ from toyworld.llava_data import (
     question,
     scene_rows,
 )
-from toyworld.llm_check import first_word, format_table, score
+from toyworld.llm_check import format_table, hits_by_type, score
 
 MC = "_mc"  # suffix of a type asked as multiple choice
 TWO_OPTIONS = ("size", "position")  # as toy-CV-Bench asks them (Size, Relation)
@@ -70,6 +70,20 @@ def dev_items(world: str | Path, n: int = 300, seed: int = 0) -> list[dict[str, 
     return items
 
 
+def _image(path: Path, image_module: Any) -> Any:
+    """The RGB image at ``path``; a missing or unreadable file is a DataError that names it."""
+    from genhancer.utils.errors import DataError
+
+    try:
+        with image_module.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{path}: cannot read this val image ({type(e).__name__}: {e}); rebuild the world "
+            "(python -m toyworld build) or restore the file"
+        ) from e
+
+
 def greedy_answers(
     model: Any, processor: Any, world: Path, items: Sequence[dict[str, str]], batch_size: int
 ) -> list[str]:
@@ -89,7 +103,7 @@ def greedy_answers(
             )
             for it in batch
         ]
-        images = [Image.open(world / "val" / it["image"]).convert("RGB") for it in batch]
+        images = [_image(world / "val" / it["image"], Image) for it in batch]
         inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
@@ -113,10 +127,7 @@ def run(model_dir: Path, world: Path, n: int, batch_size: int = 32) -> dict[str,
     processor = AutoProcessor.from_pretrained(model_dir)
     items = dev_items(world, n)
     replies = greedy_answers(model, processor, world, items, batch_size)
-    hits: dict[str, list[bool]] = {}
-    for it, reply in zip(items, replies):
-        hits.setdefault(it["type"], []).append(first_word(reply) == it["answer"].lower())
-    return {"types": score(items, replies), "hits": hits}
+    return {"types": score(items, replies), "hits": hits_by_type(items, replies)}
 
 
 @entry_point

@@ -98,15 +98,22 @@ def first_word(reply: str) -> str:
     return words[0].strip(".,!?;:").lower() if words else ""
 
 
-def score(items: Sequence[dict[str, str]], replies: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per question type: accuracy of ``replies`` (first word == answer), items, and the rate of the most
-    common gold answer (what always giving one answer would score)."""
+def hits_by_type(items: Sequence[dict[str, str]], replies: Sequence[str]) -> dict[str, list[bool]]:
+    """Per question type, in item order: whether each reply's first word is the item's answer."""
     if len(items) != len(replies):
         raise ValueError(f"{len(items)} items but {len(replies)} replies")
     hits: dict[str, list[bool]] = defaultdict(list)
-    golds: dict[str, Counter] = defaultdict(Counter)
     for item, reply in zip(items, replies):
         hits[item["type"]].append(first_word(reply) == item["answer"].lower())
+    return dict(hits)
+
+
+def score(items: Sequence[dict[str, str]], replies: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per question type: accuracy of ``replies`` (first word == answer), items, and the rate of the most
+    common gold answer (what always giving one answer would score)."""
+    hits = hits_by_type(items, replies)
+    golds: dict[str, Counter] = defaultdict(Counter)
+    for item in items:
         golds[item["type"]][item["answer"].lower()] += 1
     return {
         t: {

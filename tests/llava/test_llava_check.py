@@ -65,3 +65,17 @@ def test_check_llava_names_a_missing_model_dir(tmp_path, llava_world, capsys):
 
     assert main(["--model", str(tmp_path / "nope"), "--world", str(llava_world)]) == 2
     assert f"{tmp_path / 'nope'}: no config.json" in capsys.readouterr().err
+
+
+def test_a_corrupt_val_image_is_named(tmp_path, llava_world, assembled_dir, capsys):
+    import shutil
+
+    from toyworld.llava_check import main
+
+    world = tmp_path / "world"
+    shutil.copytree(llava_world, world)
+    first = json.loads((world / "val" / "scenes.jsonl").open().readline())["image"]
+    (world / "val" / first).write_bytes(b"not a png")
+    assert main(["--model", str(assembled_dir), "--world", str(world), "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{world / 'val' / first}: cannot read this val image" in err and "toyworld build" in err
