@@ -500,12 +500,39 @@ def lookup_drill(rng: random.Random) -> str:
     return chat_text(LOOKUP_PROMPT, [(question, option_letter(options, answer))])
 
 
-def llm_texts(world: str | Path, seed: int = 0, turns: int = 3, drills: int = 1) -> list[str]:
+def balanced_drills(rows: Sequence[dict[str, Any]], qtypes: Sequence[str], rng: random.Random) -> list[str]:
+    """Reading drills for question types whose answers are unevenly common: per type, the scenes of ``rows``
+    it applies to, every answer kept as often as the rarest one, each scene asked once free-form and once by
+    letter (``as_choice``), answered from the scene's description. Size is "large" in 70% of the scenes: an
+    LLM that always says "large" is right that often, and the toy LLM stays there unless the answers are
+    balanced. A type without a closed answer set (yes/no) is a ValueError."""
+    texts = []
+    for qtype in qtypes:
+        if not answer_set(qtype):
+            raise ValueError(f"balanced drills need a closed-set question type, not {qtype!r}")
+        by_answer: dict[str, list[tuple[dict[str, Any], str]]] = {}
+        for r in rows:
+            qa = question(r["scene"], qtype, rng)
+            if qa is not None:
+                by_answer.setdefault(qa[1], []).append((r["scene"], qa[0]))
+        least = min(len(by_answer.get(a, ())) for a in answer_set(qtype))  # 0 if an answer never occurs
+        for answer, items in sorted(by_answer.items()):
+            for scene, q in rng.sample(items, least):
+                text = describe(scene)
+                texts.append(chat_text(text, [(q + ANSWER_SUFFIX, answer)]))
+                texts.append(chat_text(text, [as_choice(qtype, q, answer, rng)]))
+    return texts
+
+
+def llm_texts(
+    world: str | Path, seed: int = 0, turns: int = 3, drills: int = 1, balanced: Sequence[str] = ()
+) -> list[str]:
     """The toy LLM's text, from the train split, shuffled: the captions; per scene one conversation in the
     LLaVA finetuning format whose questions are answered from a full description of the scene (the toy
     stand-in for an instruction-tuned LLM such as Vicuna: it can answer questions about what is in its
-    context); and ``drills`` option-letter drills per scene (``lookup_drill``), so the LLM knows how to give
-    the letter of the option it means before finetuning asks it to."""
+    context); ``drills`` option-letter drills per scene (``lookup_drill``), so the LLM knows how to give
+    the letter of the option it means before finetuning asks it to; and reading drills with balanced
+    answers for the question types in ``balanced`` (``balanced_drills``)."""
     rng = random.Random(f"{seed}:llm-text")
     rows = scene_rows(Path(world), "train")
     texts = [r["caption"] for r in rows]
@@ -514,6 +541,7 @@ def llm_texts(world: str | Path, seed: int = 0, turns: int = 3, drills: int = 1)
         texts.append(chat_text(describe(r["scene"]), pairs))
     texts += [f"{q} {a}" for q, a in TEXT_ONLY]
     texts += [lookup_drill(rng) for _ in range(drills * len(rows))]
+    texts += balanced_drills(rows, balanced, random.Random(f"{seed}:balanced-drills"))
     rng.shuffle(texts)
     return texts
 

@@ -71,6 +71,9 @@ class ToyLlmConfig:
     # first instance with the skills is kept, else the one with the fewest missing.
     attempts: int = 1
     drills_per_scene: int = 1  # option-letter drills (llava_data.lookup_drill) per train scene in the texts
+    # Question types drilled with balanced answers (llava_data.balanced_drills), e.g. [size]: the toy LLM
+    # otherwise answers the commonest size from a description (docs/llava.md, "Reading drills for size").
+    balanced_drills: tuple[str, ...] = ()
     # Every this many steps, ask the check-llm questions of the first check_scenes val scenes and keep the
     # answers per question type (provenance extra.skill_curve, skill_curve.png): when each skill forms.
     # 0: only the final check.
@@ -298,6 +301,22 @@ LIMITS = (
 )
 
 
+def check_config(cfg: ToyLlmConfig) -> None:
+    """ConfigError naming the key, before any training: a count under its bound (``LIMITS``) or a
+    ``balanced_drills`` entry that is not a closed-set question type."""
+    from toyworld.llava_data import QUESTION_TYPES, answer_set
+
+    for key, least, what in LIMITS:
+        if getattr(cfg, key) < least:
+            raise ConfigError(f"{key} must be >= {least} ({what}), got {getattr(cfg, key)}")
+    closed = [t for t in QUESTION_TYPES if answer_set(t)]
+    wrong = [t for t in cfg.balanced_drills if t not in closed]
+    if wrong:
+        raise ConfigError(
+            f"balanced_drills: {wrong} are not closed-set question types; choose from {', '.join(closed)}"
+        )
+
+
 def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: str) -> Path:
     """Train up to ``cfg.attempts`` instances (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) until one has
     every skill :data:`toyworld.llm_check.NEEDED`; move the kept one to ``out`` (``ToyLlmConfig.attempts``).
@@ -306,16 +325,14 @@ def build_until_skilled(world: Path, out: Path, cfg: ToyLlmConfig, data_format: 
     from toyworld.llava_data import llm_texts
     from toyworld.llm_check import missing_skills
 
-    for key, least, what in LIMITS:
-        if getattr(cfg, key) < least:
-            raise ConfigError(f"{key} must be >= {least} ({what}), got {getattr(cfg, key)}")
+    check_config(cfg)
     tried: list[tuple[Path, int, list[str]]] = []
     for k in range(cfg.attempts):
         inst = dataclasses.replace(cfg, seed=cfg.seed + k)
         where = out.with_name(f".{out.name}.seed{inst.seed}")
         extra = {"data_format": data_format, "seed_kept": inst.seed}
         build_toy_llm(
-            llm_texts(world, inst.seed, drills=cfg.drills_per_scene),
+            llm_texts(world, inst.seed, drills=cfg.drills_per_scene, balanced=cfg.balanced_drills),
             where,
             inst,
             [world],

@@ -67,6 +67,57 @@ def test_texts_are_captions_conversations_about_a_description_and_letter_drills(
     assert sum(f"USER: {LOOKUP_PROMPT}\n" in t for t in more) == 3 * len(rows)
 
 
+def test_balanced_drills_ask_every_answer_equally_often_free_form_and_by_letter():
+    import random
+    import re
+    from collections import Counter
+
+    from toyworld.llava_data import LETTER_SUFFIX, balanced_drills
+    from toyworld.scene import sample_scene
+
+    rng = random.Random(0)
+    # three copies: no size question
+    fixed = [("star", 1, "large")] * 7 + [("circle", 1, "small")] * 3 + [("arrow", 3, "small")]
+    scenes = [sample_scene(rng, shape=sh, count=n, size=sz, viewpoint="normal") for sh, n, sz in fixed]
+    rows = [{"scene": s.to_dict()} for s in scenes]
+    texts = balanced_drills(rows, ["size"], rng)
+    free = [t for t in texts if not t.endswith(tuple("ABCD"))]
+    letter = [t for t in texts if t not in free]
+    assert len(free) == len(letter) == 6  # the 3 small scenes and 3 of the 7 large ones, each asked twice
+    assert Counter(t.rsplit("ASSISTANT: ", 1)[1] for t in free) == {"large": 3, "small": 3}
+    for t in letter:  # the letter answered is the one listed beside the scene's size
+        size = "large" if "USER: one large " in t else "small"
+        answer = t.rsplit("ASSISTANT: ", 1)[1]
+        assert LETTER_SUFFIX in t and re.search(rf"^\(?{answer}[.)] {size}$", t, re.M), t
+    assert "arrows" not in "".join(texts)
+    with pytest.raises(ValueError, match="closed-set question type, not 'object'"):
+        balanced_drills(rows, ["object"], rng)
+
+
+def test_balanced_drills_are_added_to_the_llm_texts(llava_world):
+    import random
+
+    from toyworld.llava_data import answer_set, question, scene_rows
+
+    asked = [question(r["scene"], "shape", random.Random(0)) for r in scene_rows(llava_world, "train")]
+    least = min([qa[1] for qa in asked].count(s) for s in answer_set("shape"))
+    plain, drilled = llm_texts(llava_world), llm_texts(llava_world, balanced=["shape"])
+    assert least > 0 and len(drilled) - len(plain) == 2 * len(answer_set("shape")) * least
+    assert set(plain) <= set(drilled)
+    # every size in this world is "large": no answer to balance it against, so nothing is added
+    assert llm_texts(llava_world, balanced=["size"]) == plain
+
+
+def test_balanced_drills_must_name_closed_set_types(tmp_path, llava_world):
+    from genhancer.utils.errors import ConfigError
+    from toyworld.llm import build_until_skilled
+
+    with pytest.raises(ConfigError, match=r"^balanced_drills: \['presence'\] are not closed-set .*size"):
+        cfg = ToyLlmConfig(balanced_drills=("presence",))
+        build_until_skilled(llava_world, tmp_path / "llm", cfg, LLM_TEXT_FORMAT)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_build_is_cached_per_world_config_and_text_format(tmp_path, llava_world):
     cfg = ToyLlmConfig(
