@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tokenizers import Regex, normalizers, pre_tokenizers
@@ -118,6 +119,50 @@ class ToyClipShape:
     text_layers: int = 2
     text_heads: int = 2
     projection_dim: int = 64
+    # How the vision tower's (learned) position embeddings start. "learned": transformers' default, N(0,
+    # 0.02); after 2500 contrastive steps they are about 1/20 of a patch's embedding, so the patch tokens
+    # barely say where they are. "sincos": a 2-D sine-cosine code as large as a patch's embedding (the
+    # row-and-column structure a long-trained ViT's position embeddings take on), still trained; the tokens
+    # then keep their place at the embedding layer. The toy LLaVA reads position with neither
+    # (docs/llava.md, "Known limits").
+    position_init: Literal["learned", "sincos"] = "learned"
+
+    def __post_init__(self) -> None:
+        if self.position_init == "sincos" and self.vision_width % 4:
+            raise ValueError(
+                f"model.position_init=sincos needs model.vision_width divisible by 4, got {self.vision_width}"
+            )
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine code, row-major: the first half of the dims codes the row, the
+    second the column, each as sin / cos pairs at ``dim // 4`` frequencies (1 / 10000^(k / (dim // 4)))."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine code needs a width divisible by 4, got {dim}")
+    q = dim // 4
+    freq = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float64) / q)  # (q,)
+    idx = torch.arange(grid, dtype=torch.float64)
+    ang = idx[:, None] * freq[None, :]  # (grid, q)
+    one_axis = torch.cat([ang.sin(), ang.cos()], dim=1)  # (grid, 2q)
+    rows = one_axis[:, None, :].expand(grid, grid, 2 * q)
+    cols = one_axis[None, :, :].expand(grid, grid, 2 * q)
+    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim).float()
+
+
+@torch.no_grad()
+def init_positions_sincos(model: CLIPModel, pixels: torch.Tensor) -> float:
+    """Set the vision tower's patch position embeddings to ``sincos_2d``, scaled to the mean norm of the
+    patch embeddings of ``pixels`` (B, 3, S, S; normalised); the class token's slot gets zeros. Returns the
+    scale."""
+    emb = model.vision_model.embeddings
+    grid = emb.image_size // emb.patch_size
+    code = sincos_2d(grid, emb.embed_dim)  # (grid^2, D), per-row norm sqrt(D / 2)
+    patches = emb.patch_embedding(pixels.to(emb.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+    scale = float(patches.norm(dim=-1).mean() / code.norm(dim=-1).mean())
+    weight = emb.position_embedding.weight
+    weight.zero_()
+    weight[1:] = (scale * code).to(weight)
+    return scale
 
 
 def new_toy_clip(tokenizer: CLIPTokenizer, shape: ToyClipShape | None = None, seed: int = 0) -> CLIPModel:

@@ -51,6 +51,7 @@ from toyworld.models import (
     CLIP_STD,
     ToyClipShape,
     clip_processor,
+    init_positions_sincos,
     new_toy_clip,
     save_clip_dir,
     train_clip_tokenizer,
@@ -379,6 +380,9 @@ def pretrain(
     )
     images = load_images(paths, cfg.model.image_size, "loading train images")  # (N, 3, S, S) uint8
     model = new_toy_clip(tokenizer, cfg.model, seed=cfg.train.seed).to(dev)
+    if cfg.model.position_init == "sincos":
+        scale = init_positions_sincos(model, normalise(images[: cfg.train.batch_size]).to(dev))
+        log.info("position embeddings: 2-D sine-cosine code at %.2f times its unit norm", scale)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "toy CLIP: %.2f M parameters, %d image tokens",
