@@ -21,7 +21,8 @@ is marked with a dagger, and the differences are listed under the table.
 
 Intervals: a results file may carry 95% intervals and they are drawn as whiskers and printed as [lo-hi]:
 - RESULT.json (percent, like its scores): ``"ci95": {"average": [lo, hi], "<pattern>": [lo, hi]}``, or
-  ``"average_ci95": [lo, hi]`` and ``"scores_ci95": {"<pattern>": [lo, hi]}``;
+  ``"average_ci95": [lo, hi]`` and ``"scores_ci95": {"<pattern>": [lo, hi]}``, or ``eval.mmvp_vlm``'s own
+  ``"intervals": {"average": [lo, hi], "scores": {"<pattern>": [lo, hi]}}``;
 - results.json (0-1, like its scores): ``scores[task]["<metric>_ci95"]: [lo, hi]``, or
   ``"ci95": {task: {metric: [lo, hi]}}``, or ``scores[task]["<metric>_stderr"]`` (taken as +-1.96 stderr).
 An interval may also be written ``{"lo": .., "hi": ..}`` (or low/high, lower/upper).
@@ -329,8 +330,14 @@ def _lmms_interval(
 
 
 def _mmvp_vlm_intervals(result: dict[str, Any], where: Path) -> dict[str, tuple[float, float]]:
-    """Pattern (or "average") -> percent interval, from ``ci95`` or ``average_ci95`` + ``scores_ci95``."""
+    """Pattern (or "average") -> percent interval, from ``intervals``, ``ci95`` or ``average_ci95`` +
+    ``scores_ci95``."""
     raw: dict[str, Any] = {}
+    own = result.get("intervals")  # eval.mmvp_vlm's bootstrap intervals
+    if isinstance(own, dict):
+        raw.update(own.get("scores") or {})
+        if "average" in own:
+            raw["average"] = own["average"]
     if isinstance(result.get("ci95"), dict):
         raw.update(result["ci95"])
     if "average_ci95" in result:

@@ -120,6 +120,11 @@ def run_samples(run_dir: Path) -> dict[str, Path]:
         run_dir / "results.json",
         missing=f"{run_dir}: no results.json; run `python -m eval.lmms run --out RUN_DIR` first",
     )
+    return samples_of(summary, run_dir)
+
+
+def samples_of(summary: dict[str, Any], run_dir: Path) -> dict[str, Path]:
+    """canonical task -> its per-sample log, from a run summary (``results.json``'s content)."""
     out = {}
     for s in summary.get("samples") or []:
         task = Path(s).name.rsplit("_samples_", 1)[-1].removesuffix(".jsonl")
@@ -183,6 +188,34 @@ def _interval(xs: Sequence[float]) -> list[float]:
 def _mean(xs: Sequence[float]) -> float:
     xs = [x for x in xs if not math.isnan(x)]
     return sum(xs) / len(xs) if xs else math.nan
+
+
+def score_intervals(
+    summary: dict[str, Any], run_dir: Path, iters: int = 1000, seed: int = 0
+) -> dict[str, dict[str, list[float]]]:
+    """Per task and metric of one run (0-1, like ``summary["scores"]``): the percentile-bootstrap 95%
+    interval of its score over the task's documents (MMVP: pairs), each draw scored with the task's own
+    aggregation. A skewed bootstrap can leave the score itself outside the percentiles; the interval is then
+    widened to hold it."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for task, path in sorted(samples_of(summary, run_dir).items()):
+        aggs = aggregations(task_yaml(run_dir, task))
+        values = summary["scores"].get(suites.canonical_task(task), {})
+        aggs = {m: agg for m, agg in aggs.items() if m in values}
+        if not aggs:
+            continue
+        samples = load_task_samples(path, task, list(aggs))
+        rng = random.Random(f"{seed}:{task}")
+        units = samples.units
+        draws = [[units[rng.randrange(len(units))] for _ in units] for _ in range(iters)]
+        per_metric = {}
+        for metric, agg in aggs.items():
+            lo, hi = _interval([score(samples, metric, agg, d) for d in draws])
+            value = float(values[metric])
+            if not (math.isnan(lo) or math.isnan(value)):
+                per_metric[metric] = [min(lo, value), max(hi, value)]
+        out[suites.canonical_task(task)] = per_metric
+    return out
 
 
 def compare_task(

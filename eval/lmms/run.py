@@ -10,7 +10,9 @@ subprocess with its whole log in ``RUN_DIR/lmms_eval.log``; fail (exit 1, one me
 doc ids) when lmms-eval reports an error -- its CLI prints the traceback and still exits 0, and
 ``llava_hf`` logs failed generations and scores empty answers, so the log is checked as well as the exit
 code; then write ``RUN_DIR/results.json``: our normalised summary (``scores[task][metric]``, protocol per
-task, model/encoder/LLM from provenance) with the path of lmms-eval's raw results file.
+task, model/encoder/LLM from provenance) with the path of lmms-eval's raw results file, and, from the
+per-sample logs, every score's bootstrap 95% interval (``ci95[task][metric]``, 0-1; drawn as whiskers by
+``eval.leaderboard``).
 
 ``python -m eval.lmms tasks --suite toy --world DIR --out INCLUDE_DIR`` only writes the include dir and
 prints the lmms-eval command, for running lmms-eval by hand.
@@ -43,6 +45,7 @@ from genhancer.utils.logging import get_logger
 
 LOG = get_logger("eval.lmms")
 RESULTS_FORMAT = "genhancer-lmms-results/1"
+CI95_METHOD = "percentile bootstrap over the task's documents (MMVP: pairs), 1000 draws, seed 0"
 BACKENDS = (MODEL_ID, "llava_hf")
 # Lines that mean a run failed even when lmms-eval exits 0.
 FAILURE_PATTERNS = (
@@ -321,6 +324,9 @@ def evaluate(
         wall_s=wall,
         command=cmd,
     )
+    if log_samples:  # every score's 95% interval over its documents, for the leaderboard's whiskers
+        summary["ci95"] = compare.score_intervals(summary, run_dir)
+        summary["ci95_method"] = CI95_METHOD
     write_json(run_dir / "results.json", summary)
     return summary
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eval.lmms import suites
-from eval.lmms.compare import aggregations, compare_runs, parse_runs, task_yaml
+from eval.lmms.compare import aggregations, compare_runs, parse_runs, score_intervals, task_yaml
 from eval.lmms.tasks.toy_mmvp import utils as mmvp_utils
 from eval.lmms.tasks.toy_vqa import utils as vqa_utils
 from genhancer.utils.errors import ConfigError
@@ -124,3 +124,22 @@ def test_yaml_aggregations_and_errors(tmp_path, toy_world):
         parse_runs(["a", "b=x"])
     with pytest.raises(ConfigError, match="same number of runs"):
         compare_runs({"a": [run], "b": [run, run]}, "a")
+
+
+def _summary(run: Path, scores: dict) -> dict:
+    """What eval.lmms run holds in memory before writing results.json: its scores and per-sample logs."""
+    return {"samples": json.loads((run / "results.json").read_text())["samples"], "scores": scores}
+
+
+def test_one_runs_score_intervals(tmp_path, toy_world):
+    docs = _vqa_docs(200)
+    rows = _replies(docs, 0.5, random.Random(1))
+    value = sum(r[1] == "red" for r in rows) / len(rows)
+    run = fake_run(tmp_path / "a", toy_world, {"toy_vqa": rows})
+    ci = score_intervals(_summary(run, {"toy_vqa": {"vqa_accuracy": value}}), run, iters=400)
+    assert set(ci) == {"toy_vqa"} and set(ci["toy_vqa"]) == {"vqa_accuracy"}  # only what the run scores
+    lo, hi = ci["toy_vqa"]["vqa_accuracy"]
+    assert lo < value < hi and 0.1 < hi - lo < 0.18  # binomial, n = 200: 2 x 1.96 x 0.035 = 0.139
+    perfect = fake_run(tmp_path / "b", toy_world, {"toy_vqa": _replies(docs, 1.0, random.Random(1))})
+    ci = score_intervals(_summary(perfect, {"toy_vqa": {"vqa_accuracy": 1.0}}), perfect, iters=50)
+    assert ci["toy_vqa"]["vqa_accuracy"] == [1.0, 1.0]

@@ -399,3 +399,24 @@ def _colour_area(png: Path, hex_colour: str) -> int:
     rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
     want = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
     return int((np.abs(rgb - want).sum(-1) <= 6).sum())
+
+
+def test_mmvp_vlm_results_of_our_own_writer_get_their_whiskers(tmp_path):
+    import torch
+
+    from eval.mmvp_vlm import score_intervals, score_pairs
+
+    n = 30
+    logits = torch.randn(n, 2, 2, generator=torch.Generator().manual_seed(0))
+    result = score_pairs(
+        logits, [(2 * i + 1, 2 * i + 2) for i in range(n)], [PATTERNS[i % 3] for i in range(n)]
+    )
+    result.update(benchmark="mmvp_vlm", model_dir="/e", bench_dir="/w/mmvp_vlm")
+    result["intervals"] = score_intervals(result, n_boot=200)
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps(result))
+    board = make_leaderboard([path], tmp_path / "o", references=[], chart=False)
+    cells = board["tables"]["encoders"]["rows"][0]["cells"]
+    assert cells["mmvp_vlm"]["ci95"] == pytest.approx(result["intervals"]["average"])
+    own = result["intervals"]["scores"][PATTERNS[1]]
+    assert cells[f"mmvp_vlm:{PATTERNS[1]}"]["ci95"] == pytest.approx(own) and own[0] < own[1]

@@ -56,6 +56,11 @@ def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, c
     assert pope["pope_f1_score"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
     assert raw["config"]["batch_size"] in ("4", 4)
     assert "--include_path" in summary["command"]
+    # every score's bootstrap interval from the per-sample logs, on the scores' 0-1 scale
+    assert set(summary["ci95"]) == set(summary["scores"]) and "bootstrap" in summary["ci95_method"]
+    for task, metrics in summary["ci95"].items():
+        for metric, (lo, hi) in metrics.items():
+            assert 0 <= lo <= summary["scores"][task][metric] <= hi <= 1, (task, metric)
 
 
 @pytest.mark.slow
