@@ -45,7 +45,8 @@ from genhancer.utils.logging import get_logger
 
 LOG = get_logger("eval.lmms")
 RESULTS_FORMAT = "genhancer-lmms-results/1"
-CI95_METHOD = "percentile bootstrap over the task's documents (MMVP: pairs), 1000 draws, seed 0"
+CI95_DRAWS = 1000  # bootstrap draws of each score's interval (results.json ci95)
+CI95_METHOD = f"percentile bootstrap over the task's documents (MMVP: pairs), {CI95_DRAWS} draws, seed 0"
 BACKENDS = (MODEL_ID, "llava_hf")
 # Lines that mean a run failed even when lmms-eval exits 0.
 FAILURE_PATTERNS = (
@@ -325,7 +326,7 @@ def evaluate(
         command=cmd,
     )
     if log_samples:  # every score's 95% interval over its documents, for the leaderboard's whiskers
-        summary["ci95"] = compare.score_intervals(summary, run_dir)
+        summary["ci95"] = compare.score_intervals(summary, run_dir, iters=CI95_DRAWS, seed=0)
         summary["ci95_method"] = CI95_METHOD
     write_json(run_dir / "results.json", summary)
     return summary
