@@ -124,16 +124,31 @@ def run_samples(run_dir: Path) -> dict[str, Path]:
 
 
 def samples_of(summary: dict[str, Any], run_dir: Path) -> dict[str, Path]:
-    """canonical task -> its per-sample log, from a run summary (``results.json``'s content)."""
+    """canonical task -> its per-sample log, from a run summary (``results.json``'s content).
+
+    The logs are listed relative to the run directory, so a run directory can be moved or read from anywhere;
+    results written before that listed them relative to the working directory of the run, which is tried next.
+    """
     out = {}
     for s in summary.get("samples") or []:
         task = Path(s).name.rsplit("_samples_", 1)[-1].removesuffix(".jsonl")
-        out[task] = Path(s)
+        out[task] = sample_log_path(Path(s), run_dir)
     if not out:
         raise DataError(
             f"{run_dir}/results.json lists no per-sample logs (was the run made with --no-log-samples?)"
         )
     return out
+
+
+def sample_log_path(listed: Path, run_dir: Path) -> Path:
+    """Where a per-sample log listed in ``run_dir/results.json`` is: under the run directory; for older
+    results (listed relative to the working directory of the run) as listed, else the run directory's file
+    of that name; a missing log is reported by its reader."""
+    if listed.is_absolute() or (run_dir / listed).exists():
+        return listed if listed.is_absolute() else run_dir / listed
+    if listed.exists():
+        return listed
+    return next(iter(sorted(run_dir.rglob(listed.name))), run_dir / listed)
 
 
 def load_task_samples(path: Path, task: str, metrics: Sequence[str]) -> TaskSamples:

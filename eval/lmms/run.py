@@ -181,9 +181,18 @@ def cv_bench_sources(samples_file: Path) -> dict[str, float]:
     return out
 
 
+def _within(path: Path, run_dir: Path) -> str:
+    """``path`` relative to ``run_dir`` when it lies inside it, else as given."""
+    try:
+        return str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def normalise(
     raw_file: Path,
     *,
+    run_dir: Path,
     model: Path,
     backend: str,
     suite: str,
@@ -232,8 +241,9 @@ def normalise(
         "n_samples": {suites.canonical_task(k): v for k, v in (raw.get("n-samples") or {}).items()},
         "scores": scores,
         "protocol": protocol,
-        "raw_results": str(raw_file),
-        "samples": [str(raw_file.parent / s) for s in samples],
+        # relative to the run directory, the hand-off: it can be moved and read from anywhere
+        "raw_results": _within(raw_file, run_dir),
+        "samples": [_within(raw_file.parent / s, run_dir) for s in samples],
         "wall_s": None if wall_s is None else round(wall_s, 2),
         "command": shlex.join(command),
     }
@@ -316,6 +326,7 @@ def evaluate(
         raise EvalRunError(f"lmms-eval wrote no new results file under {out_dir} (newest is {raw_file})")
     summary = normalise(
         raw_file,
+        run_dir=run_dir,
         model=model_dir,
         backend=backend,
         suite=suite,

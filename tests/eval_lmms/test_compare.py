@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eval.lmms import suites
-from eval.lmms.compare import aggregations, compare_runs, parse_runs, score_intervals, task_yaml
+from eval.lmms.compare import aggregations, compare_runs, parse_runs, run_samples, score_intervals, task_yaml
 from eval.lmms.tasks.toy_mmvp import utils as mmvp_utils
 from eval.lmms.tasks.toy_vqa import utils as vqa_utils
 from genhancer.utils.errors import ConfigError
@@ -114,6 +114,33 @@ def test_seeds_are_paired_and_averaged(tmp_path, toy_world):
     m = compare_runs(runs, "base", iters=200)["comparisons"]["enh"]["toy_vqa"]["vqa_accuracy"]
     assert m["seeds"] == 2 and len(m["baseline_per_seed"]) == 2
     assert m["diff"] == pytest.approx(sum(m["other_per_seed"]) / 2 - sum(m["baseline_per_seed"]) / 2)
+
+
+def _list_samples(run: Path, relative_to: Path) -> None:
+    """Rewrite RUN/results.json so it lists its per-sample logs relative to ``relative_to``."""
+    summary = json.loads((run / "results.json").read_text())
+    summary["samples"] = [str(Path(s).relative_to(relative_to)) for s in summary["samples"]]
+    (run / "results.json").write_text(json.dumps(summary))
+
+
+def test_a_moved_run_directory_is_read_from_anywhere(tmp_path, toy_world, monkeypatch):
+    rows = _replies(_vqa_docs(30), 0.5, random.Random(2))
+    run = fake_run(tmp_path / "a", toy_world, {"toy_vqa": rows})
+    _list_samples(run, run)  # as eval.lmms run lists them: relative to the run directory
+    moved = run.rename(tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert run_samples(moved) == {"toy_vqa": moved / "lmms_out" / "20260101_samples_toy_vqa.jsonl"}
+    res = compare_runs({"a": [moved], "b": [moved]}, "a", iters=50)
+    m = res["comparisons"]["b"]["toy_vqa"]["vqa_accuracy"]
+    assert m["diff"] == 0 and m["baseline"] == pytest.approx(sum(r[1] == "red" for r in rows) / 30)
+    # results written before: the logs listed relative to the working directory of the run
+    old = fake_run(tmp_path / "old", toy_world, {"toy_vqa": rows})
+    _list_samples(old, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert run_samples(Path("old")) == {"toy_vqa": Path("old/lmms_out/20260101_samples_toy_vqa.jsonl")}
+    monkeypatch.chdir(tmp_path / "elsewhere")  # ... and from another directory: found by name in the run dir
+    assert run_samples(tmp_path / "old") == {"toy_vqa": old / "lmms_out" / "20260101_samples_toy_vqa.jsonl"}
 
 
 def test_yaml_aggregations_and_errors(tmp_path, toy_world):

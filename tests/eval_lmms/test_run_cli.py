@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,7 +49,9 @@ def test_toy_suite_end_to_end_through_cli(tiny_llava_dir, toy_world, tmp_path, c
     assert summary["protocol"]["toy_mmvp_ll"]["mode"] == "likelihood"
     assert summary["protocol"]["toy_mmvp"]["mode"] == "generation"
     assert all(v["effective"] == 2 for v in summary["n_samples"].values())
-    raw = json.loads(open(summary["raw_results"]).read())
+    # the raw results and per-sample logs are listed relative to the run directory, the hand-off
+    assert not Path(summary["raw_results"]).is_absolute() and (out / summary["samples"][0]).is_file()
+    raw = json.loads((out / summary["raw_results"]).read_text())
     # our scores are lmms-eval's numbers, and POPE's F1 is the harmonic mean of its precision and recall
     pope = summary["scores"]["toy_pope_random"]
     assert pope["pope_f1_score"] == raw["results"]["toy_pope_random"]["pope_f1_score,none"]
