@@ -126,8 +126,8 @@ def run_samples(run_dir: Path) -> dict[str, Path]:
 def samples_of(summary: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     """canonical task -> its per-sample log, from a run summary (``results.json``'s content).
 
-    The logs are listed relative to the run directory, so a run directory can be moved or read from anywhere;
-    results written before that listed them relative to the working directory of the run, which is tried next.
+    The logs are listed relative to the run directory, so a run directory can be moved or read from anywhere
+    (older results listed them relative to the working directory of the run: ``sample_log_path``).
     """
     out = {}
     for s in summary.get("samples") or []:
@@ -144,8 +144,10 @@ def sample_log_path(listed: Path, run_dir: Path) -> Path:
     """Where a per-sample log listed in ``run_dir/results.json`` is: under the run directory; for older
     results (listed relative to the working directory of the run) as listed, else the run directory's file
     of that name; a missing log is reported by its reader."""
-    if listed.is_absolute() or (run_dir / listed).exists():
-        return listed if listed.is_absolute() else run_dir / listed
+    if listed.is_absolute():
+        return listed
+    if (run_dir / listed).exists():
+        return run_dir / listed
     if listed.exists():
         return listed
     return next(iter(sorted(run_dir.rglob(listed.name))), run_dir / listed)
