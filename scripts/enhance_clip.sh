@@ -22,6 +22,8 @@
 #   TOY_CLIP   the toy CLIP a DENOISER=discrete run uses (default runs/toy/clip, the continuous run's)
 #   MMVP       MMVP-VLM folder for the before/after table (toy: $WORLD/mmvp_vlm)
 #   MMVP_DECISION  a larger MMVP-VLM-style folder to decide on (toy: $WORLD/mmvp_vlm_decision, 150 pairs/pattern)
+#   MMVP_WORDS the decision set's pairs with statements in the toy captions' words: a text-side diagnostic
+#              (toy: $WORLD/mmvp_vlm_decision_words, when the world has it)
 #   MMVP_VAL   MMVP-style pairs for the stage-1 conditioning gap (toy: $WORLD/mmvp_vlm_val; never reported on)
 #   PROBES     a folder with train/ and val/ image folders + scenes.jsonl labels for linear probes (toy: $WORLD)
 #   ZEROSHOT   zero-shot spec JSON (toy: $WORLD/val/zeroshot_shape.json)
@@ -75,6 +77,7 @@ if [ "$TOY" = 1 ]; then
   MMVP="${MMVP:-$WORLD/mmvp_vlm}"
   MMVP_DECISION="${MMVP_DECISION:-$WORLD/mmvp_vlm_decision}"
   MMVP_VAL="${MMVP_VAL:-$WORLD/mmvp_vlm_val}"
+  if [ -d "$WORLD/mmvp_vlm_decision_words" ]; then MMVP_WORDS="${MMVP_WORDS:-$WORLD/mmvp_vlm_decision_words}"; fi
   PROBES="${PROBES:-$WORLD}"
   ZEROSHOT="${ZEROSHOT:-$WORLD/val/zeroshot_shape.json}"
   SAMPLES="${SAMPLES:-$WORLD/val/images}"
@@ -130,6 +133,10 @@ fi
 if [ -n "${MMVP_DECISION:-}" ]; then
   step "MMVP-VLM before/after on the decision set ($MMVP_DECISION)"
   before_after mmvp_decision "$MMVP_DECISION"
+fi
+if [ -n "${MMVP_WORDS:-}" ]; then
+  step "MMVP-VLM before/after on the decision pairs in the captions' words ($MMVP_WORDS)"
+  before_after mmvp_words "$MMVP_WORDS"
 fi
 if [ "${SWEEP:-0}" = 1 ] && [ -n "${MMVP_VAL:-}" ] && [ -n "${MMVP_DECISION:-}" ]; then
   step "stage-2 length chosen on $MMVP_VAL, reported on $MMVP_DECISION -> $E/stage2_sweep"

@@ -10,6 +10,9 @@ Layout written (atomically: a crash never leaves a half-written DIR)::
     DIR/mmvp_vlm_decision/          the same layout, ``decision_pairs_per_pattern`` pairs per pattern: the
                                     set to report decisions on (its 15-pair sibling is too small to see
                                     changes)
+    DIR/mmvp_vlm_decision_words/    the decision set's pairs with statements in the training captions' words
+                                    ("a photo of an outlined star", not "The star is empty inside."): a
+                                    diagnostic of the text side, reported beside the decision set
     DIR/mmvp_vlm_val/               the same layout, ``val_pairs_per_pattern`` pairs per pattern: for choosing
                                     checkpoints and tuning, so that the reported sets are never tuned on
 
@@ -44,7 +47,7 @@ from genhancer.utils.provenance import write_provenance
 from toyworld.captions import CaptionProbs, caption_scene
 from toyworld.llava_data import write_llava_data
 from toyworld.lmms_data import write_lmms_data
-from toyworld.mmvp_bench import sample_benchmark, write_benchmark
+from toyworld.mmvp_bench import in_caption_words, sample_benchmark, write_benchmark
 from toyworld.render import render_scene
 from toyworld.scene import PATTERNS, SHAPES, Scene, sample_scene, vocabularies
 
@@ -124,12 +127,15 @@ def write_split(
     return records
 
 
+DECISION, WORDS = "mmvp_vlm_decision", "mmvp_vlm_decision_words"
+
+
 def write_extra_benchmarks(root: Path, cfg: WorldConfig, held_out: set[tuple[Any, ...]]) -> dict[str, Any]:
     """The decision and validation benchmarks (each its own random stream, disjoint from ``held_out`` and from
     each other); adds their scene keys to ``held_out``; returns {name: {"pairs_per_pattern", "images"}}."""
     written = {}
     for name, n in (
-        ("mmvp_vlm_decision", cfg.decision_pairs_per_pattern),
+        (DECISION, cfg.decision_pairs_per_pattern),
         ("mmvp_vlm_val", cfg.val_pairs_per_pattern),
     ):
         if n == 0:
@@ -138,6 +144,12 @@ def write_extra_benchmarks(root: Path, cfg: WorldConfig, held_out: set[tuple[Any
         write_benchmark(root / name, items, cfg.image_size, cfg.supersample, cfg.jpeg_quality, desc=name)
         held_out |= {it.scene.key() for it in items}
         written[name] = {"pairs_per_pattern": n, "images": len(items)}
+        if name == DECISION:  # the same pairs, said in the captions' words (a diagnostic of the text side)
+            words = in_caption_words(items)
+            write_benchmark(
+                root / WORDS, words, cfg.image_size, cfg.supersample, cfg.jpeg_quality, desc=WORDS
+            )
+            written[WORDS] = {"pairs_per_pattern": n, "images": len(words), "statements_of": DECISION}
     return written
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from toyworld.scene import NUMBER_WORDS, Scene, plural
+from toyworld.scene import NUMBER_WORDS, PATTERNS, Scene, plural
 
 _TEMPLATES = (
     "{np}",
@@ -64,8 +64,11 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def caption_scene(scene: Scene, rng: random.Random, probs: CaptionProbs | None = None) -> str:
-    """An alt-text caption of ``scene`` (random, reproducible through ``rng``)."""
+def caption_scene(
+    scene: Scene, rng: random.Random, probs: CaptionProbs | None = None, template: str | None = None
+) -> str:
+    """An alt-text caption of ``scene`` (random, reproducible through ``rng``); ``template`` (with ``{np}``
+    for the noun phrase) fixes the sentence frame, else one of the alt-text frames is drawn."""
     p = probs or CaptionProbs()
 
     def says(name: str) -> bool:
@@ -99,5 +102,21 @@ def caption_scene(scene: Scene, rng: random.Random, probs: CaptionProbs | None =
     if scene.viewpoint != "normal" and says("viewpoint"):
         np = f"a close-up of {np}" if scene.viewpoint == "close" else f"{np} seen from far away"
 
-    template = rng.choice(_TEMPLATES)
-    return template.format(np=np, bg=scene.background)
+    frame = template if template is not None else rng.choice(_TEMPLATES)
+    return frame.format(np=np, bg=scene.background)
+
+
+def statement_in_caption_words(scene: Scene, pattern: str) -> str:
+    """The MMVP-VLM statement of ``scene`` for ``pattern``, said in the training captions' own words:
+    "a photo of" + a caption naming the shape and the pattern's attribute only (e.g. "a photo of an outlined
+    star" for "The star is empty inside."). A value the captions never name (one object, the middle, no mark,
+    plain, a normal distance) is left unsaid, as in the captions.
+
+    The toy text tower learns only the words of its captions, while a real CLIP's text tower knows the
+    benchmark's phrasing from web text; scoring the same pairs in these words separates "the image features
+    miss the detail" from "the text tower does not know the words"."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; known patterns: {list(PATTERNS)}")
+    names = {name: 0.0 for name in vars(CaptionProbs())}
+    probs = CaptionProbs(**{**names, "shape": 1.0, PATTERNS[pattern]: 1.0})
+    return caption_scene(scene, random.Random(0), probs, template="a photo of {np}")

@@ -10,14 +10,15 @@ it ignore it) keeps the scene description of every image, for analysis.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genhancer.utils.fsio import atomic_write_text, write_jsonl
 from genhancer.utils.logging import progress
+from toyworld.captions import statement_in_caption_words
 from toyworld.render import render_scene
 from toyworld.scene import PATTERNS, Scene, make_pair
 
@@ -25,7 +26,7 @@ CSV_HEADER = ("Question ID", "Type", "Statement")
 IMAGE_DIR = "MLLM_VLM Images"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class BenchItem:
     """One row of Questions.csv: the statement ``statement`` describes image ``qid`` showing ``scene``."""
 
@@ -67,6 +68,18 @@ def sample_benchmark(
             items.append(BenchItem(qid + 1, pattern, sb, b))
             qid += 2
     return items
+
+
+def in_caption_words(items: list[BenchItem]) -> list[BenchItem]:
+    """``items`` with each statement said in the training captions' words
+    (:func:`toyworld.captions.statement_in_caption_words`); the images and pairs stay the same."""
+    out = [
+        dataclasses.replace(it, statement=statement_in_caption_words(it.scene, it.pattern)) for it in items
+    ]
+    for a, b in zip(out[::2], out[1::2]):
+        if a.statement == b.statement:  # a pair whose two images the captions' words cannot tell apart
+            raise ValueError(f"pair {a.qid}/{b.qid} ({a.pattern}): both statements are {a.statement!r}")
+    return out
 
 
 def questions_csv(items: list[BenchItem]) -> str:

@@ -48,6 +48,7 @@ def test_layout(world):
         "lmms",
         "mmvp_vlm",
         "mmvp_vlm_decision",
+        "mmvp_vlm_decision_words",
         "mmvp_vlm_val",
         "provenance.json",
         "train",

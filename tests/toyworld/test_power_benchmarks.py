@@ -11,6 +11,7 @@ from genhancer.utils.errors import ConfigError
 from genhancer.utils.fsio import read_json, read_jsonl
 from genhancer.utils.mmvp import read_benchmark
 from toyworld import build
+from toyworld.captions import statement_in_caption_words
 from toyworld.scene import PATTERNS, Scene
 
 SMALL = ["n_train=30", "n_val=10", "pairs_per_pattern=2", "seed=3"]
@@ -39,6 +40,11 @@ def test_official_layout_and_sizes_from_the_config(world):
     w = read_json(world / "world.json")
     assert w["benchmarks"] == {
         "mmvp_vlm_decision": {"pairs_per_pattern": 4, "images": 72},
+        "mmvp_vlm_decision_words": {
+            "pairs_per_pattern": 4,
+            "images": 72,
+            "statements_of": "mmvp_vlm_decision",
+        },
         "mmvp_vlm_val": {"pairs_per_pattern": 3, "images": 54},
     }
     assert w["config"]["decision_pairs_per_pattern"] == 4 and w["config"]["val_pairs_per_pattern"] == 3
@@ -54,13 +60,28 @@ def test_every_benchmark_and_split_is_disjoint(world):
     assert all(len(keys[name]) == 2 * n * len(PATTERNS) for name, n in BENCHES.items())  # no repeated image
 
 
+def test_the_words_set_is_the_decision_set_with_statements_in_caption_words(world):
+    decision, words = world / "mmvp_vlm_decision", world / "mmvp_vlm_decision_words"
+    recs, word_recs = read_jsonl(decision / "scenes.jsonl"), read_jsonl(words / "scenes.jsonl")
+    assert [(r["qid"], r["type"], r["scene"]) for r in word_recs] == [
+        (r["qid"], r["type"], r["scene"]) for r in recs
+    ]
+    for r, w in zip(recs, word_recs):
+        assert (words / w["image"]).read_bytes() == (decision / r["image"]).read_bytes()
+        assert w["statement"] == statement_in_caption_words(Scene.from_dict(r["scene"]), r["type"])
+        assert w["statement"].startswith("a photo of ") and w["statement"] != r["statement"]
+    assert len(read_benchmark(words)) == 4 * len(PATTERNS)
+
+
 def test_the_reported_set_does_not_change_when_the_others_are_added(world, tmp_path):
     plain = tmp_path / "plain"
     assert (
         build.main(["--out", str(plain), *SMALL, "decision_pairs_per_pattern=0", "val_pairs_per_pattern=0"])
         == 0
     )
-    assert not (plain / "mmvp_vlm_decision").exists() and not (plain / "mmvp_vlm_val").exists()
+    assert not any(
+        (plain / name).exists() for name in ("mmvp_vlm_decision", "mmvp_vlm_decision_words", "mmvp_vlm_val")
+    )
     assert read_json(plain / "world.json")["benchmarks"] == {}
     for rel in ("mmvp_vlm/Questions.csv", "mmvp_vlm/scenes.jsonl"):
         assert (plain / rel).read_bytes() == (world / rel).read_bytes(), rel

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from genhancer.utils.errors import DataError
-from toyworld.captions import CaptionProbs, caption_scene
+from toyworld.captions import CaptionProbs, caption_scene, statement_in_caption_words
+from toyworld.mmvp_bench import BenchItem, in_caption_words
 from toyworld.scene import (
     ORIENTED_SHAPES,
     PATTERNS,
@@ -175,3 +176,40 @@ def test_captions_are_reproducible_and_probs_validated():
     assert caption_scene(s, random.Random(9)) == caption_scene(s, random.Random(9))
     with pytest.raises(ValueError, match="color"):
         CaptionProbs(color=1.5)
+
+
+@pytest.mark.parametrize(
+    "scene, pattern, expected",
+    [
+        (
+            Scene(shape="arrow", orientation="left", color="blue"),
+            "Orientation and Direction",
+            "an arrow pointing left",
+        ),
+        (Scene(feature="dot"), "Presence of Specific Features", "a circle with a black dot"),
+        (Scene(feature=None), "Presence of Specific Features", "a circle"),
+        (Scene(shape="star", fill="outline"), "State and Condition", "an outlined star"),
+        (Scene(shape="star", count=3), "Quantity and Count", "three stars"),
+        (Scene(shape="star", count=1), "Quantity and Count", "a star"),
+        (Scene(position="bottom"), "Positional and Relational Context", "a circle at the bottom"),
+        (Scene(color="green", fill="outline"), "Color and Appearance", "a green circle"),
+        (Scene(texture="checkered"), "Structural Characteristics", "a checkered circle"),
+        (Scene(text="H"), "Texts", "a circle with the letter H"),
+        (Scene(viewpoint="close"), "Viewpoint and Perspective", "a close-up of a circle"),
+    ],
+)
+def test_statements_in_caption_words_name_the_shape_and_the_pattern_attribute_only(scene, pattern, expected):
+    assert statement_in_caption_words(scene, pattern) == f"a photo of {expected}"
+
+
+def test_every_pair_in_caption_words_tells_its_two_images_apart():
+    rng = random.Random(4)
+    for pattern in PATTERNS:
+        for _ in range(100):
+            a, b, _, _ = make_pair(rng, pattern)
+            assert statement_in_caption_words(a, pattern) != statement_in_caption_words(b, pattern), (a, b)
+    same = [BenchItem(1, "Quantity and Count", "", Scene()), BenchItem(2, "Quantity and Count", "", Scene())]
+    with pytest.raises(ValueError, match="pair 1/2"):
+        in_caption_words(same)
+    with pytest.raises(ValueError, match="unknown pattern"):
+        statement_in_caption_words(Scene(), "Size")
