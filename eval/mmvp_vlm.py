@@ -28,6 +28,7 @@ import argparse
 import textwrap
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,20 +115,51 @@ def score_pairs(pair_logits: torch.Tensor, qids: Sequence[tuple[int, int]], patt
 
 
 # ----------------------------------------------------------------------------------------------- logits
-def pair_logits_batched(
+@dataclass
+class PairEmbeddings:
+    """Every image and statement of a benchmark embedded once (unit vectors), and where each pair's are."""
+
+    images: torch.Tensor  # (N, D) distinct images
+    texts: torch.Tensor  # (M, D) distinct prefixed statements
+    image_index: torch.Tensor  # (P, 2) rows of ``images`` of each pair's two images
+    text_index: torch.Tensor  # (P, 2) rows of ``texts`` of each pair's two statements
+
+    def logits(self, model: Any) -> torch.Tensor:
+        """(P, 2, 2) pair logits, gathered from the (texts x images) logit matrix."""
+        logits = text_image_logits(model, self.texts, self.images)  # (M, N)
+        return logits[self.text_index[:, :, None], self.image_index[:, None, :]].cpu()
+
+    def geometry(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per pair (P,): how far apart its two images are (the norm of the difference of their unit
+        embeddings) and the cosine between that difference and its two statements' difference: the image-side
+        separation an encoder change can add, and whether it lies along what the text side tells apart."""
+        image, text = self.images[self.image_index].float(), self.texts[self.text_index].float()  # (P, 2, D)
+        d_image, d_text = image[:, 0] - image[:, 1], text[:, 0] - text[:, 1]  # (P, D)
+        alignment = torch.nn.functional.cosine_similarity(d_image, d_text, dim=-1, eps=1e-8)
+        return d_image.norm(dim=-1).cpu(), alignment.cpu()
+
+
+def embed_pairs(
     model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int = 32, show_progress: bool = True
-) -> torch.Tensor:
-    """Embed every image and statement once (batched), then gather (P, 2, 2) pair logits."""
+) -> PairEmbeddings:
+    """Embed every image and statement once (batched)."""
     images = list(dict.fromkeys(p for pair in pairs for p in pair.images))
     texts = list(dict.fromkeys(TEXT_PREFIX + s for pair in pairs for s in pair.statements))
     img_idx = {p: i for i, p in enumerate(images)}
     txt_idx = {t: i for i, t in enumerate(texts)}
-    image_emb = encode_images(model, processor, images, batch_size, show_progress)  # (N, D)
-    text_emb = encode_texts(model, processor, texts, batch_size, show_progress)  # (M, D)
-    logits = text_image_logits(model, text_emb, image_emb)  # (M, N)
-    t = torch.tensor([[txt_idx[TEXT_PREFIX + s] for s in pair.statements] for pair in pairs])  # (P, 2)
-    i = torch.tensor([[img_idx[p] for p in pair.images] for pair in pairs])  # (P, 2)
-    return logits[t[:, :, None], i[:, None, :]].cpu()  # (P, 2, 2)
+    return PairEmbeddings(
+        images=encode_images(model, processor, images, batch_size, show_progress),
+        texts=encode_texts(model, processor, texts, batch_size, show_progress),
+        image_index=torch.tensor([[img_idx[p] for p in pair.images] for pair in pairs]),
+        text_index=torch.tensor([[txt_idx[TEXT_PREFIX + s] for s in pair.statements] for pair in pairs]),
+    )
+
+
+def pair_logits_batched(
+    model: Any, processor: Any, pairs: Sequence[MMVPPair], batch_size: int = 32, show_progress: bool = True
+) -> torch.Tensor:
+    """Embed every image and statement once (batched), then gather (P, 2, 2) pair logits."""
+    return embed_pairs(model, processor, pairs, batch_size, show_progress).logits(model)
 
 
 @torch.no_grad()
@@ -266,6 +298,94 @@ def paired_comparison(
     return out
 
 
+# ----------------------------------------------------------------------------------------------- geometry
+GEOMETRY = ("image_separation", "text_alignment")
+
+
+def _geometry_by_pattern(result: dict) -> dict[str, dict[tuple[int, ...], tuple[float, float]]] | None:
+    """{pattern: {qids: (separation, alignment)}}; None when the result has no per-pair geometry (older
+    results)."""
+    records = result.get("pairs")
+    if not isinstance(records, list) or not records or any(k not in records[0] for k in GEOMETRY):
+        return None
+    out: dict[str, dict[tuple[int, ...], tuple[float, float]]] = {}
+    for rec in records:
+        out.setdefault(rec["pattern"], {})[tuple(rec["qids"])] = (
+            rec["image_separation"],
+            rec["text_alignment"],
+        )
+    return out
+
+
+def geometry_summary(result: dict) -> dict | None:
+    """{pattern: {"image_separation", "text_alignment"}} means over each pattern's pairs, and "average" over
+    the patterns; None without per-pair geometry."""
+    by_pattern = _geometry_by_pattern(result)
+    if by_pattern is None:
+        return None
+    means = {
+        p: dict(zip(GEOMETRY, np.mean(list(v.values()), axis=0).tolist())) for p, v in by_pattern.items()
+    }
+    means["average"] = {k: float(np.mean([m[k] for m in means.values()])) for k in GEOMETRY}
+    return means
+
+
+def geometry_changes(
+    a: dict, b: dict, n_boot: int = DEFAULT_BOOTSTRAP, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> dict | None:
+    """Pair by pair, the change of each geometry measure from ``a`` to ``b`` per pattern and on the average
+    over patterns, with paired percentile-bootstrap intervals (pairs resampled within each pattern); None
+    unless both results hold per-pair geometry of the same pairs."""
+    ga, gb = _geometry_by_pattern(a), _geometry_by_pattern(b)
+    if ga is None or gb is None or {p: set(v) for p, v in ga.items()} != {p: set(v) for p, v in gb.items()}:
+        return None
+    out: dict[str, Any] = {"level": level, "n_boot": n_boot, "seed": seed, "measures": {}}
+    for k, name in enumerate(GEOMETRY):
+        groups = [np.array([gb[p][q][k] - ga[p][q][k] for q in ga[p]]) for p in ga]
+        means = stratified_bootstrap_means(groups, n_boot, seed)  # (B, G)
+        per_pattern, avg = percentile_interval(means, level), percentile_interval(means.mean(axis=1), level)
+        rows = {}
+        for g, p in enumerate(ga):
+            before = float(np.mean([ga[p][q][k] for q in ga[p]]))
+            after = float(np.mean([gb[p][q][k] for q in ga[p]]))
+            rows[p] = {"before": before, "after": after, "delta": after - before}
+            rows[p]["delta_interval"] = [float(per_pattern[0, g]), float(per_pattern[1, g])]
+        average = {
+            key: float(np.mean([r[key] for r in rows.values()])) for key in ("before", "after", "delta")
+        }
+        out["measures"][name] = {
+            **rows,
+            "average": {**average, "delta_interval": [float(avg[0]), float(avg[1])]},
+        }
+    return out
+
+
+def geometry_table(changes: dict, labels: tuple[str, str] = ("before", "after")) -> str:
+    """Per pattern: image separation and text alignment before -> after, each change with its interval."""
+    measures = [changes["measures"][k] for k in GEOMETRY]
+    width = max(len(p) for p in measures[0])
+    level = f"{round(100 * changes['level'])}%"
+
+    def cells(r: dict) -> str:
+        lo, hi = r["delta_interval"]
+        values, delta = f"{r['before']:.3f} -> {r['after']:.3f}", f"{r['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        return f"  {values:>22}  {delta:>27}"
+
+    head = f"{'pattern':<{width}}" + "".join(
+        f"  {title:>22}  {'delta [' + level + ' interval]':>27}"
+        for title in ("image separation", "text alignment")
+    )
+    lines = [
+        f"image side, {labels[0]} -> {labels[1]}: separation |i1 - i2| of a pair's unit image embeddings, "
+        "and its "
+        "alignment (cosine) with the difference of the pair's statements",
+        head,
+        "-" * len(head),
+    ]
+    lines += [f"{p:<{width}}" + "".join(cells(m[p]) for m in measures) for p in measures[0]]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------- API
 def evaluate_mmvp_vlm(
     model_dir: str | Path,
@@ -288,12 +408,15 @@ def evaluate_mmvp_vlm(
     pairs = read_benchmark(bench_dir)  # validate the data before paying for the model
     model, processor = load_encoder(model_dir, device=device)
     start = time.perf_counter()
-    logits = pair_logits_batched(model, processor, pairs, batch_size, show_progress)  # (P, 2, 2)
+    embedded = embed_pairs(model, processor, pairs, batch_size, show_progress)
+    logits = embedded.logits(model)  # (P, 2, 2)
+    separation, alignment = embedded.geometry()  # (P,) each
     seconds = time.perf_counter() - start
     scored = score_pairs(logits, [p.qids for p in pairs], [p.pattern for p in pairs])
-    for rec, pair, lg in zip(scored["pairs"], pairs, logits):
+    for rec, pair, lg, sep, al in zip(scored["pairs"], pairs, logits, separation, alignment):
         rec["statements"] = list(pair.statements)
         rec["logits"] = lg.tolist()
+        rec["image_separation"], rec["text_alignment"] = float(sep), float(al)
     result = {
         "benchmark": "mmvp_vlm",
         "model_dir": str(model_dir),
@@ -313,6 +436,7 @@ def evaluate_mmvp_vlm(
         "seconds": seconds,
     }
     result["intervals"] = score_intervals(result, n_boot=n_boot, seed=seed)
+    result["geometry"] = geometry_summary(result)
     return result
 
 
@@ -453,6 +577,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     print(compare_table(a, b, tuple(args.labels), cmp))
     if not cmp["paired"]:
         log.warning("no paired statistics: %s", cmp["why_unpaired"])
+    geometry = geometry_changes(a, b, n_boot=args.bootstrap, seed=args.seed)
+    if geometry is not None:
+        print("\n" + geometry_table(geometry, tuple(args.labels)))
     if args.out:
         write_json(
             args.out,
@@ -461,6 +588,7 @@ def _run_compare(args: argparse.Namespace) -> int:
                 "labels": list(args.labels),
                 "results": list(args.compare),
                 **cmp,
+                "geometry": geometry,
             },
         )
         log.info("wrote %s", args.out)

@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
 
 from eval import mmvp_vlm, zeroshot
 from eval.encoders import load_encoder
@@ -52,6 +54,24 @@ def test_cli_writes_result_json_table_and_plot(tiny_clip_dir, bench_factory, tmp
         assert p["predictions"] == [1 if q > 0.5 else 2 for q in p["probs_image1"]]
         assert p["correct"] == (p["predictions"] == p["ground_truth"] == [1, 2])
         assert p["statements"][0].startswith("a square")
+    # geometry: from the model's own unit embeddings of the pair's images and prefixed statements
+    clip, proc = CLIPModel.from_pretrained(model), CLIPProcessor.from_pretrained(model)
+    pair = mmvp_vlm.read_benchmark(bench)[0]
+    with torch.no_grad():
+        img = clip.get_image_features(
+            **proc(images=[Image.open(p).convert("RGB") for p in pair.images], return_tensors="pt")
+        )
+        txt = clip.get_text_features(
+            **proc.tokenizer(
+                ["a photo of " + s for s in pair.statements], padding="max_length", return_tensors="pt"
+            )
+        )
+    img, txt = (torch.nn.functional.normalize(getattr(x, "pooler_output", x), dim=-1) for x in (img, txt))
+    d_img = img[0] - img[1]
+    assert res["pairs"][0]["image_separation"] == pytest.approx(d_img.norm().item(), rel=1e-4)
+    cos = torch.nn.functional.cosine_similarity(d_img, txt[0] - txt[1], dim=0).item()
+    assert res["pairs"][0]["text_alignment"] == pytest.approx(cos, abs=1e-4)
+    assert res["geometry"]["average"]["image_separation"] > 0
     iv = res["intervals"]  # bootstrap intervals, resampling the 2 pairs within each pattern
     assert list(iv["scores"]) == list(res["scores"]) and iv["level"] == 0.95
     for pattern, score in res["scores"].items():

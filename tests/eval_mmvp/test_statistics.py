@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eval import mmvp_vlm
-from eval.mmvp_vlm import paired_comparison, score_intervals
+from eval.mmvp_vlm import geometry_changes, geometry_summary, paired_comparison, score_intervals
 from genhancer.utils.stats import (
     bootstrap_interval,
     bootstrap_means,
@@ -137,3 +137,46 @@ def test_compare_cli_writes_paired_json_and_table(tmp_path, capsys):
     assert saved["paired"] and saved["labels"] == ["before", "after"] and saved["n_boot"] == 500
     assert saved["average"]["wrong_to_right"] == 6 and saved["average"]["right_to_wrong"] == 1
     assert saved["average"]["p_value"] == pytest.approx(sign_test_p(6, 1))
+    assert saved["geometry"] is None and not any(
+        "separation" in line for line in lines
+    )  # no geometry: no table
+
+
+def _with_geometry(result: dict, separation: list[float], alignment: list[float]) -> dict:
+    pairs = [
+        {**p, "image_separation": s, "text_alignment": a}
+        for p, s, a in zip(result["pairs"], separation, alignment)
+    ]
+    return {**result, "pairs": pairs}
+
+
+def test_geometry_changes_are_paired_per_pattern_with_intervals(tmp_path, capsys):
+    base = _result({"Texts": [False] * 4, "Color and Appearance": [True] * 4})
+    before = _with_geometry(base, [0.2, 0.3, 0.2, 0.3, 0.9, 0.8, 0.9, 0.8], [0.1] * 8)
+    after = _with_geometry(base, [0.3, 0.4, 0.3, 0.4, 0.9, 0.8, 0.9, 0.8], [0.1] * 4 + [0.2, 0.3, 0.2, 0.3])
+    summary = geometry_summary(before)
+    assert summary["Texts"]["image_separation"] == pytest.approx(0.25)
+    assert summary["average"]["image_separation"] == pytest.approx((0.25 + 0.85) / 2)
+    cmp = geometry_changes(before, after, n_boot=500)
+    sep, al = cmp["measures"]["image_separation"], cmp["measures"]["text_alignment"]
+    assert sep["Texts"]["delta"] == pytest.approx(0.1) and sep["Texts"]["delta_interval"] == pytest.approx(
+        [0.1, 0.1]
+    )
+    assert sep["Color and Appearance"]["delta"] == 0 and al["Texts"]["delta"] == 0
+    lo, hi = al["Color and Appearance"]["delta_interval"]
+    assert al["Color and Appearance"]["delta"] == pytest.approx(0.15) and 0.1 <= lo < 0.15 < hi <= 0.2
+    assert sep["average"]["delta"] == pytest.approx(0.05)
+    assert geometry_changes(base, after) is None and geometry_summary(base) is None  # older results
+    assert (
+        geometry_changes(before, _with_geometry(_result({"Texts": [False] * 4}), [0.1] * 4, [0.1] * 4))
+        is None
+    )
+
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "cmp.json"
+    a.write_text(json.dumps(before))
+    b.write_text(json.dumps(after))
+    assert mmvp_vlm.main(["--compare", str(a), str(b), "--out", str(out), "--bootstrap", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    texts = [line for line in lines if line.startswith("Texts")]
+    assert len(texts) == 2 and "0.250 -> 0.350" in texts[1] and "+0.1000 [+0.1000, +0.1000]" in texts[1]
+    assert json.loads(out.read_text())["geometry"]["measures"]["image_separation"]["Texts"]["after"] == 0.35
