@@ -88,7 +88,7 @@ def model_card(
         f"| denoiser | {cfg.denoiser.type} / {cfg.denoiser.preset} in {cfg.latent.space} space |",
         f"| LoRA | r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout}, bias {cfg.lora.bias}, "
         f"targets {', '.join(cfg.lora.targets)} (merged) |",
-        f"| t sampling | {cfg.flow.t_sampling}, s = {cfg.flow.logit_scale} |",
+        f"| t sampling | {cfg.flow.t_sampling}, m = {cfg.flow.logit_mean}, s = {cfg.flow.logit_scale} |",
         f"| stage directory | `{stage_dir}` |",
         "",
     ]

@@ -121,6 +121,7 @@ class ContinuousDenoiser(Denoiser):
         self.channels = latent.channels
         self.t_sampling = flow_cfg.t_sampling
         self.logit_scale = float(flow_cfg.logit_scale)
+        self.logit_mean = float(flow_cfg.logit_mean)
         self.guidance = guidance
         self.pooled_dim = int(transformer.config.pooled_projection_dim)
         self.context_dim = int(transformer.config.joint_attention_dim)
@@ -204,7 +205,9 @@ class ContinuousDenoiser(Denoiser):
             dtype=x.dtype,
             device=generator.device if generator is not None else x.device,
         ).to(x.device)
-        t = flow.sample_timesteps(b, self.t_sampling, self.logit_scale, generator, device=x.device)
+        t = flow.sample_timesteps(
+            b, self.t_sampling, self.logit_scale, generator, device=x.device, logit_mean=self.logit_mean
+        )
         x_t = flow.interpolate(x, noise, t)
         img_ids = token_position_ids(h, w, self.patch_size, x.device)
         pred = self.velocity(x_t.to(self.transformer.dtype), t, pooled, context, img_ids)

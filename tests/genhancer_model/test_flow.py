@@ -44,6 +44,14 @@ def test_logit_normal_timesteps_match_sigmoid_of_scaled_normal():
     assert abs((big < 1 / (1 + math.exp(-1))).float().mean().item() - 0.8413) < 0.01
 
 
+def test_a_logit_mean_shifts_the_timesteps_toward_less_noise():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    t = flow.sample_timesteps(6, "logit_normal", 1.0, g1, logit_mean=-1.0)
+    assert torch.allclose(t, torch.sigmoid(-1.0 + torch.randn(6, generator=g2)))
+    big = flow.sample_timesteps(20000, "logit_normal", 1.0, torch.Generator().manual_seed(1), logit_mean=-1.0)
+    assert abs(big.median().item() - 1 / (1 + math.e)) < 0.01  # median sigmoid(-1) ~ 0.269
+
+
 def test_uniform_timesteps_and_unknown_mode():
     t = flow.sample_timesteps(1000, "uniform", generator=torch.Generator().manual_seed(0))
     assert t.shape == (1000,)
