@@ -377,12 +377,13 @@ def geometry_table(changes: dict, labels: tuple[str, str] = ("before", "after"))
     )
     lines = [
         f"image side, {labels[0]} -> {labels[1]}: separation |i1 - i2| of a pair's unit image embeddings, "
-        "and its "
-        "alignment (cosine) with the difference of the pair's statements",
+        "and its alignment (cosine) with the difference of the pair's statements",
         head,
         "-" * len(head),
     ]
-    lines += [f"{p:<{width}}" + "".join(cells(m[p]) for m in measures) for p in measures[0]]
+    patterns = [p for p in measures[0] if p != "average"]
+    lines += [f"{p:<{width}}" + "".join(cells(m[p]) for m in measures) for p in patterns]
+    lines += ["-" * len(head), f"{'average':<{width}}" + "".join(cells(m["average"]) for m in measures)]
     return "\n".join(lines)
 
 

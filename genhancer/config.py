@@ -76,7 +76,8 @@ class FlowConfig:
     t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_scale: float = 1.0  # t = sigmoid(m + s * N(0, 1)); the paper's best s = 1 (31.9 vs 21.5 uniform)
     # m: the paper's m = 0 (median t = 0.5); m < 0 weights the loss toward less noise, where the noisy latent
-    # still shows the coarse picture and the condition has to supply the fine detail (t = 1 is pure noise)
+    # still shows the coarse picture and the condition has to supply the fine detail (t = 1 is pure noise;
+    # m = -1 in the toy's stage 2 was worse: docs/toyworld.md)
     logit_mean: float = 0.0
     sample_steps: int = 20  # Euler steps for reconstructions
 
