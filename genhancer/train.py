@@ -50,7 +50,7 @@ from genhancer.session import Session, training_session
 from genhancer.stages import optimizer_groups
 from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
-from genhancer.utils.config import dump_yaml
+from genhancer.utils.config import config_hash, dump_yaml, to_dict
 from genhancer.utils.errors import ConfigError, TrainingDiverged
 from genhancer.utils.fsio import drop_lines_after_step, read_json, write_json
 from genhancer.utils.images import merge_skipped
@@ -163,9 +163,10 @@ def train(cfg: GenHancerConfig) -> dict[str, Any]:
 def _stage(cfg: GenHancerConfig, session: Session, closing: ExitStack, t_start: float) -> dict[str, Any]:
     run = _setup(cfg, session, closing)
     _resume(run)
+    first = run.step
     report = _Report(run, closing)
     _loop(run, report, _sample_log(run, closing))
-    return _finalize(run, report, t_start)
+    return _finalize(run, report, t_start, trained=run.step > first)
 
 
 # ------------------------------------------------------------------------------------------------- setup
@@ -434,16 +435,24 @@ def _save(run: _Run) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- final
-def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
-    """Write ``final/`` (the stage output, with provenance) and ``summary.json``; return the summary."""
+def _finalize(run: _Run, report: _Report, t_start: float, trained: bool) -> dict[str, Any]:
+    """Write ``final/`` (the stage output, with provenance) and ``summary.json``; return the summary. A rerun
+    that trained nothing keeps both when ``final/`` already holds this run's last step."""
     from genhancer.module import random_init_marks  # local: heavy (pulls transformers, diffusers)
 
     session, group = run.session, run.session.group
     final = run.run_dir / "final"
-    with session.gathered(list(run.inner.parameters())):
-        if group.is_main:  # writes final/ atomically, with provenance.json (parents: encoder, init_from)
-            run.inner.save_pretrained(final, extra={"steps": run.step, "run_dir": str(run.run_dir)})
-    group.barrier()
+    extra = {"steps": run.step, "run_dir": str(run.run_dir)}
+    kept = not trained and group.sum(group.is_main and _holds(final, run.cfg, extra)) == 1
+    if kept:
+        # a rerun of a finished stage: final/ and summary.json stay as they were, so the runs started from it
+        # (init_from: their checkpoints record its creation time) still resume
+        log.info("%s already holds step %d of this run: kept, nothing to train", final, run.step)
+    else:
+        with session.gathered(list(run.inner.parameters())):
+            if group.is_main:  # writes final/ atomically, with provenance.json (parents: encoder, init_from)
+                run.inner.save_pretrained(final, extra=extra)
+        group.barrier()
     summary = {
         "stage": run.cfg.stage,
         "steps": run.step,
@@ -462,10 +471,20 @@ def _finalize(run: _Run, report: _Report, t_start: float) -> dict[str, Any]:
         "final": str(final),
         **random_init_marks(run.cfg),
     }
+    if kept and group.is_main and (run.run_dir / "summary.json").is_file():
+        return read_json(run.run_dir / "summary.json")
     if group.is_main:
         write_json(run.run_dir / "summary.json", summary)
         log.info("done: %s", json.dumps(summary))
     return summary
+
+
+def _holds(final: Path, cfg: GenHancerConfig, extra: dict[str, Any]) -> bool:
+    """Whether ``final/`` is this run's output at this step, with this config (its provenance says so)."""
+    prov = read_provenance(final) or {}
+    saved = prov.get("extra") or {}
+    same_config = prov.get("config_hash") == config_hash(to_dict(cfg))
+    return same_config and all(saved.get(k) == v for k, v in extra.items())
 
 
 def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:

@@ -1,4 +1,5 @@
-"""Resuming refuses checkpoints trained from another stage or another stage-1 output."""
+"""Resuming refuses checkpoints trained from another stage or another stage-1 output; rerunning a finished
+stage keeps its output, so the runs built on it still resume."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from genhancer.train import _check_lineage
 from genhancer.utils.errors import ConfigError
+from tests.genhancer_train.conftest import train_in_process
 
 
 def _ckpt(tmp_path, lineage):
@@ -34,3 +36,33 @@ def test_other_stage_is_refused(tmp_path):
         _check_lineage(
             _ckpt(tmp_path, {"stage": "stage1", "init_from": None}), {"stage": "stage2", "init_from": None}
         )
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_stage1_keeps_final_so_stage2_still_resumes(train_args, tmp_path):
+    """``enhance_clip.sh`` run again: stage 1 resumes at its last step and must leave final/ as it was (its
+    creation time is in stage 2's lineage); a rewritten final/ would make stage 2 refuse to resume."""
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    s1 = train_args(stage1, "schedule.stage1.steps=2")
+    s2 = train_args(stage2, "stage=stage2", "schedule.stage2.steps=2", f"init_from={stage1 / 'final'}")
+    train_in_process(s1)
+    train_in_process(s2)
+    outputs = [stage1 / "summary.json", *(p for p in (stage1 / "final").rglob("*") if p.is_file())]
+    before = {p: p.read_bytes() for p in outputs}
+    assert json.loads(before[stage1 / "summary.json"])["final_loss"] > 0
+    train_in_process(s1)
+    assert {p: p.read_bytes() for p in outputs} == before  # the summary of the training, not of the rerun
+    summary2 = (stage2 / "summary.json").read_bytes()
+    train_in_process(s2)  # resumes at its last step instead of raising "was trained from ..."
+    assert (stage2 / "summary.json").read_bytes() == summary2
+
+
+@pytest.mark.slow
+def test_rerun_with_another_config_rewrites_final(train_args, tmp_path):
+    """A finished stage rerun under a changed config (here the clip norm, which no checkpoint refuses) writes
+    final/ again: final/ must say what produced it."""
+    run = tmp_path / "stage1"
+    train_in_process(train_args(run, "schedule.stage1.steps=2"))
+    train_in_process(train_args(run, "schedule.stage1.steps=2", "train.grad_clip=0.5"))
+    saved = json.loads((run / "final" / "provenance.json").read_text())["config"]
+    assert saved["train"]["grad_clip"] == 0.5
