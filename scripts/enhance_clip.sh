@@ -107,64 +107,69 @@ step "stage 2 -> $RUN_ROOT/stage2"
   train.run_dir="$RUN_ROOT/stage2"
 [ "$IS_MAIN" = 1 ] || exit 0  # evaluation and plots: once, on the first node
 
-step "export -> $RUN_ROOT/encoder"
-python -m genhancer.export --run "$RUN_ROOT/stage2" --out "$RUN_ROOT/encoder"
+# Export and every evaluation below run in one Python process (later ... run_later: no start-up per command).
+note "export -> $RUN_ROOT/encoder"
+later genhancer.export --run "$RUN_ROOT/stage2" --out "$RUN_ROOT/encoder"
 
 E="$RUN_ROOT/eval"
 mkdir -p "$E"
 before_after() {  # MMVP-VLM of the base and the enhanced encoder on one benchmark folder, then the comparison
   local tag="$1" bench="$2"
-  python -m eval.mmvp_vlm --model "$CLIP" --benchmark "$bench" --out "$E/${tag}_before.json"
-  python -m eval.mmvp_vlm --model "$RUN_ROOT/encoder" --benchmark "$bench" --out "$E/${tag}_after.json"
-  python -m eval.mmvp_vlm --compare "$E/${tag}_before.json" "$E/${tag}_after.json" --labels before after \
+  later eval.mmvp_vlm --model "$CLIP" --benchmark "$bench" --out "$E/${tag}_before.json"
+  later eval.mmvp_vlm --model "$RUN_ROOT/encoder" --benchmark "$bench" --out "$E/${tag}_after.json"
+  later eval.mmvp_vlm --compare "$E/${tag}_before.json" "$E/${tag}_after.json" --labels before after \
     --out "$E/${tag}_change.json" --plot "$E/${tag}_before_after.png"
 }
 if [ -n "${MMVP_VAL:-}" ]; then
-  step "conditioning gap of stage 1: does the denoiser use each attribute? ($MMVP_VAL)"
-  python -m genhancer.diagnostics cond-gap --stage-dir "$RUN_ROOT/stage1" --benchmark "$MMVP_VAL" \
+  note "conditioning gap of stage 1: does the denoiser use each attribute? ($MMVP_VAL)"
+  later genhancer.diagnostics cond-gap --stage-dir "$RUN_ROOT/stage1" --benchmark "$MMVP_VAL" \
     --out "$E/cond_gap_stage1.json" --plot "$E/cond_gap_stage1.png"
 fi
 if [ -n "${MMVP:-}" ]; then
-  step "MMVP-VLM before/after ($MMVP)"
+  note "MMVP-VLM before/after ($MMVP)"
   before_after mmvp "$MMVP"
 else
-  step "MMVP-VLM skipped (set MMVP=<MMVP-VLM folder>)"
+  note "MMVP-VLM skipped (set MMVP=<MMVP-VLM folder>)"
 fi
 if [ -n "${MMVP_DECISION:-}" ]; then
-  step "MMVP-VLM before/after on the decision set ($MMVP_DECISION)"
+  note "MMVP-VLM before/after on the decision set ($MMVP_DECISION)"
   before_after mmvp_decision "$MMVP_DECISION"
 fi
 if [ -n "${MMVP_WORDS:-}" ]; then
-  step "MMVP-VLM before/after on the decision pairs in the captions' words ($MMVP_WORDS)"
+  note "MMVP-VLM before/after on the decision pairs in the captions' words ($MMVP_WORDS)"
   before_after mmvp_words "$MMVP_WORDS"
+elif [ "$TOY" = 1 ]; then
+  note "MMVP-VLM in the captions' words skipped: $WORLD has no mmvp_vlm_decision_words/ (a world built" \
+    "before it existed; rebuild it with python -m toyworld build --out $WORLD)"
 fi
+if [ -n "${PROBES:-}" ]; then
+  note "linear probes on the global token, before/after ($PROBES/{train,val})"
+  later eval.probes --model "$CLIP" --train "$PROBES/train" --val "$PROBES/val" --out "$E/probes_before.json"
+  later eval.probes --model "$RUN_ROOT/encoder" --train "$PROBES/train" --val "$PROBES/val" \
+    --out "$E/probes_after.json"
+  later eval.probes --compare "$E/probes_before.json" "$E/probes_after.json" --names before after \
+    --coarse color shape background --out "$E/probes_change.json" --plot "$E/probes_change.png"
+fi
+if [ -n "${ZEROSHOT:-}" ]; then
+  note "zero-shot no-regression check ($ZEROSHOT)"
+  later eval.zeroshot --model "$CLIP" --spec "$ZEROSHOT" --out "$E/zeroshot_before.json"
+  later eval.zeroshot --model "$RUN_ROOT/encoder" --spec "$ZEROSHOT" --out "$E/zeroshot_after.json"
+fi
+if [ -n "${SAMPLES:-}" ]; then
+  note "reconstruction grid -> $RUN_ROOT/reconstructions.png"
+  later genhancer.sample --stage-dir "$RUN_ROOT/stage1" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
+fi
+if [ "$TOY" = 1 ] && [ "${IMAGINE:-0}" = 1 ]; then
+  ATTR="$(dirname "$CLIP")/attributes"
+  note "what the denoiser imagines, judged per attribute -> $RUN_ROOT/imagine (classifier $ATTR, trained once)"
+  later toyworld train-attributes --world "$WORLD" --out "$ATTR"
+  later toyworld imagine --stage-dir "$RUN_ROOT/stage1" --classifier "$ATTR" --world "$WORLD" \
+    --out "$RUN_ROOT/imagine"
+fi
+later genhancer.plots --runs "$RUN_ROOT/stage1" "$RUN_ROOT/stage2" --out "$RUN_ROOT/loss_curves.png"
+run_later
 if [ "${SWEEP:-0}" = 1 ] && [ -n "${MMVP_VAL:-}" ] && [ -n "${MMVP_DECISION:-}" ]; then
   step "stage-2 length chosen on $MMVP_VAL, reported on $MMVP_DECISION -> $E/stage2_sweep"
   RUN="$RUN_ROOT/stage2" VAL="$MMVP_VAL" TEST="$MMVP_DECISION" OUT="$E/stage2_sweep" bash scripts/stage2_sweep.sh
 fi
-if [ -n "${PROBES:-}" ]; then
-  step "linear probes on the global token, before/after ($PROBES/{train,val})"
-  python -m eval.probes --model "$CLIP" --train "$PROBES/train" --val "$PROBES/val" --out "$E/probes_before.json"
-  python -m eval.probes --model "$RUN_ROOT/encoder" --train "$PROBES/train" --val "$PROBES/val" \
-    --out "$E/probes_after.json"
-  python -m eval.probes --compare "$E/probes_before.json" "$E/probes_after.json" --names before after \
-    --coarse color shape background --out "$E/probes_change.json" --plot "$E/probes_change.png"
-fi
-if [ -n "${ZEROSHOT:-}" ]; then
-  step "zero-shot no-regression check ($ZEROSHOT)"
-  python -m eval.zeroshot --model "$CLIP" --spec "$ZEROSHOT" --out "$E/zeroshot_before.json"
-  python -m eval.zeroshot --model "$RUN_ROOT/encoder" --spec "$ZEROSHOT" --out "$E/zeroshot_after.json"
-fi
-if [ -n "${SAMPLES:-}" ]; then
-  step "reconstruction grid -> $RUN_ROOT/reconstructions.png"
-  python -m genhancer.sample --stage-dir "$RUN_ROOT/stage1" --images "$SAMPLES" --out "$RUN_ROOT/reconstructions.png"
-fi
-if [ "$TOY" = 1 ] && [ "${IMAGINE:-0}" = 1 ]; then
-  ATTR="$(dirname "$CLIP")/attributes"
-  step "what the denoiser imagines, judged per attribute -> $RUN_ROOT/imagine (classifier $ATTR, trained once)"
-  python -m toyworld train-attributes --world "$WORLD" --out "$ATTR"
-  python -m toyworld imagine --stage-dir "$RUN_ROOT/stage1" --classifier "$ATTR" --world "$WORLD" \
-    --out "$RUN_ROOT/imagine"
-fi
-python -m genhancer.plots --runs "$RUN_ROOT/stage1" "$RUN_ROOT/stage2" --out "$RUN_ROOT/loss_curves.png"
 step "done: $RUN_ROOT (encoder/, eval/, reconstructions.png, loss_curves.png)"

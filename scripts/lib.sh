@@ -12,6 +12,10 @@
 #   launch_module MOD ARGS...
 #                     python -m MOD ARGS, as one plain process (NUM_GPUS=0) or under torchrun with NUM_GPUS
 #                     processes on each of NUM_NODES nodes
+#   later MOD ARGS... queues `python -m MOD ARGS` for run_later (each quoted as printf '%q ' does)
+#   note MSG...       queues a progress line, printed like `step` when run_later reaches it
+#   run_later         runs the queue in one Python process (python -m genhancer.utils.batch: no start-up per
+#                     command; the first failure stops it with its exit status) and empties it
 # shellcheck shell=bash
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/setup_env.sh
@@ -65,4 +69,14 @@ launch_module() {
   else
     python -m "$module" "$@"
   fi
+}
+
+LATER=()
+later() { LATER+=("$(printf '%q ' "$@")"); }
+note() { LATER+=("# $*"); }
+run_later() {
+  local rc=0
+  printf '%s\n' "${LATER[@]}" | python -m genhancer.utils.batch --name "$SCRIPT_NAME" --since "$LIB_START" || rc=$?
+  LATER=()
+  return "$rc"
 }
