@@ -35,9 +35,10 @@ for snap in "${snapshots[@]}"; do
   name="$(basename "$snap")"
   if [ -f "$OUT/$name/test.json" ] && [ "$OUT/$name/test.json" -nt "$snap" ]; then continue; fi
   step "$name: export + MMVP-VLM on validation and test"
-  python -m genhancer.export --run "$snap" --out "$OUT/$name/encoder"
-  python -m eval.mmvp_vlm --model "$OUT/$name/encoder" --benchmark "$VAL" --out "$OUT/$name/val.json" > /dev/null
-  python -m eval.mmvp_vlm --model "$OUT/$name/encoder" --benchmark "$TEST" --out "$OUT/$name/test.json" > /dev/null
+  later genhancer.export --run "$snap" --out "$OUT/$name/encoder"
+  later eval.mmvp_vlm --model "$OUT/$name/encoder" --benchmark "$VAL" --out "$OUT/$name/val.json"
+  later eval.mmvp_vlm --model "$OUT/$name/encoder" --benchmark "$TEST" --out "$OUT/$name/test.json"
+  run_later > /dev/null  # one process per snapshot (its tables are in the JSON files)
   rm -rf "$OUT/$name/encoder"  # the snapshot re-exports it in seconds
 done
 python -m eval.sweep --root "$OUT" ${FIXED:+--fixed-step "$FIXED"}
