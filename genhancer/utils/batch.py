@@ -83,7 +83,12 @@ def entry_of(line: Line) -> Callable[[Sequence[str]], int]:
             f"batch line {line.number}: no module {line.module!r} (a typo? run from the repository root)"
         )
     name = f"{line.module}.__main__" if spec.submodule_search_locations is not None else line.module
-    main = getattr(importlib.import_module(name), "main", None)
+    try:
+        main = getattr(importlib.import_module(name), "main", None)
+    except ModuleNotFoundError as e:
+        if e.name != name:  # a missing dependency of the module: its own error says which
+            raise
+        main = None
     if not callable(main):
         raise UserError(f"batch line {line.number}: {name} has no main(argv) to run")
     return main
@@ -94,8 +99,11 @@ def _run_one(line: Line, main: Callable[[Sequence[str]], int]) -> int:
     sys.argv = [line.module, *line.args]  # what argparse names in its messages, as under python -m
     try:
         return int(main(list(line.args)) or 0)
-    except SystemExit as e:  # argparse's --help / usage errors
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except SystemExit as e:  # argparse's --help / usage errors, sys.exit(...)
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)  # sys.exit("message"), as the interpreter would print it
+        return 1
     except Exception as e:
         e.add_note(f"in batch line {line.number}: {line}")
         raise

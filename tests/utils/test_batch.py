@@ -67,6 +67,7 @@ def test_first_failure_stops_the_batch_with_its_exit_code(tiny_clip_dir, tmp_pat
         ("json.tool x.json", r"batch line 3: 'json.tool' is not a module of genhancer, eval"),
         ("eval.mmvp_vlm --out 'unclosed", r"batch line 3: cannot split .*No closing quotation"),
         ("genhancer.utils.errors", r"batch line 3: genhancer.utils.errors has no main"),
+        ("genhancer.utils --x", r"batch line 3: genhancer.utils.__main__ has no main"),
     ],
 )
 def test_a_bad_line_fails_before_anything_runs(tiny_clip_dir, tmp_path, capsys, bad, message):
