@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import shlex
 import sys
 import time
@@ -61,13 +62,62 @@ def parse(lines: Iterable[str]) -> list[Line]:
             parsed.append(Line(number, note=text[len(NOTE) :].strip()))
             continue
         try:
-            module, *args = shlex.split(text)
+            module, *args = split_words(text)
         except ValueError as e:
             raise UserError(
                 f"batch line {number}: cannot split {text!r} ({e}); quote it as bash's printf '%q ' does"
             ) from None
         parsed.append(Line(number, module=module, args=tuple(args)))
     return parsed
+
+
+_ANSI_C = {"a": 7, "b": 8, "e": 27, "E": 27, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+_ANSI_C.update({c: ord(c) for c in "\\'\"?"})
+
+
+def split_words(text: str) -> list[str]:
+    """``shlex.split`` that also reads bash's ANSI-C quotes (``$'a\\tb'``), which ``printf '%q '`` writes
+    for control characters and, in the C locale, for non-ASCII bytes."""
+    out, i, quote = [], 0, None
+    while i < len(text):
+        c = text[i]
+        if quote is None and c == "$" and text.startswith("'", i + 1):
+            decoded, i = _ansi_c(text, i + 2)
+            out.append("'" + decoded.replace("'", "'\\''") + "'")
+            continue
+        if c == "\\" and quote != "'":
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        if c in "'\"" and quote in (None, c):
+            quote = None if quote else c
+        out.append(c)
+        i += 1
+    return shlex.split("".join(out))
+
+
+def _ansi_c(text: str, i: int) -> tuple[str, int]:
+    """The value of the ANSI-C quote whose body starts at ``text[i]``, and the index after its closing
+    quote."""
+    buf = bytearray()
+    while i < len(text) and text[i] != "'":
+        if text[i] != "\\":
+            buf += text[i].encode()
+            i += 1
+            continue
+        esc = text[i + 1 : i + 2]
+        if esc in _ANSI_C:
+            buf.append(_ANSI_C[esc])
+            i += 2
+        elif m := re.match(r"[0-7]{1,3}|x[0-9a-fA-F]{1,2}", text[i + 1 :]):
+            digits = m.group()
+            buf.append(int(digits[1:], 16) if digits[0] == "x" else int(digits, 8) & 0xFF)
+            i += 1 + len(digits)
+        else:
+            raise ValueError(f"unsupported escape \\{esc} in $'...' quoting")
+    if i >= len(text):
+        raise ValueError("no closing quotation in $'...'")
+    return buf.decode("utf-8", errors="surrogateescape"), i + 1
 
 
 def entry_of(line: Line) -> Callable[[Sequence[str]], int]:

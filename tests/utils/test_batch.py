@@ -4,6 +4,7 @@ the first failure stops the batch; a bad line fails before anything runs; bash's
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from genhancer.utils import batch
+from genhancer.utils.errors import UserError
 from tests.eval_mmvp.conftest import write_bench
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,14 +89,26 @@ def test_packages_run_their_main_and_usage_errors_are_exit_codes(tmp_path, capsy
     assert "eval.mmvp_vlm: error: unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
-def test_bash_quoting_round_trips(tmp_path):
-    """scripts/lib.sh queues lines with printf '%q ': spaces, quotes, globs and braces come back as given."""
-    args = ["eval.mmvp_vlm", "--out", "a dir/it's.json", "runs/{train,val}", "*.png", "$HOME"]
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_bash_quoting_round_trips(tmp_path, locale):
+    """scripts/lib.sh queues lines with printf '%q ': spaces, quotes, globs, braces, control characters and
+    non-ASCII text (bash writes the last two as $'...' quotes; octal bytes in the C locale) come back."""
+    args = ["eval.mmvp_vlm", "--out", "a dir/it's.json", "runs/{train,val}", "*.png", "$HOME", "\\$'x'"]
+    args += ["tab\there", "new\nline", "café's", "$'\\t'"]
+    env = {**os.environ, "LC_ALL": locale}
     line = subprocess.run(
-        ["bash", "-c", 'printf "%q " "$@"', "_", *args], capture_output=True, text=True, check=True
+        ["bash", "-c", 'printf "%q " "$@"', "_", *args], capture_output=True, text=True, check=True, env=env
     ).stdout
+    assert "$'" in line  # the ANSI-C quotes are really exercised
     (parsed,) = batch.parse([line])
     assert [parsed.module, *parsed.args] == args
+
+
+def test_ansi_c_quote_errors_name_the_line():
+    with pytest.raises(UserError, match="batch line 1: .*no closing quotation"):
+        batch.parse(["eval.mmvp_vlm $'abc"])
+    with pytest.raises(UserError, match=r"batch line 1: .*unsupported escape \\q"):
+        batch.parse(["eval.mmvp_vlm $'a\\qb'"])
 
 
 def test_missing_batch_file_is_named(tmp_path, capsys):
