@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quick", action="store_true", help="the grid's quick variant (fewer cells, shorter runs)"
     )
+    run.add_argument(
+        "--cells",
+        nargs="+",
+        default=None,
+        help="run only these cells (and the cells whose runs they export); the report keeps earlier ones",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the steps and exit")
     run.add_argument("overrides", nargs="*", help="key.sub=value overrides of the grid file")
     report = sub.add_parser("report", help="(re)write the report of a grid directory")
@@ -50,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def write_plan(args: argparse.Namespace) -> list[Step]:
     """The plan's steps in order; ``<out>/plan.json`` and ``<out>/grid.yaml`` record it for the report."""
     grid = load_grid(args.grid, args.overrides)
-    p = plan(grid, args.out, args.quick, args.seeds)
+    p = plan(grid, args.out, args.quick, args.seeds, args.cells)
     steps = p.ordered()
     previous = args.out / "plan.json"
     # a rerun with other seeds adds their runs to the cells of this grid (a dropped cell leaves the report)

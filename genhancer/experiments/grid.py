@@ -48,13 +48,21 @@ class CommandConfig:
     done: str = ""  # prepare only: the file whose existence means the step is done
 
     def argv(self, values: dict[str, str], where: str) -> list[str]:
-        try:
-            return shlex.split(self.command.format(**values))
-        except KeyError as e:
-            raise ConfigError(
-                f"{where}: unknown placeholder {{{e.args[0]}}} in {self.command!r}; known: "
-                + ", ".join(sorted(values))
-            ) from None
+        return shlex.split(fill(self.command, values, where))
+
+
+def fill(text: str, values: dict[str, Any], where: str) -> str:
+    """``text`` with its ``{name}`` placeholders filled in; an unknown one is an error naming ``where``."""
+    try:
+        return text.format(**values)
+    except KeyError as e:
+        problem = f"unknown placeholder {{{e.args[0]}}}"
+    except (ValueError, IndexError) as e:
+        problem = f"{e} (a placeholder is {{name}})"
+    raise ConfigError(
+        f"{where}: {problem} in {text!r}; known: {', '.join(sorted(values))}. "
+        "Write a literal brace as {{ or }} (a YAML mapping as an override: one key=value per entry)"
+    )
 
 
 @dataclass
@@ -126,7 +134,11 @@ def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     where = str(path)
     for section in ("prepare", "evaluations", "diagnostics"):  # command: "" drops an inherited entry
         setattr(grid, section, {k: v for k, v in getattr(grid, section).items() if v.command})
+    disabled = {k for k, v in grid.cells.items() if not v.enabled}
     grid.cells = {k: v for k, v in grid.cells.items() if v.enabled}
+    for f in grid.findings:  # a disabled cell takes its claims along (a finding left with none, too)
+        f.claims = [c for c in f.claims if not any(n.split("@")[0] in disabled for n in c)]
+    grid.findings = [f for f in grid.findings if f.claims]
     if not grid.cells:
         raise ConfigError(f"{where}: the grid has no cells (add a 'cells:' mapping of name -> overrides)")
     for name, cell in grid.cells.items():
@@ -163,19 +175,28 @@ def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 
 
 def select(
-    grid: GridConfig, quick: bool, seeds: list[int] | None
+    grid: GridConfig, quick: bool, seeds: list[int] | None, only: list[str] | None = None
 ) -> tuple[dict[str, CellConfig], list[int], list[str]]:
-    """(cells, seeds, common overrides) of a run: the whole grid, or its ``quick`` variant."""
+    """(cells, seeds, common overrides) of a run: the whole grid, or its ``quick`` variant; ``only`` keeps
+    those cells (and the cells whose runs they export)."""
     cells, common = dict(grid.cells), [*grid.common, *grid.budget]
     default_seeds = grid.seeds
     if quick:
         if grid.quick.cells:
-            keep = set(grid.quick.cells)
-            keep |= {grid.cells[c].tune_of for c in keep if grid.cells[c].tune_of}  # type: ignore[misc]
-            cells = {k: v for k, v in cells.items() if k in keep}
+            cells = _keep(cells, grid.quick.cells)
         common += grid.quick.common
         default_seeds = grid.quick.seeds
+    if only:
+        unknown = [c for c in only if c not in cells]
+        if unknown:
+            raise ConfigError(f"--cells: no cell {unknown[0]!r} in this run; cells: {', '.join(cells)}")
+        cells = _keep(cells, only)
     return cells, list(seeds) if seeds else list(default_seeds), common
+
+
+def _keep(cells: dict[str, CellConfig], names: list[str]) -> dict[str, CellConfig]:
+    keep = set(names) | {cells[c].tune_of for c in names if cells[c].tune_of}
+    return {k: v for k, v in cells.items() if k in keep}
 
 
 # ------------------------------------------------------------------------------------------------- plan
@@ -203,7 +224,7 @@ class Planner:
     def __init__(self, grid: GridConfig, out: Path, cells: dict[str, CellConfig], common: list[str]) -> None:
         self.grid, self.out, self.cells = grid, out, cells
         self.values = {k: str(v) for k, v in grid.inputs.items()}
-        self.common = self.fill(common)
+        self.common = self.fill(common, "common")
         self.steps: dict[str, Step] = {}
         # for the report: entry (a cell, or <cell>@<step>) -> group, label, per seed its eval dir + stage 1
         self.entries: dict[str, dict[str, Any]] = {}
@@ -235,12 +256,15 @@ class Planner:
         key = _key(self.config(cell), self.common, cell.overrides, cell.stage1)
         return self.out / "stage1" / key / f"seed-{seed}"
 
-    def fill(self, items: list[str]) -> list[str]:
+    def fill(self, items: list[str], where: str, **more: Any) -> list[str]:
         """``{input}`` placeholders of override lists filled in."""
-        return [o.format(**self.values) for o in items]
+        return [fill(o, {**self.values, **more}, where) for o in items]
 
     def overrides(self, cell: CellConfig, extra: list[str]) -> list[str]:
-        return [*self.common, *self.fill(cell.overrides), *extra]
+        return [*self.common, *self.fill(cell.overrides, f"cells.{self.name_of(cell)}.overrides"), *extra]
+
+    def name_of(self, cell: CellConfig) -> str:
+        return next((name for name, c in self.cells.items() if c is cell), "?")
 
     def resolve(self, cell: CellConfig, extra: list[str]) -> GenHancerConfig:
         return load_genhancer_config(self.config(cell), self.overrides(cell, extra))
@@ -248,7 +272,7 @@ class Planner:
     def cache_dir(self, cell: CellConfig, extra: list[str]) -> Path:
         # a cache directory holds one fingerprint: one directory per cache-relevant setting, shared by the
         # runs that agree on it (e.g. every t-sampling or denoiser-size cell of a seed)
-        root = Path(self.grid.cache.format(**self.values)) if self.grid.cache else self.out / "cache"
+        root = Path(fill(self.grid.cache, self.values, "cache")) if self.grid.cache else self.out / "cache"
         return root / config_key(self.resolve(cell, extra))
 
     def train(self, cell: CellConfig, seed: int, extra: list[str], run_dir: Path) -> list[str]:
@@ -268,7 +292,8 @@ class Planner:
         for name in names:
             cmd = self.grid.prepare[name]
             argv = cmd.argv(self.values, f"prepare.{name}")
-            steps.append(self.add(Step(f"prepare/{name}", argv, Path(cmd.done.format(**self.values)))))
+            done = Path(fill(cmd.done, self.values, f"prepare.{name}.done"))
+            steps.append(self.add(Step(f"prepare/{name}", argv, done)))
         return steps
 
     def evaluate(self, prefix: str, model: Path, after: list[str]) -> None:
@@ -280,7 +305,7 @@ class Planner:
     def stage1(self, cell: CellConfig, seed: int, after: list[str]) -> tuple[str, Path]:
         run = self.stage1_dir(cell, seed)
         rel = str(run.relative_to(self.out))
-        argv = self.train(cell, seed, self.fill(cell.stage1), run)
+        argv = self.train(cell, seed, self.fill(cell.stage1, f"cells.{self.name_of(cell)}.stage1"), run)
         name = self.add(Step(rel, argv, run / "final", after, self.grid.launch))
         for diag, cmd in self.grid.diagnostics.items():
             out = run.parent / f"{run.name}.{diag}.json"
@@ -292,7 +317,7 @@ class Planner:
         """Cell ``name``'s tuning run, after its stage 1 unless end-to-end: (step, run dir, stage-1 dir)."""
         cell = self.cells[name]
         root = self.out / "cells" / name / f"seed-{seed}"
-        extra, run1 = [f"stage={cell.stage}", *self.fill(cell.stage2)], None
+        extra, run1 = [f"stage={cell.stage}", *self.fill(cell.stage2, f"cells.{name}.stage2")], None
         if cell.stage != "end-to-end":
             s1, run1 = self.stage1(cell, seed, after)
             after, extra = [s1], [*extra, f"init_from={run1 / 'final'}"]
@@ -329,7 +354,7 @@ class Planner:
         run1: Path | None,
     ) -> None:
         dest = self.out / prefix / "encoder"
-        extra = [a.format(seed=seed, **self.values) for a in cell.export]
+        extra = self.fill(cell.export, f"cells.{self.name_of(cell)}.export", seed=seed)
         argv = ["genhancer.export", "--run", str(run), "--out", str(dest), *extra]
         name = self.add(Step(f"{prefix}/export", argv, dest / "config.json", after))
         self.evaluate(prefix, dest, [name])
@@ -342,15 +367,22 @@ class Planner:
 
 def snapshot_steps(planner: Planner, cell: CellConfig) -> tuple[list[int], int]:
     """The tuning stage's kept steps before its last (``schedule.<stage>.eval_at``), and its last step."""
-    sched = planner.resolve(cell, [*planner.fill(cell.stage2), f"stage={cell.stage}"]).current_schedule
+    stage2 = planner.fill(cell.stage2, f"cells.{planner.name_of(cell)}.stage2")
+    sched = planner.resolve(cell, [*stage2, f"stage={cell.stage}"]).current_schedule
     final = int(sched.steps or 0)
     return sorted(s for s in set(sched.eval_at) if 0 < s < final), final
 
 
-def plan(grid: GridConfig, out: Path, quick: bool = False, seeds: list[int] | None = None) -> Planner:
+def plan(
+    grid: GridConfig,
+    out: Path,
+    quick: bool = False,
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+) -> Planner:
     """Every step of a grid run (``.steps``, in an order that respects ``after``; shared steps appear
     once) and the entries the report reads (``.entries``)."""
-    cells, run_seeds, common = select(grid, quick, seeds)
+    cells, run_seeds, common = select(grid, quick, seeds, only)
     p = Planner(grid, out, cells, common)
     encoder = grid.inputs.get("encoder")
     if encoder:

@@ -123,7 +123,42 @@ def test_an_unknown_placeholder_names_the_command_and_the_known_ones(grid_file, 
         plan(load_grid(grid_file({"a": {}}, evaluations=evals)), tmp_path)
 
 
-@pytest.mark.parametrize("name", ["paper-toy", "effect-toy", "paper-gpu"])
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ({"overrides": ["denoiser.overrides={num_layers: 2}"]}, r"cells\.a\.overrides: unknown placeholder"),
+        ({"stage2": ["x=}"]}, r"cells\.a\.stage2: Single '}' encountered.*literal brace as \{\{"),
+        ({"export": ["--random-update", "{sed}"]}, r"cells\.a\.export: unknown placeholder \{sed\}"),
+    ],
+)
+def test_a_bad_placeholder_in_a_cell_names_the_cell_and_list(grid_file, tmp_path, cell, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(load_grid(grid_file({"a": cell})), tmp_path)
+
+
+def test_cells_runs_those_cells_and_the_runs_they_export(grid_file, tmp_path):
+    cells = {"a": {}, "b": {"tune_of": "a", "export": ["--random-update", "{seed}"]}, "c": {}}
+    grid = load_grid(grid_file(cells))
+    p = plan(grid, tmp_path, seeds=[0], only=["b"])
+    assert set(p.entries) == {"base", "a", "b"}
+    assert not [s for s in p.ordered() if "/c/" in s.name]
+    with pytest.raises(ConfigError, match=r"--cells: no cell 'zz' in this run; cells: a, b, c"):
+        plan(grid, tmp_path, only=["zz"])
+
+
+def test_a_disabled_cell_takes_its_claims_along(grid_file):
+    findings = [
+        {"name": "f", "metric": "mmvp", "claims": [["a", "base"], ["a", "c"]]},
+        {"name": "g", "metric": "mmvp", "claims": [["c@10", "base"]]},
+    ]
+    path = grid_file({"a": {}, "c": {}}, findings=findings)
+    grid = load_grid(path, ["cells.c.enabled=false"])
+    assert [(f.name, f.claims) for f in grid.findings] == [("f", [["a", "base"]])]
+    with pytest.raises(ConfigError, match=r"claim \['a', 'zz'\]"):  # a name no cell ever had still fails
+        load_grid(grid_file({"a": {}}, findings=[{"name": "f", "metric": "mmvp", "claims": [["a", "zz"]]}]))
+
+
+@pytest.mark.parametrize("name", ["paper-toy", "effect-toy", "effect-toy-levers", "paper-gpu"])
 def test_shipped_grids_load_and_plan(name, tmp_path):
     grid = load_grid(Path("configs/experiments") / f"{name}.yaml")
     p = plan(grid, tmp_path)
