@@ -438,6 +438,16 @@ class FeatureCache:
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
+    def moments(self, name: str) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(count, sum x, sum x x^T) of tensor ``name`` (one vector per view) over every image and view,
+        read shard by shard, in float64."""
+        count, total, outer = 0, torch.zeros(()), torch.zeros(())
+        for shard in range(len(self.manifest["shards"])):
+            x = self._slices(shard)[name][:].double()
+            x = x.reshape(-1, x.shape[-1])
+            count, total, outer = count + len(x), total + x.sum(0), outer + x.T @ x
+        return count, total, outer
+
     def read(self, key: str, view: int) -> dict[str, torch.Tensor]:
         """One view of one image: {name: tensor of the per-view shape in the manifest}."""
         shard, row = self._where[key]

@@ -9,6 +9,8 @@ and d -> 4096 -> 4096: ~1.2 M + ~19.9 M parameters for OpenAI-L/14's 768-d token
 makes it as wide as the input instead (the toy world's smaller projectors).
 ``local_token_fraction > 0`` appends that fraction of the (projected) patch tokens to the context: the
 paper's ablation showing that even 10% local tokens make reconstruction too easy and the gain collapses.
+``whiten`` (not in the paper's recipe) maps the global token through a fixed ZCA whitening first
+(``fit_whitening``, from the token moments over stage 1's feature cache; saved with the weights).
 """
 
 from __future__ import annotations
@@ -57,8 +59,12 @@ class GlobalTokenConditioner(nn.Module):
         hidden_mult: float = 1.0,
         local_token_fraction: float = 0.0,
         zero_condition: bool = False,
+        whiten: bool = False,
     ) -> None:
         super().__init__()
+        if whiten:  # identity until fit_whitening: (x - mean) @ matrix
+            self.register_buffer("whiten_mean", torch.zeros(global_dim))
+            self.register_buffer("whiten_matrix", torch.eye(global_dim))
         if not 0.0 <= local_token_fraction <= 1.0:
             raise ValueError(f"local_token_fraction must be in [0, 1], got {local_token_fraction}")
 
@@ -90,7 +96,24 @@ class GlobalTokenConditioner(nn.Module):
             hidden_mult=cond_cfg.hidden_mult,
             local_token_fraction=cond_cfg.local_token_fraction,
             zero_condition=cond_cfg.zero_condition,
+            whiten=cond_cfg.whiten,
         )
+
+    @property
+    def whitens(self) -> bool:
+        return hasattr(self, "whiten_matrix")
+
+    @torch.no_grad()
+    def fit_whitening(self, count: int, total: torch.Tensor, outer: torch.Tensor, eps: float = 1e-3) -> None:
+        """ZCA whitening from the moments of ``count`` global tokens (``total`` = sum x, ``outer`` = sum of
+        x x^T): matrix = V diag((l + eps * mean(l))^-1/2) V^T for the covariance's eigenpairs (l, V)."""
+        mean = total.double() / count
+        cov = outer.double() / count - torch.outer(mean, mean)
+        evals, evecs = torch.linalg.eigh(cov)
+        evals = evals.clamp_min(0) + eps * evals.clamp_min(0).mean()
+        matrix = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+        self.whiten_mean.copy_(mean.to(self.whiten_mean))
+        self.whiten_matrix.copy_(matrix.to(self.whiten_matrix))
 
     def num_local_tokens(self, num_patches: int) -> int:
         return math.ceil(self.local_token_fraction * num_patches) if self.local_token_fraction > 0 else 0
@@ -103,6 +126,9 @@ class GlobalTokenConditioner(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.zero_condition:
             global_token = torch.zeros_like(global_token)
+        elif self.whitens:
+            white = (global_token.float() - self.whiten_mean) @ self.whiten_matrix
+            global_token = white.to(global_token.dtype)
         pooled = self.to_pooled(global_token)  # (B, P)
         context = self.to_context(global_token).unsqueeze(1)  # (B, 1, C)
         if self.local_proj is None:

@@ -43,6 +43,10 @@ class ConditioningConfig:
     # read the condition (stage 1 with this on, stage 2 with it off: does a gain need a denoiser that uses
     # it?)
     zero_condition: bool = False
+    # not in the paper's recipe (off by default): whiten the global token (ZCA, fitted once on stage 1's
+    # feature cache, then frozen) before the projectors, so directions the encoder holds weakly start as
+    # loud as the strong ones for the denoiser, and stage 2's gradient reaches them in proportion
+    whiten: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.local_token_fraction <= 1.0:

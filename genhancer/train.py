@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import torch
 
-from genhancer.cache import training_stream
+from genhancer.cache import CachedStream, training_stream
 from genhancer.checkpoint import (
     STEP_RE,
     CheckpointWriter,
@@ -211,6 +211,8 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     model, optimizer = session.accelerator.prepare(model, optimizer)
     stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
+    if cfg.conditioning.whiten and not cfg.init_from:
+        _fit_whitening(stream, session.accelerator.unwrap_model(model))
     return _Run(
         cfg,
         session,
@@ -221,6 +223,19 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
         stream,
         lineage=_lineage(cfg),
     )
+
+
+def _fit_whitening(stream: ImageStream, model: torch.nn.Module) -> None:
+    """``conditioning.whiten``: the whitening of the global token, fitted on every token of stage 1's feature
+    cache (the same on every rank); a later stage loads it from ``init_from`` with the conditioner."""
+    if not isinstance(stream, CachedStream):
+        raise ConfigError(
+            "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true (a stage that "
+            "starts from init_from loads it instead)"
+        )
+    count, total, outer = stream.cache.moments("global_token")
+    model.conditioner.fit_whitening(count, total, outer)
+    log.info("conditioning.whiten: fitted on %d cached global tokens", count)
 
 
 def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> ImageStream:

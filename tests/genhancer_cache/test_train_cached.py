@@ -103,3 +103,43 @@ def test_two_ranks_build_and_read_disjoint_parts(tmp_path, tiny_clip_dir, cache_
     ranks = [{k for keys in _samples(run, r) for k in keys} for r in range(2)]
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache-build")]
+
+
+def test_whitening_is_fitted_on_the_cache_resumes_and_reaches_stage2(tmp_path, tiny_clip_dir, cache_world):
+    """conditioning.whiten: stage 1 fits the whitening on every cached token, a resumed run refits the same
+    one, and stage 2 loads it with the conditioner."""
+    from genhancer.cache import FeatureCache
+    from genhancer.conditioning import GlobalTokenConditioner
+
+    run, straight = tmp_path / "white", tmp_path / "white-straight"
+    white = "conditioning.whiten=true"
+    assert train_main(_args(run, tiny_clip_dir, cache_world, white, "schedule.stage1.steps=3")) == 0
+    assert train_main(_args(run, tiny_clip_dir, cache_world, white, "schedule.stage1.steps=5")) == 0
+    assert train_main(_args(straight, tiny_clip_dir, cache_world, white, "schedule.stage1.steps=5")) == 0
+    state = load_file(str(run / "final" / "conditioner.safetensors"))
+    cache = FeatureCache(tmp_path / "cache")
+    views = range(cache.num_views)
+    tokens = torch.cat([torch.stack([cache.read(k, v)["global_token"] for v in views]) for k in cache._where])
+    tokens = tokens.double()
+    assert len(tokens) == 24  # 12 images x 2 views
+    expected = GlobalTokenConditioner(tokens.shape[1], 8, 8, whiten=True)
+    expected.fit_whitening(len(tokens), tokens.sum(0), tokens.T @ tokens)
+    assert torch.allclose(state["whiten_mean"], expected.whiten_mean, atol=1e-6)
+    assert torch.allclose(state["whiten_matrix"], expected.whiten_matrix, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(state["whiten_matrix"], torch.eye(tokens.shape[1]), atol=0.1)
+    b = load_file(str(straight / "final" / "conditioner.safetensors"))
+    assert all(torch.equal(state[k], b[k]) for k in ("whiten_mean", "whiten_matrix"))  # resumed == straight
+
+    stage2 = tmp_path / "white-stage2"
+    args = _args(stage2, tiny_clip_dir, cache_world, white, "stage=stage2", f"init_from={run / 'final'}")
+    assert train_main([*args, "schedule.stage2.steps=1", "schedule.stage2.warmup_steps=0"]) == 0
+    s2 = load_file(str(stage2 / "final" / "conditioner.safetensors"))
+    assert torch.equal(s2["whiten_matrix"], state["whiten_matrix"])
+
+
+def test_whitening_needs_the_cache(tmp_path, tiny_clip_dir, cache_world, capsys):
+    args = _args(tmp_path / "r", tiny_clip_dir, cache_world, "conditioning.whiten=true")
+    assert train_main([*args, "cache.enabled=false"]) == 2
+    assert "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true" in (
+        capsys.readouterr().err
+    )

@@ -140,6 +140,21 @@ def test_conditioner_shapes_and_local_fraction():
         assert [type(m).__name__ for m in proj] == ["LayerNorm", "Linear", "GELU", "Linear"]
 
 
+def test_whitening_gives_the_identity_covariance_and_is_off_by_default():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([10.0, 3.0, 1.0, 0.1, 0.01, 1.0])  # one loud direction, some faint ones
+    mix = torch.linalg.qr(torch.randn(6, 6, generator=g))[0]
+    x = (torch.randn(20_000, 6, generator=g) * scales) @ mix.T + 5.0
+    cond = GlobalTokenConditioner(6, 4, 4, whiten=True)
+    assert torch.equal(cond.whiten_matrix, torch.eye(6))  # identity until fitted
+    cond.fit_whitening(len(x), x.double().sum(0), x.double().T @ x.double(), eps=1e-9)
+    white = (x - cond.whiten_mean) @ cond.whiten_matrix
+    assert torch.allclose(white.mean(0), torch.zeros(6), atol=1e-3)
+    assert torch.allclose(torch.cov(white.T), torch.eye(6), atol=1e-2)
+    assert {"whiten_mean", "whiten_matrix"} <= set(cond.state_dict())
+    assert not {"whiten_mean", "whiten_matrix"} & set(GlobalTokenConditioner(6, 4, 4).state_dict())
+
+
 def _n(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
