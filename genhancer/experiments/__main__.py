@@ -59,12 +59,16 @@ def write_plan(args: argparse.Namespace) -> list[Step]:
     p = plan(grid, args.out, args.quick, args.seeds, args.cells)
     steps = p.ordered()
     previous = args.out / "plan.json"
-    # a rerun with other seeds adds their runs to the cells of this grid (a dropped cell leaves the report)
+    # a rerun with other seeds or cells adds their runs to the earlier ones of this grid's cells (a cell
+    # dropped from the grid leaves the report)
     before = read_json(previous)["entries"] if previous.is_file() else {}
-    entries = {
-        name: {**e, "seeds": {**before.get(name, {}).get("seeds", {}), **e["seeds"]}}
-        for name, e in p.entries.items()
-    }
+    entries = {n: e for n, e in before.items() if n == "base" or n.split("@")[0] in grid.cells}
+    entries.update(
+        {
+            name: {**e, "seeds": {**before.get(name, {}).get("seeds", {}), **e["seeds"]}}
+            for name, e in p.entries.items()
+        }
+    )
     dump_yaml(to_dict(grid), args.out / "grid.yaml")
     write_json(
         previous,

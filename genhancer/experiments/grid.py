@@ -189,7 +189,8 @@ def select(
     if only:
         unknown = [c for c in only if c not in cells]
         if unknown:
-            raise ConfigError(f"--cells: no cell {unknown[0]!r} in this run; cells: {', '.join(cells)}")
+            hint = " (write the grid's overrides before --cells)" if "=" in unknown[0] else ""
+            raise ConfigError(f"--cells: no cell {unknown[0]!r} in this run{hint}; cells: {', '.join(cells)}")
         cells = _keep(cells, only)
     return cells, list(seeds) if seeds else list(default_seeds), common
 

@@ -144,6 +144,10 @@ def test_cells_runs_those_cells_and_the_runs_they_export(grid_file, tmp_path):
     assert not [s for s in p.ordered() if "/c/" in s.name]
     with pytest.raises(ConfigError, match=r"--cells: no cell 'zz' in this run; cells: a, b, c"):
         plan(grid, tmp_path, only=["zz"])
+    with pytest.raises(
+        ConfigError, match=r"no cell 'a\.x=1' in this run \(write the grid's overrides before"
+    ):
+        plan(grid, tmp_path, only=["a", "a.x=1"])
 
 
 def test_a_disabled_cell_takes_its_claims_along(grid_file):

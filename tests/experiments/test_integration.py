@@ -101,3 +101,8 @@ def test_a_grid_runs_isolates_a_broken_cell_resumes_and_reports(tmp_path: Path, 
     text = (out / "report.md").read_text()
     assert "| recipe | 1 |" in text and "gain —" in text
     assert (out / "report.png").stat().st_size > 10_000 and (out / "snapshots.png").stat().st_size > 10_000
+
+    # a run of some cells only keeps the other cells' finished runs in the report
+    args = ["run", "--grid", str(grid), "--out", str(out), "cells.broken.enabled=false", "--cells", "control"]
+    assert main(args) == 0
+    assert set(json.loads((out / "report.json").read_text())["entries"]) == set(report["entries"])
