@@ -47,7 +47,7 @@ from genhancer.checkpoint import (
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
 from genhancer.session import Session, training_session
-from genhancer.stages import optimizer_groups
+from genhancer.stages import STAGES, optimizer_groups
 from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import config_hash, dump_yaml, to_dict
@@ -212,7 +212,7 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
     if cfg.conditioning.whiten and not cfg.init_from:
-        _fit_whitening(stream, session.accelerator.unwrap_model(model))
+        _fit_whitening(stream, session.accelerator.unwrap_model(model), cfg.stage)
     return _Run(
         cfg,
         session,
@@ -225,14 +225,11 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     )
 
 
-def _fit_whitening(stream: ImageStream, model: torch.nn.Module) -> None:
+def _fit_whitening(stream: ImageStream, model: torch.nn.Module, stage: str) -> None:
     """``conditioning.whiten``: the whitening of the global token, fitted on every token of stage 1's feature
     cache (the same on every rank); a later stage loads it from ``init_from`` with the conditioner."""
     if not isinstance(stream, CachedStream):
-        raise ConfigError(
-            "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true (a stage that "
-            "starts from init_from loads it instead)"
-        )
+        raise ConfigError(_whiten_needs(stage))
     count, total, outer = stream.cache.moments("global_token")
     model.conditioner.fit_whitening(count, total, outer)
     log.info("conditioning.whiten: fitted on %d cached global tokens", count)
@@ -251,6 +248,20 @@ def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> 
         barrier=group.barrier,
         device=session.device,
         input_dtype=session.input_dtype,
+    )
+
+
+def _whiten_needs(stage: str) -> str:
+    """What a run with ``conditioning.whiten`` but no feature cache to fit it on must change."""
+    if STAGES[stage].encoder == "frozen":
+        return (
+            "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true (a stage that "
+            "starts from init_from loads it instead)"
+        )
+    return (
+        "conditioning.whiten needs a fixed whitening, fitted on a frozen encoder's tokens, but stage "
+        f"{stage!r} trains the encoder from the start: run stage1 with conditioning.whiten=true and start "
+        "this stage from it (init_from=<stage1 run>/final), or set conditioning.whiten=false"
     )
 
 

@@ -143,3 +143,14 @@ def test_whitening_needs_the_cache(tmp_path, tiny_clip_dir, cache_world, capsys)
     assert "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true" in (
         capsys.readouterr().err
     )
+
+
+def test_whitening_in_a_stage_that_trains_the_encoder_names_stage1_as_the_fix(
+    tmp_path, tiny_clip_dir, cache_world, capsys
+):
+    args = _args(tmp_path / "r", tiny_clip_dir, cache_world, "conditioning.whiten=true", "stage=end-to-end")
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert "stage 'end-to-end' trains the encoder from the start" in err
+    assert "init_from=<stage1 run>/final" in err and "cache.enabled" not in err
+    assert not (tmp_path / "r" / "final").exists()
