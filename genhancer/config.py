@@ -83,7 +83,7 @@ class FlowConfig:
     # still shows the coarse picture and the condition has to supply the fine detail (t = 1 is pure noise;
     # m = -1 in the toy's stage 2 was worse: docs/toyworld.md)
     logit_mean: float = 0.0
-    sample_steps: int = 20  # Euler steps for reconstructions
+    sample_steps: int = 20  # reconstruction steps: Euler (continuous) or MaskGIT decoding (discrete)
 
 
 @dataclass

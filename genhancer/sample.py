@@ -5,7 +5,8 @@
     python -m genhancer.sample --stage-dir runs/x/stage1/final --print-config   # the model's config, as YAML
 
 Each image is resized (shorter side, bicubic) and centre-cropped to the encoder's input size, encoded to its
-global token, and the denoiser samples from noise (Euler, t = 1 -> 0) conditioned on that token alone.
+global token, and the denoiser samples conditioned on that token alone: from noise (Euler, t = 1 -> 0) for the
+continuous family, from an all-mask grid (MaskGIT parallel decoding) for the discrete one.
 The PNG has the originals on the top row and the reconstructions below.
 """
 
@@ -123,7 +124,7 @@ def sample_grid(
     paths = list_images(images, n)
     originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=len(paths))
     path = save_grid([originals, recon], out)
-    log.info("wrote %s (%d images, %d Euler steps)", path, len(paths), steps or model.cfg.flow.sample_steps)
+    log.info("wrote %s (%d images, %d steps)", path, len(paths), steps or model.cfg.flow.sample_steps)
     return path
 
 
@@ -136,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", help="image files and/or directories (unless --print-config)")
     parser.add_argument("--out", help="output PNG (unless --print-config)")
     parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: flow.sample_steps)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps: Euler (continuous) or decoding (discrete); default flow.sample_steps",
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_print_config_argument(parser, "the stage's resolved config (its config.yaml)")
     args = parser.parse_args(argv)
