@@ -250,40 +250,42 @@ class Planner:
             visit(step)
         return list(done.values())
 
-    def config(self, cell: CellConfig) -> str:
-        return cell.config or self.grid.config
+    def config(self, name: str) -> str:
+        return self.cells[name].config or self.grid.config
 
-    def stage1_dir(self, cell: CellConfig, seed: int) -> Path:
-        key = _key(self.config(cell), self.common, cell.overrides, cell.stage1)
+    def stage1_dir(self, name: str, seed: int) -> Path:
+        cell = self.cells[name]
+        key = _key(self.config(name), self.common, cell.overrides, cell.stage1)
         return self.out / "stage1" / key / f"seed-{seed}"
 
     def fill(self, items: list[str], where: str, **more: Any) -> list[str]:
         """``{input}`` placeholders of override lists filled in."""
         return [fill(o, {**self.values, **more}, where) for o in items]
 
-    def overrides(self, cell: CellConfig, extra: list[str]) -> list[str]:
-        return [*self.common, *self.fill(cell.overrides, f"cells.{self.name_of(cell)}.overrides"), *extra]
+    def cell_list(self, name: str, key: str, **more: Any) -> list[str]:
+        """Cell ``name``'s list ``key`` (overrides, stage1, stage2, export), its placeholders filled in."""
+        return self.fill(getattr(self.cells[name], key), f"cells.{name}.{key}", **more)
 
-    def name_of(self, cell: CellConfig) -> str:
-        return next((name for name, c in self.cells.items() if c is cell), "?")
+    def overrides(self, name: str, extra: list[str]) -> list[str]:
+        return [*self.common, *self.cell_list(name, "overrides"), *extra]
 
-    def resolve(self, cell: CellConfig, extra: list[str]) -> GenHancerConfig:
-        return load_genhancer_config(self.config(cell), self.overrides(cell, extra))
+    def resolve(self, name: str, extra: list[str]) -> GenHancerConfig:
+        return load_genhancer_config(self.config(name), self.overrides(name, extra))
 
-    def cache_dir(self, cell: CellConfig, extra: list[str]) -> Path:
+    def cache_dir(self, name: str, extra: list[str]) -> Path:
         # a cache directory holds one fingerprint: one directory per cache-relevant setting, shared by the
         # runs that agree on it (e.g. every t-sampling or denoiser-size cell of a seed)
         root = Path(fill(self.grid.cache, self.values, "cache")) if self.grid.cache else self.out / "cache"
-        return root / config_key(self.resolve(cell, extra))
+        return root / config_key(self.resolve(name, extra))
 
-    def train(self, cell: CellConfig, seed: int, extra: list[str], run_dir: Path) -> list[str]:
+    def train(self, name: str, seed: int, extra: list[str], run_dir: Path) -> list[str]:
         extra = [*extra, f"train.seed={seed}"]
-        cache = f"cache.dir={self.cache_dir(cell, extra)}"
+        cache = f"cache.dir={self.cache_dir(name, extra)}"
         return [
             "genhancer.train",
             "--config",
-            self.config(cell),
-            *self.overrides(cell, extra),
+            self.config(name),
+            *self.overrides(name, extra),
             cache,
             f"train.run_dir={run_dir}",
         ]
@@ -303,26 +305,26 @@ class Planner:
             argv = cmd.argv({**self.values, "model": str(model), "out": str(out)}, f"evaluations.{name}")
             self.add(Step(f"{prefix}/eval/{name}", argv, out, after))
 
-    def stage1(self, cell: CellConfig, seed: int, after: list[str]) -> tuple[str, Path]:
-        run = self.stage1_dir(cell, seed)
+    def stage1(self, name: str, seed: int, after: list[str]) -> tuple[str, Path]:
+        run = self.stage1_dir(name, seed)
         rel = str(run.relative_to(self.out))
-        argv = self.train(cell, seed, self.fill(cell.stage1, f"cells.{self.name_of(cell)}.stage1"), run)
-        name = self.add(Step(rel, argv, run / "final", after, self.grid.launch))
+        argv = self.train(name, seed, self.cell_list(name, "stage1"), run)
+        step = self.add(Step(rel, argv, run / "final", after, self.grid.launch))
         for diag, cmd in self.grid.diagnostics.items():
             out = run.parent / f"{run.name}.{diag}.json"
             values = {**self.values, "stage_dir": str(run), "out": str(out)}
-            self.add(Step(f"{rel}/{diag}", cmd.argv(values, f"diagnostics.{diag}"), out, [name]))
-        return name, run
+            self.add(Step(f"{rel}/{diag}", cmd.argv(values, f"diagnostics.{diag}"), out, [step]))
+        return step, run
 
     def tuned(self, name: str, seed: int, after: list[str]) -> tuple[str, Path, Path | None]:
         """Cell ``name``'s tuning run, after its stage 1 unless end-to-end: (step, run dir, stage-1 dir)."""
         cell = self.cells[name]
         root = self.out / "cells" / name / f"seed-{seed}"
-        extra, run1 = [f"stage={cell.stage}", *self.fill(cell.stage2, f"cells.{name}.stage2")], None
+        extra, run1 = [f"stage={cell.stage}", *self.cell_list(name, "stage2")], None
         if cell.stage != "end-to-end":
-            s1, run1 = self.stage1(cell, seed, after)
+            s1, run1 = self.stage1(name, seed, after)
             after, extra = [s1], [*extra, f"init_from={run1 / 'final'}"]
-        argv = self.train(cell, seed, extra, root / "tune")
+        argv = self.train(name, seed, extra, root / "tune")
         return (
             self.add(
                 Step(f"cells/{name}/seed-{seed}/tune", argv, root / "tune" / "final", after, self.grid.launch)
@@ -335,13 +337,13 @@ class Planner:
         cell = self.cells[name]
         prefix = f"cells/{name}/seed-{seed}"
         tune, run, run1 = self.tuned(cell.tune_of or name, seed, self.prepare(cell.prepare))
-        self.export(name, prefix, run, cell, seed, [tune], run1)
+        self.export(name, prefix, run, name, seed, [tune], run1)
         if cell.snapshots:  # the kept steps, from the run's own config
-            steps, final = snapshot_steps(self, cell)
+            steps, final = snapshot_steps(self, name)
             self.entries[name]["step"] = final
             for step in steps:
                 entry, snap = f"{name}@{step}", run / "sweep" / f"step-{step:06d}"
-                self.export(entry, f"{prefix}/steps/step-{step:06d}", snap, cell, seed, [tune], run1)
+                self.export(entry, f"{prefix}/steps/step-{step:06d}", snap, name, seed, [tune], run1)
                 self.entries[entry]["step"] = step
 
     def export(
@@ -349,16 +351,24 @@ class Planner:
         entry: str,
         prefix: str,
         run: Path,
-        cell: CellConfig,
+        name: str,
         seed: int,
         after: list[str],
         run1: Path | None,
     ) -> None:
+        """Export cell ``name``'s run as report entry ``entry`` (the cell or <cell>@<step>); evaluate it."""
+        cell = self.cells[name]
         dest = self.out / prefix / "encoder"
-        extra = self.fill(cell.export, f"cells.{self.name_of(cell)}.export", seed=seed)
-        argv = ["genhancer.export", "--run", str(run), "--out", str(dest), *extra]
-        name = self.add(Step(f"{prefix}/export", argv, dest / "config.json", after))
-        self.evaluate(prefix, dest, [name])
+        argv = [
+            "genhancer.export",
+            "--run",
+            str(run),
+            "--out",
+            str(dest),
+            *self.cell_list(name, "export", seed=seed),
+        ]
+        step = self.add(Step(f"{prefix}/export", argv, dest / "config.json", after))
+        self.evaluate(prefix, dest, [step])
         self.entries.setdefault(entry, {"group": cell.group, "label": cell.label or entry, "seeds": {}})
         self.entries[entry]["seeds"][str(seed)] = {
             "eval": str(self.out / prefix / "eval"),
@@ -366,10 +376,11 @@ class Planner:
         }
 
 
-def snapshot_steps(planner: Planner, cell: CellConfig) -> tuple[list[int], int]:
-    """The tuning stage's kept steps before its last (``schedule.<stage>.eval_at``), and its last step."""
-    stage2 = planner.fill(cell.stage2, f"cells.{planner.name_of(cell)}.stage2")
-    sched = planner.resolve(cell, [*stage2, f"stage={cell.stage}"]).current_schedule
+def snapshot_steps(planner: Planner, name: str) -> tuple[list[int], int]:
+    """Cell ``name``'s tuning stage's kept steps before its last (``schedule.<stage>.eval_at``), and its last
+    step."""
+    stage = planner.cells[name].stage
+    sched = planner.resolve(name, [*planner.cell_list(name, "stage2"), f"stage={stage}"]).current_schedule
     final = int(sched.steps or 0)
     return sorted(s for s in set(sched.eval_at) if 0 < s < final), final
 
