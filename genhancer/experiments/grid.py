@@ -377,8 +377,8 @@ class Planner:
 
 
 def snapshot_steps(planner: Planner, name: str) -> tuple[list[int], int]:
-    """Cell ``name``'s tuning stage's kept steps before its last (``schedule.<stage>.eval_at``), and its last
-    step."""
+    """Cell ``name``: the kept steps of its tuning stage before the last (``schedule.<stage>.eval_at``), and
+    the last."""
     stage = planner.cells[name].stage
     sched = planner.resolve(name, [*planner.cell_list(name, "stage2"), f"stage={stage}"]).current_schedule
     final = int(sched.steps or 0)
