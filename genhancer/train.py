@@ -34,7 +34,7 @@ from typing import IO, Any
 
 import torch
 
-from genhancer.cache import CachedStream, training_stream
+from genhancer.cache import training_stream
 from genhancer.checkpoint import (
     STEP_RE,
     CheckpointWriter,
@@ -155,6 +155,7 @@ class _Run:
 def train(cfg: GenHancerConfig) -> dict[str, Any]:
     """Run one stage as configured; returns the summary (also written to ``run_dir/summary.json``)."""
     t_start = time.time()
+    _check_whitening(cfg)  # before any process group, model or data is set up
     with training_session(cfg.train) as session, ExitStack() as closing:
         # the run's objects live in _stage's frame: gone before the session destroys the process group
         return _stage(cfg, session, closing, t_start)
@@ -212,7 +213,7 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
     if cfg.conditioning.whiten and not cfg.init_from:
-        _fit_whitening(stream, session.accelerator.unwrap_model(model), cfg.stage)
+        _fit_whitening(stream, session.accelerator.unwrap_model(model))
     return _Run(
         cfg,
         session,
@@ -225,11 +226,10 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     )
 
 
-def _fit_whitening(stream: ImageStream, model: torch.nn.Module, stage: str) -> None:
+def _fit_whitening(stream: ImageStream, model: torch.nn.Module) -> None:
     """``conditioning.whiten``: the whitening of the global token, fitted on every token of stage 1's feature
     cache (the same on every rank); a later stage loads it from ``init_from`` with the conditioner."""
-    if not isinstance(stream, CachedStream):
-        raise ConfigError(_whiten_needs(stage))
+    # a CachedStream: _check_whitening admitted only frozen-encoder stages with cache.enabled
     count, total, outer = stream.cache.moments("global_token")
     model.conditioner.fit_whitening(count, total, outer)
     log.info("conditioning.whiten: fitted on %d cached global tokens", count)
@@ -251,18 +251,22 @@ def _batches(cfg: GenHancerConfig, session: Session, model: torch.nn.Module) -> 
     )
 
 
-def _whiten_needs(stage: str) -> str:
-    """What a run with ``conditioning.whiten`` but no feature cache to fit it on must change."""
-    if STAGES[stage].encoder == "frozen":
-        return (
+def _check_whitening(cfg: GenHancerConfig) -> None:
+    """``conditioning.whiten`` without ``init_from`` is fitted on this stage's feature cache: that needs a
+    frozen encoder and ``cache.enabled``; say which is missing and how to fix it."""
+    if not cfg.conditioning.whiten or cfg.init_from:
+        return
+    if STAGES[cfg.stage].encoder != "frozen":
+        raise ConfigError(
+            "conditioning.whiten needs a fixed whitening, fitted on a frozen encoder's tokens, but stage "
+            f"{cfg.stage!r} trains the encoder from the start: run stage1 with conditioning.whiten=true and "
+            "start this stage from it (init_from=<stage1 run>/final), or set conditioning.whiten=false"
+        )
+    if not cfg.cache.enabled:
+        raise ConfigError(
             "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true (a stage that "
             "starts from init_from loads it instead)"
         )
-    return (
-        "conditioning.whiten needs a fixed whitening, fitted on a frozen encoder's tokens, but stage "
-        f"{stage!r} trains the encoder from the start: run stage1 with conditioning.whiten=true and start "
-        "this stage from it (init_from=<stage1 run>/final), or set conditioning.whiten=false"
-    )
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -143,6 +143,7 @@ def test_whitening_needs_the_cache(tmp_path, tiny_clip_dir, cache_world, capsys)
     assert "conditioning.whiten is fitted on stage 1's feature cache: set cache.enabled=true" in (
         capsys.readouterr().err
     )
+    assert not (tmp_path / "r").exists()  # refused before anything is built or written
 
 
 def test_whitening_in_a_stage_that_trains_the_encoder_names_stage1_as_the_fix(
@@ -153,4 +154,4 @@ def test_whitening_in_a_stage_that_trains_the_encoder_names_stage1_as_the_fix(
     err = capsys.readouterr().err
     assert "stage 'end-to-end' trains the encoder from the start" in err
     assert "init_from=<stage1 run>/final" in err and "cache.enabled" not in err
-    assert not (tmp_path / "r" / "final").exists()
+    assert not (tmp_path / "r").exists()
