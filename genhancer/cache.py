@@ -21,7 +21,10 @@ Layout of the cache directory (``cache.dir``, default ``<train.run_dir>/../cache
 Fingerprint (one digest per part, so the log can say what changed): the encoder (config, processor and
 weights: sha256, or size + mtime above 256 MiB; input size and normalisation; a LoRA in init_from), the latent
 space (config + autoencoder files), the crops (crop_scale, views, seed), the compute dtypes and the data (the
-source's files: paths + sizes). Any difference -> the cache is rebuilt. Every process builds a disjoint part
+source's files: paths relative to the deepest directory holding them all, sizes, modification times). Any
+difference -> the cache is rebuilt. No absolute path enters it (its keys are relative paths too): data and
+model directories moved with their files' times (``mv``, ``cp -a``, ``rsync -a``) keep the cache; a copy that
+renews the times (data files, model files above 256 MiB) rebuilds it. Every process builds a disjoint part
 of the images into a staging directory (each part written atomically), then rank 0 assembles the cache
 atomically: a run killed mid-build never leaves a cache that would be used, and a rerun reuses finished parts.
 With several nodes, ``cache.dir`` must be on a filesystem they share.
@@ -53,6 +56,7 @@ from genhancer.data import (
     CropAndNormalize,
     ImageSource,
     ImageStream,
+    SampleRef,
     build_source,
     build_stream,
     centre_crop_box,
@@ -67,7 +71,7 @@ from genhancer.utils.fsio import atomic_directory, read_json, write_json
 from genhancer.utils.images import BadImage, SkippedFiles
 from genhancer.utils.logging import get_logger, progress
 
-FORMAT = 2  # 2: skipped images carry their reason; images opened by genhancer.utils.images
+FORMAT = 3  # 2: skipped images carry their reason; 3: keys and data stamps relative to the data root
 MANIFEST = "manifest.json"
 PART_INDEX = "part.json"
 _HASH_LIMIT = 256 * 2**20  # files up to this size are hashed; larger ones are stamped by size + mtime
@@ -100,7 +104,18 @@ def _model_dir_stamp(path: str | None, subfolder: str | None = None) -> Any:
     if not d.is_dir():
         return {"id": path, "subfolder": subfolder}
     files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
-    return {"path": str(d.resolve()), "files": [_file_stamp(p) for p in files]}
+    return {"files": [_file_stamp(p) for p in files]}  # by content, not place: a moved directory is the same
+
+
+def data_root(files: list[Path]) -> str:
+    """The deepest directory holding every data file (absolute, links not followed): the cache's keys and
+    its data stamp are relative to it, so a moved data directory keeps its cache."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+
+
+def relative_key(ref: SampleRef, root: str) -> str:
+    """The cache's key of ``ref``: its key with the file's path relative to ``root`` (``data_root``)."""
+    return SampleRef(os.path.relpath(os.path.abspath(ref.path), root), ref.member).key
 
 
 def crop_seed(cfg: GenHancerConfig) -> int:
@@ -124,11 +139,12 @@ def config_key(cfg: GenHancerConfig) -> str:
 
 
 def fingerprint_parts(
-    cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: dict[str, str]
+    cfg: GenHancerConfig, image_spec: dict[str, Any], dtypes: dict[str, str], files: list[Path] | None = None
 ) -> dict[str, Any]:
-    """What a cache is made of, by part: encoder, latent, crops, compute, data (see the module docstring)."""
+    """What a cache is made of, by part: encoder, latent, crops, compute, data (see the module docstring).
+    ``files``: the data source's files, when already listed."""
     lora = Path(cfg.init_from) / "encoder_lora" if cfg.init_from else None
-    files = source_files(cfg.data)
+    files = source_files(cfg.data) if files is None else files
     if not files:
         raise DataError(f"data.path {cfg.data.path!r} ({cfg.data.source}) holds no data to cache")
     return {
@@ -152,8 +168,18 @@ def fingerprint_parts(
             "max_image_pixels": cfg.data.max_image_pixels,
         },
         "compute": dtypes,
-        "data": {"source": cfg.data.source, "files": [[str(p.resolve()), p.stat().st_size] for p in files]},
+        "data": {"source": cfg.data.source, "files": _data_stamp(files)},
     }
+
+
+def _data_stamp(files: list[Path]) -> list[list[Any]]:
+    """[path relative to the data root, size, mtime] per file."""
+    root = data_root(files)
+    stamps = []
+    for p in files:
+        st = p.stat()
+        stamps.append([os.path.relpath(os.path.abspath(p), root), st.st_size, st.st_mtime_ns])
+    return stamps
 
 
 def digests(parts: dict[str, Any]) -> dict[str, str]:
@@ -265,13 +291,16 @@ def _build_part(
     cfg: GenHancerConfig,
     transform: CropAndNormalize,
     *,
+    root: str,
     rank: int,
     device: torch.device | str,
     input_dtype: torch.dtype,
 ) -> None:
-    """Views of the global ``items`` -> ``out``: shards + part.json (keys per shard, unreadable images)."""
+    """Views of the global ``items`` -> ``out``: shards + part.json (keys per shard, unreadable images),
+    keyed by ``relative_key(ref, root)``."""
     writer = _ShardWriter(out, f"part-{rank:05d}")
-    skipped = SkippedFiles(logger=log)
+    skipped = SkippedFiles(logger=log)  # logged by the files' own keys, written by the cache's
+    cache_key: dict[str, str] = {}
     pixel = isinstance(model.latent, PixelSpace)
     chunk = max(1, cfg.cache.build_batch_size // num_views(cfg))
     for start in progress(range(0, len(items), chunk), desc="stage-1 cache", unit="batch"):
@@ -280,8 +309,9 @@ def _build_part(
             views = _read_views(source, item, cfg, transform)
             if isinstance(views, BadImage):
                 skipped.add(source.refs[item].key, views.reason, views.detail)
+                cache_key[source.refs[item].key] = relative_key(source.refs[item], root)
             else:
-                keys.append(source.refs[item].key)
+                keys.append(relative_key(source.refs[item], root))
                 crops.append(views)
         if not crops:
             continue
@@ -293,7 +323,8 @@ def _build_part(
             feats["crop"] = u8.flatten(0, 1)
         writer.add(keys, {k: v.unflatten(0, u8.shape[:2]) for k, v in feats.items()})
     writer.flush()
-    write_json(out / PART_INDEX, {"shards": writer.shards, "skipped": skipped.as_list()})
+    unreadable = [{**e, "key": cache_key[e["key"]]} for e in skipped.as_list()]
+    write_json(out / PART_INDEX, {"shards": writer.shards, "skipped": unreadable})
 
 
 def _part_is_complete(part: Path) -> bool:
@@ -391,6 +422,7 @@ def build_cache(
                     model,
                     cfg,
                     _transform(cfg, model),
+                    root=data_root(source_files(cfg.data)),
                     rank=rank,
                     device=device,
                     input_dtype=input_dtype,
@@ -413,12 +445,16 @@ def build_cache(
 
 # -------------------------------------------------------------------------------------------------- read
 class FeatureCache:
-    """Random access to a built cache: ``read(key, view) -> {tensor name: (...)}``. A cache of at most
+    """Random access to a built cache: ``read(key, view) -> {tensor name: (...)}``, keyed by ``relative_key``
+    (``key_of`` maps a sample of the data in ``data_root``, where it is now). A cache of at most
     ``max_ram_bytes`` is held in memory (each shard loaded on first use), a larger one read per view from
     disk."""
 
-    def __init__(self, directory: str | Path, max_ram_bytes: int = 4 * 2**30) -> None:
+    def __init__(
+        self, directory: str | Path, max_ram_bytes: int = 4 * 2**30, *, data_root: str | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.data_root = data_root
         self.manifest = read_json(self.directory / MANIFEST, missing=f"no stage-1 cache at {self.directory}")
         self.num_views = int(self.manifest["num_views"])
         self.names = list(self.manifest["tensors"])
@@ -437,6 +473,12 @@ class FeatureCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
+
+    def key_of(self, ref: SampleRef) -> str:
+        """The cache's key of a sample of the data where it is now."""
+        if self.data_root is None:
+            raise ValueError(f"FeatureCache({self.directory}) has no data_root (open_cache gives it one)")
+        return relative_key(ref, self.data_root)
 
     def moments(self, name: str) -> tuple[int, torch.Tensor, torch.Tensor]:
         """(count, sum x, sum x x^T) of tensor ``name`` (one vector per view) over every image and view,
@@ -509,7 +551,10 @@ class CachedStream(ImageStream):
     ) -> None:
         super().__init__(source, transform, batch_size, seed=seed, rank=rank, strict=strict)
         self.cache = cache
-        unknown = [r.key for r in source.refs if r.key not in cache and r.key not in cache.skipped]
+        self.cache_keys = [cache.key_of(r) for r in source.refs]  # per sample of this rank
+        unknown = [
+            r.key for r, k in zip(source.refs, self.cache_keys) if k not in cache and k not in cache.skipped
+        ]
         if unknown:
             raise DataError(
                 f"stage-1 cache {cache.directory} lacks {len(unknown)} image(s) of data.path (e.g. "
@@ -517,11 +562,12 @@ class CachedStream(ImageStream):
             )
 
     def _load(self, epoch: int, index: int) -> tuple[str, int, dict[str, torch.Tensor]] | BadImage:  # type: ignore[override]
-        key = self._key(epoch, index)
-        if key not in self.cache:  # unreadable when the cache was built: skipped as ImageStream skips it
-            return self.cache.skipped[key]
+        i = int(self.permutation(epoch)[index])
+        key, cached = self.source.refs[i].key, self.cache_keys[i]
+        if cached not in self.cache:  # unreadable when the cache was built: skipped as ImageStream skips it
+            return self.cache.skipped[cached]
         view = int(np.random.default_rng([self.seed, self.rank, epoch, index]).integers(self.cache.num_views))
-        return key, view, self.cache.read(key, view)
+        return key, view, self.cache.read(cached, view)
 
     def __iter__(self) -> Iterator[CachedBatch]:  # type: ignore[override]
         items = self._items()
@@ -563,7 +609,8 @@ def open_cache(
         "inputs": str(input_dtype),
         "latent": str(next(iter(model.latent.parameters()), torch.empty(0)).dtype),
     }
-    parts = fingerprint_parts(cfg, model.encoder_image_spec(), dtypes)
+    files = source_files(cfg.data)
+    parts = fingerprint_parts(cfg, model.encoder_image_spec(), dtypes, files)
     why = cache_status(directory, digests(parts))
     barrier()  # every rank has decided before anyone may replace the directory
     if why is not None:
@@ -579,7 +626,7 @@ def open_cache(
             device=device,
             input_dtype=input_dtype,
         )
-    cache = FeatureCache(directory)
+    cache = FeatureCache(directory, data_root=data_root(files))
     log.info(
         "stage-1 cache %s: %d images x %d view(s), %d unreadable",
         directory,

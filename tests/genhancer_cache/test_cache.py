@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from genhancer.cache import (
     build_cache,
     cache_dir,
     cache_status,
+    data_root,
     digests,
     fingerprint_parts,
     open_cache,
     training_stream,
 )
-from genhancer.data import CropAndNormalize, ImageStream, build_source, random_resized_crop_box
+from genhancer.data import CropAndNormalize, ImageStream, build_source, random_resized_crop_box, source_files
 from genhancer.module import GenHancerModel
 from genhancer.utils.errors import ConfigError, DataError
 from genhancer.utils.images import BadImage
@@ -198,14 +200,40 @@ def test_cache_is_reused_then_rebuilt_when_encoder_crops_or_data_change(
     assert _status(cfg4, model2) == "crops changed since it was built"
 
     world2 = tmp_path / "world2"
-    shutil.copytree(cache_world, world2)
+    shutil.copytree(cache_world, world2)  # the same files, their times kept: the cache still holds them
     cfg5 = make_cfg(f"encoder.path={enc2}", f"data.path={world2}")
-    assert _status(cfg5, model2) == "data changed since it was built"  # other paths
-    open_cache(cfg5, model2)
     assert _status(cfg5, model2) is None
     draw_scene(99).save(world2 / "images" / "extra.png")
     assert _status(cfg5, model2) == "data changed since it was built"  # one more image
-    assert str(world2 / "images" / "extra.png") in open_cache(cfg5, model2)
+    assert "extra.png" in open_cache(cfg5, model2)  # keyed relative to the data root (world2/images)
+    os.utime(world2 / "images" / "00000.png", ns=(1, 1))
+    assert _status(cfg5, model2) == "data changed since it was built"  # a file rewritten in place
+
+
+def test_a_moved_world_and_encoder_keep_the_cache_and_read_the_same_values(make_cfg, tiny_clip_dir, tmp_path):
+    """No absolute path enters the fingerprint or the keys: after moving the data and the encoder (with
+    their files' times, as mv or cp -a do), stage 1 reads the same cache, by the files' new paths."""
+    world, enc = tmp_path / "a" / "train", tmp_path / "a" / "clip"
+    shutil.copytree(make_cfg().data.path, world)
+    shutil.copytree(tiny_clip_dir, enc)
+    cfg = make_cfg(f"data.path={world}", f"encoder.path={enc}")
+    model = _model(cfg)
+    before = next(iter(_stream(cfg, model)))
+    manifest = cache_dir(cfg) / MANIFEST
+    stamp = manifest.stat().st_mtime_ns
+    (tmp_path / "b").mkdir()
+    os.rename(world, tmp_path / "b" / "train")
+    os.rename(enc, tmp_path / "b" / "clip")
+    moved = make_cfg(f"data.path={tmp_path / 'b' / 'train'}", f"encoder.path={tmp_path / 'b' / 'clip'}")
+    assert _status(moved, _model(moved)) is None
+    after = next(iter(_stream(moved, _model(moved))))
+    assert manifest.stat().st_mtime_ns == stamp  # not rebuilt
+    # the same samples, named by their new paths
+    assert [os.path.relpath(k, tmp_path / "b") for k in after.keys] == [
+        os.path.relpath(k, tmp_path / "a") for k in before.keys
+    ]
+    assert after.views == before.views
+    torch.testing.assert_close(after.global_token, before.global_token, rtol=0, atol=0)
 
 
 def test_a_build_killed_midway_leaves_no_cache_that_is_used(make_cfg, monkeypatch):
@@ -282,7 +310,7 @@ def test_two_ranks_build_parts_and_read_disjoint_samples(make_cfg, tmp_path, sou
             device="cpu",
             input_dtype=torch.float32,
         )
-    two = FeatureCache(cache_dir(cfg))
+    two = FeatureCache(cache_dir(cfg), data_root=data_root(source_files(cfg.data)))
     assert len(two.manifest["shards"]) == 2 and len(two) == 12
     one_cfg = make_cfg(*extra, f"cache.dir={tmp_path / 'one'}")
     one = open_cache(one_cfg, model)
@@ -297,7 +325,8 @@ def test_two_ranks_build_parts_and_read_disjoint_samples(make_cfg, tmp_path, sou
         for r in (0, 1)
     ]
     assert not set(seen[0]) & set(seen[1])
-    assert sorted(seen[0] + seen[1]) == sorted(one._where)
+    refs = {r.key: r for r in build_source(cfg.data, 0, 1).refs}
+    assert sorted(one.key_of(refs[k]) for k in seen[0] + seen[1]) == sorted(one._where)
     if source == "webdataset":
         assert all(":" in k and k.endswith(".jpg") for k in seen[0])
 
@@ -324,8 +353,8 @@ def test_unreadable_images_are_skipped_and_counted(make_cfg, tmp_path, cache_wor
     cfg = make_cfg(f"data.path={world}", "train.batch_size=1")
     model = _model(cfg)
     stream = _stream(cfg, model)
-    assert list(stream.cache.skipped) == [bad] and bad not in stream.cache
-    assert stream.cache.skipped[bad].reason == "not-an-image"
+    assert list(stream.cache.skipped) == ["00003.png"] and "00003.png" not in stream.cache  # relative key
+    assert stream.cache.skipped["00003.png"].reason == "not-an-image"
     loaded = [stream._load(0, i) for i in range(12)]
     assert sum(isinstance(x, BadImage) for x in loaded) == 1
     assert len({x[0] for x in loaded if not isinstance(x, BadImage)}) == 11
