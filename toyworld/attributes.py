@@ -332,6 +332,19 @@ def score_predictions(pred: torch.Tensor, labels: torch.Tensor, pred_names: Sequ
     }
 
 
+def correctness(
+    pred: torch.Tensor, labels: torch.Tensor, pred_names: Sequence[str]
+) -> dict[str, list[int | None]]:
+    """Per attribute of ``pred_names``, per image: 1 right, 0 wrong, None where it does not apply (what a
+    paired comparison of two tables resamples)."""
+    out: dict[str, list[int | None]] = {}
+    for j, name in enumerate(ATTRIBUTES):
+        if name in pred_names:
+            y, p = labels[:, j].tolist(), pred[:, pred_names.index(name)].tolist()
+            out[name] = [None if t == IGNORE else int(q == t) for t, q in zip(y, p)]
+    return out
+
+
 def format_accuracy(
     table: Mapping[str, Any],
     other: Mapping[str, Any] | None = None,

@@ -12,6 +12,14 @@ OUT holds ``imagine.json`` (both accuracy tables, per attribute with the majorit
 settings), ``attributes.png`` (a bar chart of the two per attribute), ``grid.png`` (the first ``--grid-n``
 sources above their drawings) and ``reconstructions/`` (every drawing as a PNG named like its source, so
 ``python -m toyworld judge --images OUT/reconstructions --scenes WORLD/val/scenes.jsonl`` re-scores them).
+``imagine.json`` also keeps, per attribute and image, whether the classifier was right on the drawing, so
+
+    python -m toyworld imagine --compare A/imagine.json B/imagine.json [--names a b] [--out CMP.json]
+                               [--plot CMP.png]
+
+compares what two denoisers draw from the same val images: the accuracy change per attribute and of the mean
+over the fine attributes (all but ``--coarse``: colour, shape, background), each with a paired percentile
+bootstrap interval over the images (the same resample for every attribute).
 """
 
 from __future__ import annotations
@@ -21,20 +29,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from eval.probes import compare_table, plot_comparison
 from genhancer.module import GenHancerModel, resolve_stage_dir
 from genhancer.sample import reconstruct_images, save_grid
 from genhancer.utils.cli import entry_point
-from genhancer.utils.errors import UserError
-from genhancer.utils.fsio import save_figure, write_json
+from genhancer.utils.errors import DataError, UserError
+from genhancer.utils.fsio import read_json, save_figure, write_json
 from genhancer.utils.logging import get_logger
-from toyworld.attributes import attribute_accuracy, format_accuracy, load_classifier, read_split
+from genhancer.utils.stats import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL, bootstrap_means, percentile_interval
+from toyworld.attributes import (
+    correctness,
+    format_accuracy,
+    label_matrix,
+    load_classifier,
+    read_split,
+    score_predictions,
+)
 
 RESULT_FILE = "imagine.json"
 CHART_FILE = "attributes.png"
 GRID_FILE = "grid.png"
 RECON_DIR = "reconstructions"
+COARSE = ("color", "shape", "background")  # left out of the fine-attribute mean
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -117,6 +136,8 @@ def imagine(
     model = GenHancerModel.from_pretrained(stage)
     originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=batch_size)
     originals, recon = to_uint8(originals), to_uint8(recon)  # score exactly what the PNGs hold
+    labels, names = label_matrix(scenes), list(clf.attributes)
+    pred = {"originals": clf.predict(originals), "reconstructions": clf.predict(recon)}
     result = {
         "stage_dir": str(stage),
         "classifier": str(classifier),
@@ -125,8 +146,9 @@ def imagine(
         "steps": steps or model.cfg.flow.sample_steps,
         "seed": seed,
         "batch_size": batch_size,
-        "originals": attribute_accuracy(clf, originals, scenes),
-        "reconstructions": attribute_accuracy(clf, recon, scenes),
+        **{k: score_predictions(v, labels, names) for k, v in pred.items()},
+        "items": [p.name for p in paths],
+        "correct": {k: correctness(v, labels, names) for k, v in pred.items()},
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +167,87 @@ def imagine(
     return result
 
 
+def compare_imagined(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    coarse: Sequence[str] = COARSE,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Change from imagine result ``a`` to ``b`` (drawings of the same val images), per attribute and for the
+    fine mean, with paired bootstrap intervals; laid out like ``eval.probes.compare_probes`` (one "feature":
+    ``drawings``). An attribute's change is over the images it applies to: its per-image differences are
+    scaled by n / applicable, so every attribute is resampled with the same images."""
+    if "correct" not in a or "correct" not in b:
+        raise DataError("an imagine.json without per-image results (older than --compare): rerun imagine")
+    if a["items"] != b["items"]:
+        raise DataError(
+            "the two imagine results drew different val images (or in another order): use one --n"
+        )
+    ca, cb = a["correct"]["reconstructions"], b["correct"]["reconstructions"]
+    attrs = [k for k in ca if k in cb]
+    cols = []
+    for k in attrs:
+        applies = sum(x is not None for x in ca[k])
+        diff = np.array([(y or 0) - (x or 0) for x, y in zip(ca[k], cb[k])], dtype=float)
+        cols.append(diff * len(diff) / max(1, applies))
+    boots = bootstrap_means(np.stack(cols, axis=1), n_boot, seed)  # (B, A)
+    ci = percentile_interval(boots, level)
+    acc_a, acc_b = a["reconstructions"]["attributes"], b["reconstructions"]["attributes"]
+    rows = {
+        k: {
+            "before": acc_a[k]["accuracy"],
+            "after": acc_b[k]["accuracy"],
+            "delta": acc_b[k]["accuracy"] - acc_a[k]["accuracy"],
+            "delta_interval": [float(ci[0, j]), float(ci[1, j])],
+        }
+        for j, k in enumerate(attrs)
+    }
+    fine = [j for j, k in enumerate(attrs) if k not in coarse]
+    fine_mean = None
+    if fine:
+        lo, hi = percentile_interval(boots[:, fine].mean(axis=1), level)
+        before = float(np.mean([rows[attrs[j]]["before"] for j in fine]))
+        after = float(np.mean([rows[attrs[j]]["after"] for j in fine]))
+        fine_mean = {
+            "attributes": [attrs[j] for j in fine],
+            "before": before,
+            "after": after,
+            "delta": after - before,
+            "delta_interval": [float(lo), float(hi)],
+        }
+    return {
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+        "coarse": list(coarse),
+        "num_items": len(a["items"]),
+        "features": {"drawings": {"attributes": rows, "fine_mean": fine_mean}},
+    }
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    if args.stage_dir or args.classifier or args.world:
+        raise UserError("--compare takes two imagine.json files, not --stage-dir, --classifier or --world")
+    a, b = (read_json(p, missing=f"no imagine result at {p}") for p in args.compare)
+    cmp = compare_imagined(a, b, args.coarse, n_boot=args.bootstrap)
+    print(compare_table(cmp, args.names))
+    if args.out:
+        write_json(
+            args.out,
+            {
+                "diagnostic": "imagine_comparison",
+                "names": list(args.names),
+                "results": list(args.compare),
+                **cmp,
+            },
+        )
+    if args.plot:
+        plot_comparison(cmp, args.plot, args.names)
+    return 0
+
+
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -152,14 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--stage-dir", required=True, help="a GenHancer stage output directory (or a run dir with final/)"
-    )
-    p.add_argument(
-        "--classifier", required=True, help="directory written by python -m toyworld train-attributes"
-    )
-    p.add_argument("--world", required=True, help="toy world directory (its val split is drawn from)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--stage-dir", help="a GenHancer stage output directory (or a run dir with final/)")
+    p.add_argument("--classifier", help="directory written by python -m toyworld train-attributes")
+    p.add_argument("--world", help="toy world directory (its val split is drawn from)")
+    p.add_argument("--out", help="output directory (with --compare: the comparison JSON)")
     p.add_argument("--n", type=int, default=256, help="val images to draw from (default 256)")
     p.add_argument(
         "--steps", type=int, default=None, help="Euler steps (default: the stage's flow.sample_steps)"
@@ -167,7 +266,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--grid-n", type=int, default=8, help="images in grid.png (default 8)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two imagine.json files")
+    p.add_argument(
+        "--names", nargs=2, default=["A", "B"], metavar=("A", "B"), help="their names in the table"
+    )
+    p.add_argument(
+        "--coarse", nargs="*", default=list(COARSE), help="left out of the fine mean (%(default)s)"
+    )
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (10000)")
+    p.add_argument("--plot", help="with --compare: a PNG chart of the changes")
     args = p.parse_args(argv)
+    if args.compare:
+        return _run_compare(args)
+    needed = {
+        "--stage-dir": args.stage_dir,
+        "--classifier": args.classifier,
+        "--world": args.world,
+        "--out": args.out,
+    }
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (or --compare A.json B.json)")
     result = imagine(
         args.stage_dir,
         args.classifier,

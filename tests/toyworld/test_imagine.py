@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from genhancer.utils.fsio import read_json
+from genhancer.utils.errors import DataError
+from genhancer.utils.fsio import read_json, write_json
 from toyworld.__main__ import main as toyworld_main
 
 
@@ -77,6 +78,14 @@ def test_imagine_writes_judged_drawings(stage_dir, classifier, world, tmp_path, 
 
     report = judge(classifier, out / "reconstructions", world / "val" / "scenes.jsonl")
     assert report["attributes"] == result["reconstructions"]["attributes"]
+    # per image and attribute, what the accuracy is the mean of (None where the attribute does not apply)
+    assert result["items"] == names
+    for attr, row in result["reconstructions"]["attributes"].items():
+        marks = [x for x in result["correct"]["reconstructions"][attr] if x is not None]
+        assert len(marks) == row["n"] and sum(marks) / len(marks) == pytest.approx(row["accuracy"])
+    # a result compared with itself changes by exactly 0
+    assert toyworld_main(["imagine", "--compare", str(out / "imagine.json"), str(out / "imagine.json")]) == 0
+    assert "fine mean" in capsys.readouterr().out
     # same seed, same drawings
     assert run(tmp_path / "again") == 0
     again = (tmp_path / "again" / "reconstructions" / "000004.png").read_bytes()
@@ -89,3 +98,54 @@ def test_imagine_errors(stage_dir, classifier, world, tmp_path, capsys):
     assert "stage output directory" in capsys.readouterr().err
     assert toyworld_main([*base, "--stage-dir", str(stage_dir), "--n", "0"]) == 2
     assert "--n" in capsys.readouterr().err
+
+
+def _imagined(items: list[str], **correct: list[int | None]) -> dict:
+    """An imagine.json's drawings part: per-image marks per attribute and the accuracies they make."""
+    attrs = {}
+    for k, marks in correct.items():
+        seen = [x for x in marks if x is not None]
+        attrs[k] = {"accuracy": sum(seen) / len(seen), "n": len(seen), "majority": 0.5}
+    return {"items": items, "reconstructions": {"attributes": attrs}, "correct": {"reconstructions": correct}}
+
+
+def test_compare_is_paired_and_counts_only_images_an_attribute_applies_to(tmp_path, capsys):
+    from toyworld.imagine import compare_imagined
+
+    items = [f"{i:06d}.png" for i in range(40)]
+    a = _imagined(items, color=[0, 1] * 20, orientation=[0, None] * 20, count=[1] * 40)
+    b = _imagined(items, color=[1, 1] * 20, orientation=[1, None] * 20, count=[1] * 40)
+    cmp = compare_imagined(a, b, coarse=("color",), n_boot=2000)
+    rows = cmp["features"]["drawings"]["attributes"]
+    assert rows["color"]["delta"] == pytest.approx(0.5)  # 20 of 40 images now right
+    assert rows["orientation"]["delta"] == pytest.approx(1.0)  # all 20 images it applies to
+    lo, hi = rows["orientation"]["delta_interval"]
+    assert 0.6 < lo <= 1.0 <= hi < 1.4  # scaled by 40/20, so the interval sits around the change
+    assert rows["count"]["delta_interval"] == [0.0, 0.0]
+    fine = cmp["features"]["drawings"]["fine_mean"]
+    assert fine["attributes"] == ["orientation", "count"] and fine["delta"] == pytest.approx(0.5)
+    with pytest.raises(DataError, match="different val images"):
+        compare_imagined(a, _imagined(items[::-1], color=[1] * 40), n_boot=10)
+    with pytest.raises(DataError, match="rerun imagine"):
+        compare_imagined({"items": items}, b, n_boot=10)
+    for name, r in (("a.json", a), ("b.json", b)):
+        write_json(tmp_path / name, r)
+    args = [
+        "imagine",
+        "--compare",
+        str(tmp_path / "a.json"),
+        str(tmp_path / "b.json"),
+        "--names",
+        "1k",
+        "10k",
+    ]
+    assert (
+        toyworld_main([*args, "--out", str(tmp_path / "cmp.json"), "--plot", str(tmp_path / "cmp.png")]) == 0
+    )
+    assert "10k" in capsys.readouterr().out
+    assert read_json(tmp_path / "cmp.json")["features"]["drawings"]["attributes"]["color"]["delta"] == 0.5
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    assert toyworld_main([*args, "--world", str(tmp_path)]) == 2  # the two modes do not mix
+    assert "--compare takes two imagine.json" in capsys.readouterr().err
+    assert toyworld_main(["imagine", "--out", str(tmp_path / "o")]) == 2
+    assert "missing --stage-dir, --classifier, --world" in capsys.readouterr().err
