@@ -361,34 +361,45 @@ def compare_probes(
         diff = np.array(
             [[y - x for x, y in zip(pa[k]["correct"], pb[k]["correct"])] for k in attrs]
         ).T  # (M, A)
-        boots = bootstrap_means(diff, n_boot, seed)  # (B, A)
-        ci = percentile_interval(boots, level)  # (2, A)
-        rows = {
-            k: {
-                "before": pa[k]["accuracy"],
-                "after": pb[k]["accuracy"],
-                "delta": pb[k]["accuracy"] - pa[k]["accuracy"],
-                "delta_interval": [ci[0, j], ci[1, j]],
-            }
-            for j, k in enumerate(attrs)
-        }
-        fine = [j for j, k in enumerate(attrs) if k not in coarse]
-        summary = None
-        if fine:
-            fci = percentile_interval(boots[:, fine].mean(axis=1), level)
-            before = float(np.mean([pa[attrs[j]]["accuracy"] for j in fine]))
-            after = float(np.mean([pb[attrs[j]]["accuracy"] for j in fine]))
-            summary = {
-                "attributes": [attrs[j] for j in fine],
-                "before": before,
-                "after": after,
-                "delta": after - before,
-                "delta_interval": [float(fci[0]), float(fci[1])],
-            }
-        out["features"][feature] = {"attributes": _floats(rows), "fine_mean": summary}
+        before, after = [pa[k]["accuracy"] for k in attrs], [pb[k]["accuracy"] for k in attrs]
+        out["features"][feature] = accuracy_changes(attrs, before, after, diff, coarse, n_boot, level, seed)
     if not out["features"]:
         raise DataError("the two probe results share no feature kind")
     return out
+
+
+def accuracy_changes(
+    attrs: Sequence[str],
+    before: Sequence[float],
+    after: Sequence[float],
+    diff: np.ndarray,
+    coarse: Sequence[str],
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per attribute: accuracy before, after, change and its paired interval; and the same for the mean over
+    the attributes not in ``coarse``. ``diff`` (items, attributes): per-item changes whose column means are
+    the changes (the items are resampled together, one resample for every attribute)."""
+    boots = bootstrap_means(diff, n_boot, seed)  # (B, A)
+    ci = percentile_interval(boots, level)  # (2, A)
+    rows = {
+        k: {"before": x, "after": y, "delta": y - x, "delta_interval": [ci[0, j], ci[1, j]]}
+        for j, (k, x, y) in enumerate(zip(attrs, before, after))
+    }
+    fine = [j for j, k in enumerate(attrs) if k not in coarse]
+    summary = None
+    if fine:
+        fci = percentile_interval(boots[:, fine].mean(axis=1), level)
+        b, a = float(np.mean([before[j] for j in fine])), float(np.mean([after[j] for j in fine]))
+        summary = {
+            "attributes": [attrs[j] for j in fine],
+            "before": b,
+            "after": a,
+            "delta": a - b,
+            "delta_interval": [float(fci[0]), float(fci[1])],
+        }
+    return {"attributes": _floats(rows), "fine_mean": summary}
 
 
 def _floats(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.probes import compare_table, plot_comparison
+from eval.probes import accuracy_changes, compare_table, plot_comparison
 from genhancer.module import GenHancerModel, resolve_stage_dir
 from genhancer.sample import reconstruct_images, save_grid
 from genhancer.utils.cli import entry_point
 from genhancer.utils.errors import DataError, UserError
 from genhancer.utils.fsio import read_json, save_figure, write_json
 from genhancer.utils.logging import get_logger
-from genhancer.utils.stats import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL, bootstrap_means, percentile_interval
+from genhancer.utils.stats import DEFAULT_BOOTSTRAP, DEFAULT_LEVEL
 from toyworld.attributes import (
     correctness,
     format_accuracy,
@@ -192,38 +192,16 @@ def compare_imagined(
         applies = sum(x is not None for x in ca[k])
         diff = np.array([(y or 0) - (x or 0) for x, y in zip(ca[k], cb[k])], dtype=float)
         cols.append(diff * len(diff) / max(1, applies))
-    boots = bootstrap_means(np.stack(cols, axis=1), n_boot, seed)  # (B, A)
-    ci = percentile_interval(boots, level)
     acc_a, acc_b = a["reconstructions"]["attributes"], b["reconstructions"]["attributes"]
-    rows = {
-        k: {
-            "before": acc_a[k]["accuracy"],
-            "after": acc_b[k]["accuracy"],
-            "delta": acc_b[k]["accuracy"] - acc_a[k]["accuracy"],
-            "delta_interval": [float(ci[0, j]), float(ci[1, j])],
-        }
-        for j, k in enumerate(attrs)
-    }
-    fine = [j for j, k in enumerate(attrs) if k not in coarse]
-    fine_mean = None
-    if fine:
-        lo, hi = percentile_interval(boots[:, fine].mean(axis=1), level)
-        before = float(np.mean([rows[attrs[j]]["before"] for j in fine]))
-        after = float(np.mean([rows[attrs[j]]["after"] for j in fine]))
-        fine_mean = {
-            "attributes": [attrs[j] for j in fine],
-            "before": before,
-            "after": after,
-            "delta": after - before,
-            "delta_interval": [float(lo), float(hi)],
-        }
+    before, after = [acc_a[k]["accuracy"] for k in attrs], [acc_b[k]["accuracy"] for k in attrs]
+    drawings = accuracy_changes(attrs, before, after, np.stack(cols, axis=1), coarse, n_boot, level, seed)
     return {
         "level": level,
         "n_boot": n_boot,
         "seed": seed,
         "coarse": list(coarse),
         "num_items": len(a["items"]),
-        "features": {"drawings": {"attributes": rows, "fine_mean": fine_mean}},
+        "features": {"drawings": drawings},
     }
 
 
