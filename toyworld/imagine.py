@@ -205,10 +205,26 @@ def compare_imagined(
     }
 
 
+def _read_imagined(path: str) -> dict[str, Any]:
+    """An imagine.json, checked for what ``--compare`` reads; a broken one is named by file and key."""
+    result = read_json(path, missing=f"no imagine result at {path}")
+    rerun = "rerun `python -m toyworld imagine` for it"
+    try:
+        n = len(result["items"])
+        marks = result["correct"]["reconstructions"]
+        accuracy = {k: result["reconstructions"]["attributes"][k]["accuracy"] for k in marks}
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a complete imagine.json (no {exc} in it): {rerun}") from None
+    short = sorted(k for k in accuracy if len(marks[k]) != n)
+    if short:
+        raise DataError(f"{path}: attributes {short} do not mark each of the {n} items: {rerun}")
+    return result
+
+
 def _run_compare(args: argparse.Namespace) -> int:
     if args.stage_dir or args.classifier or args.world:
         raise UserError("--compare takes two imagine.json files, not --stage-dir, --classifier or --world")
-    a, b = (read_json(p, missing=f"no imagine result at {p}") for p in args.compare)
+    a, b = (_read_imagined(p) for p in args.compare)
     cmp = compare_imagined(a, b, args.coarse, n_boot=args.bootstrap)
     print(compare_table(cmp, args.names))
     if args.out:

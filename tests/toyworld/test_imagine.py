@@ -145,6 +145,16 @@ def test_compare_is_paired_and_counts_only_images_an_attribute_applies_to(tmp_pa
     assert "10k" in capsys.readouterr().out
     assert read_json(tmp_path / "cmp.json")["features"]["drawings"]["attributes"]["color"]["delta"] == 0.5
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+    broken = {"items": items, "correct": a["correct"], "reconstructions": {}}
+    write_json(tmp_path / "broken.json", broken)
+    compare = ["imagine", "--compare"]
+    assert toyworld_main([*compare, str(tmp_path / "a.json"), str(tmp_path / "broken.json")]) == 2
+    assert "broken.json: not a complete imagine.json (no 'attributes' in it)" in capsys.readouterr().err
+    write_json(tmp_path / "short.json", {**a, "items": items[:-1]})
+    assert toyworld_main([*compare, str(tmp_path / "short.json"), str(tmp_path / "b.json")]) == 2
+    assert "short.json: attributes ['color', 'count', 'orientation'] do not mark each of the 39" in (
+        capsys.readouterr().err
+    )
     assert toyworld_main([*args, "--world", str(tmp_path)]) == 2  # the two modes do not mix
     assert "--compare takes two imagine.json" in capsys.readouterr().err
     assert toyworld_main(["imagine", "--out", str(tmp_path / "o")]) == 2
