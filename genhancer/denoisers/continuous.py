@@ -3,7 +3,8 @@
 diffusers' ``FluxTransformer2DModel`` is used as is, configured small. Its own ``patch_size`` stays 1: the
 latent space packs p x p latent cells into one token (``in_channels = C * p * p``), as FLUX.1 does.
 
-Presets (``denoiser.preset``; ``denoiser.overrides`` change any constructor kwarg):
+Presets (``denoiser.preset``; ``denoiser.overrides`` change any constructor kwarg, and ``rope_theta``, the
+base of the RoPE frequencies, which diffusers fixes at Flux's 10000 and this module sets after construction):
   toy          1 double + 2 single blocks, 2 heads x 16 (~90 k params), CPU-fast (tests)
   toy-64       the same at width 64 (4 heads x 16, ~0.34 M params): the toy world's default
   lightweight  2 double + 4 single, 24 heads x 128 (hidden 3072): the paper's ~1.31 B denoiser
@@ -66,12 +67,34 @@ PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
 )
 
 
+FLUX_ROPE_THETA = 10000.0  # diffusers' FluxPosEmbed base, as in FLUX.1
+
+
+def rope_theta(preset: str, overrides: dict[str, Any] | None = None) -> float:
+    """The RoPE base of a preset (+ overrides): Flux's 10000 unless ``rope_theta`` says otherwise."""
+    theta = {**PRESETS[preset], **(overrides or {})}.get("rope_theta", FLUX_ROPE_THETA)
+    if not isinstance(theta, (int, float)) or theta <= 1:
+        raise ConfigError(f"denoiser.overrides.rope_theta must be a number > 1, got {theta!r}")
+    return float(theta)
+
+
+def _set_rope_theta(transformer: torch.nn.Module, theta: float) -> torch.nn.Module:
+    """Swap the transformer's (parameter-free) rotary embedding for one with base ``theta``."""
+    from diffusers.models.transformers.transformer_flux import FluxPosEmbed
+
+    if float(transformer.pos_embed.theta) != theta:
+        transformer.pos_embed = FluxPosEmbed(theta=theta, axes_dim=list(transformer.pos_embed.axes_dim))
+    return transformer
+
+
 def transformer_kwargs(
     preset: str, in_channels: int, guidance: bool, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Constructor kwargs of ``FluxTransformer2DModel`` for a preset (+ overrides), checked."""
+    """Constructor kwargs of ``FluxTransformer2DModel`` for a preset (+ overrides), checked; ``rope_theta``
+    is not one of them (see :func:`rope_theta`)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown denoiser.preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    rope_theta(preset, overrides)
     kwargs: dict[str, Any] = dict(PRESETS[preset])
     kwargs.update(patch_size=1, in_channels=in_channels, guidance_embeds=guidance)
     for key, value in (overrides or {}).items():
@@ -81,6 +104,7 @@ def transformer_kwargs(
                 "latent.patch_size, guidance_embeds from denoiser.guidance); remove it"
             )
         kwargs[key] = value
+    kwargs.pop("rope_theta", None)
     kwargs["axes_dims_rope"] = tuple(kwargs["axes_dims_rope"])
     if sum(kwargs["axes_dims_rope"]) != kwargs["attention_head_dim"]:
         raise ConfigError(
@@ -104,6 +128,10 @@ def preset_parameter_count(
     with init_empty_weights():
         model = FluxTransformer2DModel(**transformer_kwargs(preset, in_channels, guidance, overrides))
     return sum(p.numel() for p in model.parameters())
+
+
+def _theta(cfg: Any) -> float:
+    return rope_theta(cfg.denoiser.preset, cfg.denoiser.overrides)
 
 
 @DENOISERS.register("continuous")
@@ -144,7 +172,8 @@ class ContinuousDenoiser(Denoiser):
         kwargs = transformer_kwargs(
             cfg.denoiser.preset, latent.token_dim, cfg.denoiser.guidance is not None, cfg.denoiser.overrides
         )
-        return cls(FluxTransformer2DModel(**kwargs), latent, cfg.flow, cfg.denoiser.guidance)
+        transformer = _set_rope_theta(FluxTransformer2DModel(**kwargs), _theta(cfg))
+        return cls(transformer, latent, cfg.flow, cfg.denoiser.guidance)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> ContinuousDenoiser:
@@ -154,7 +183,7 @@ class ContinuousDenoiser(Denoiser):
         transformer = FluxTransformer2DModel.from_pretrained(
             cls.saved_directory(directory), use_safetensors=True
         )
-        return cls(transformer, latent, cfg.flow, cfg.denoiser.guidance)
+        return cls(_set_rope_theta(transformer, _theta(cfg)), latent, cfg.flow, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.transformer.save_pretrained(str(directory), safe_serialization=True)

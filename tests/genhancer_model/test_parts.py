@@ -255,6 +255,22 @@ def test_guidance_is_a_config_switch(make_cfg):
     assert not GenHancerModel.build(make_cfg()).denoiser.transformer.config.guidance_embeds
 
 
+def test_rope_theta_is_a_config_switch_that_survives_a_reload(make_cfg, tmp_path):
+    flux = GenHancerModel.build(make_cfg())
+    assert flux.denoiser.transformer.pos_embed.theta == 10000  # Flux's base unless the config says otherwise
+    model = GenHancerModel.build(make_cfg("denoiser.overrides.rope_theta=10"))
+    pos = model.denoiser.transformer.pos_embed
+    assert pos.theta == 10 and list(pos.axes_dim) == list(flux.denoiser.transformer.pos_embed.axes_dim)
+    ids = torch.tensor([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0]])
+    # base 10000 nearly repeats row 0 at row 6 on the toy heads' 6 dims per axis; base 10 keeps them apart
+    near = torch.dist(*flux.denoiser.transformer.pos_embed(ids)[0])
+    assert torch.dist(*pos(ids)[0]) > 2 * near
+    model.save_pretrained(tmp_path / "stage")
+    assert GenHancerModel.from_pretrained(tmp_path / "stage").denoiser.transformer.pos_embed.theta == 10
+    with pytest.raises(ConfigError, match="rope_theta must be a number > 1"):
+        GenHancerModel.build(make_cfg("denoiser.overrides.rope_theta=0.5"))
+
+
 @pytest.mark.parametrize("yaml", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_genhancer_yaml_loads(yaml):
     cfg = load_genhancer_config(yaml)
