@@ -140,7 +140,18 @@ class GenHancerModel(nn.Module):
         """Load a stage output directory for inference (everything frozen, eval mode)."""
         d = check_stage_dir(directory, what="stage directory")
         cfg = load_stage_config(d)
-        model = cls._assemble(cfg, d, lora_trainable=False)
+        try:
+            model = cls._assemble(cfg, d, lora_trainable=False)
+        except ModelDirError as e:
+            used = [cfg.encoder.path, cfg.latent.vae_path if cfg.latent.space != "pixel" else None]
+            relative = [p for p in used if p and not Path(p).is_absolute() and not Path(p).exists()]
+            if not relative:
+                raise
+            raise ModelDirError(
+                f"stage directory {d}: {e}. Its {CONFIG_FILE} names {', '.join(map(repr, relative))} as "
+                f"given at training time; a relative path is read from the current directory ({Path.cwd()}): "
+                "run from the directory it was trained in"
+            ) from None
         model.requires_grad_(False)
         return model.eval()
 

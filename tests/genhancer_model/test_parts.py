@@ -16,7 +16,7 @@ from genhancer.encoders import ENCODERS, VisionEncoder, lora_target_regex
 from genhancer.latents import LATENT_SPACES, patchify, token_position_ids, unpatchify
 from genhancer.module import GenHancerModel
 from genhancer.stages import STAGES
-from genhancer.utils.errors import ConfigError
+from genhancer.utils.errors import ConfigError, ModelDirError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs" / "genhancer"
@@ -269,6 +269,17 @@ def test_rope_theta_is_a_config_switch_that_survives_a_reload(make_cfg, tmp_path
     assert GenHancerModel.from_pretrained(tmp_path / "stage").denoiser.transformer.pos_embed.theta == 10
     with pytest.raises(ConfigError, match="rope_theta must be a number > 1"):
         GenHancerModel.build(make_cfg("denoiser.overrides.rope_theta=0.5"))
+
+
+def test_a_stage_dir_read_from_elsewhere_names_its_relative_encoder_path(
+    make_cfg, tiny_clip_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tiny_clip_dir.parent)
+    GenHancerModel.build(make_cfg(f"encoder.path={tiny_clip_dir.name}")).save_pretrained(tmp_path / "stage")
+    assert GenHancerModel.from_pretrained(tmp_path / "stage").cfg.encoder.path == tiny_clip_dir.name
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelDirError, match=f"names '{tiny_clip_dir.name}' as given at training time"):
+        GenHancerModel.from_pretrained(tmp_path / "stage")
 
 
 @pytest.mark.parametrize("yaml", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
