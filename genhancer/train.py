@@ -287,7 +287,9 @@ def _resume(run: _Run) -> None:
     with session.gathered(run.trainable, modifier_rank=0):
         run.inner.load_trainable_state_dict(ck["model"])
     session.load_optimizer_state(run.optimizer, ck["rank"]["optimizer"])
+    wanted = list(run.scheduler.base_lrs)
     run.scheduler.load_state_dict(ck["scheduler"])
+    _keep_config_lrs(run.scheduler, wanted)
     run.stream.load_state_dict(ck["rank"]["data"])
     set_rng_state(ck["rank"]["rng"])
     run.step, run.resumed_from = int(ck["meta"]["step"]), source
@@ -515,6 +517,21 @@ def _holds(final: Path, cfg: GenHancerConfig, extra: dict[str, Any]) -> bool:
     saved = prov.get("extra") or {}
     same_config = prov.get("config_hash") == config_hash(to_dict(cfg))
     return same_config and all(saved.get(k) == v for k, v in extra.items())
+
+
+def _keep_config_lrs(scheduler: Any, wanted: list[float]) -> None:
+    """A resumed run learns at its config's rate. The checkpoint's scheduler and optimizer states restore the
+    rate they were saved with, which would drop a changed ``schedule.<stage>.lr`` without a word."""
+    saved = list(scheduler.base_lrs)
+    if saved == wanted:
+        return
+    log.warning(
+        "schedule lr changed since the checkpoint (%s -> %s): continuing at the config's", saved, wanted
+    )
+    scheduler.base_lrs = wanted
+    for group, base, factor in zip(scheduler.optimizer.param_groups, wanted, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def _resume_source(cfg: GenHancerConfig, ckpt_root: Path) -> Path | None:

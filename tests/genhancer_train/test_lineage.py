@@ -66,3 +66,15 @@ def test_rerun_with_another_config_rewrites_final(train_args, tmp_path):
     train_in_process(train_args(run, "schedule.stage1.steps=2", "train.grad_clip=0.5"))
     saved = json.loads((run / "final" / "provenance.json").read_text())["config"]
     assert saved["train"]["grad_clip"] == 0.5
+
+
+def test_a_resumed_run_learns_at_the_configs_rate(train_args, tmp_path, caplog):
+    """A longer run resumed under a new ``schedule.stage1.lr`` (e.g. to anneal) takes the new rate and says
+    so; the checkpoint's scheduler state alone would keep the old one."""
+    run = tmp_path / "stage1"
+    common = ("schedule.stage1.warmup_steps=0", "train.save_every=2")
+    train_in_process(train_args(run, *common, "schedule.stage1.steps=2", "schedule.stage1.lr=1.0e-3"))
+    train_in_process(train_args(run, *common, "schedule.stage1.steps=4", "schedule.stage1.lr=1.0e-4"))
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert "schedule lr changed since the checkpoint ([0.001] -> [0.0001])" in caplog.text
