@@ -213,8 +213,10 @@ def _read_imagined(path: str) -> dict[str, Any]:
         n = len(result["items"])
         marks = result["correct"]["reconstructions"]
         accuracy = {k: result["reconstructions"]["attributes"][k]["accuracy"] for k in marks}
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise DataError(f"{path}: not a complete imagine.json (no {exc} in it): {rerun}") from None
+    except TypeError as exc:
+        raise DataError(f"{path}: not laid out as an imagine.json ({exc}): {rerun}") from None
     short = sorted(k for k in accuracy if len(marks[k]) != n)
     if short:
         raise DataError(f"{path}: attributes {short} do not mark each of the {n} items: {rerun}")

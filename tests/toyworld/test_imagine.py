@@ -150,6 +150,9 @@ def test_compare_is_paired_and_counts_only_images_an_attribute_applies_to(tmp_pa
     compare = ["imagine", "--compare"]
     assert toyworld_main([*compare, str(tmp_path / "a.json"), str(tmp_path / "broken.json")]) == 2
     assert "broken.json: not a complete imagine.json (no 'attributes' in it)" in capsys.readouterr().err
+    write_json(tmp_path / "list.json", [a])
+    assert toyworld_main([*compare, str(tmp_path / "list.json"), str(tmp_path / "b.json")]) == 2
+    assert "list.json: not laid out as an imagine.json" in capsys.readouterr().err
     write_json(tmp_path / "short.json", {**a, "items": items[:-1]})
     assert toyworld_main([*compare, str(tmp_path / "short.json"), str(tmp_path / "b.json")]) == 2
     assert "short.json: attributes ['color', 'count', 'orientation'] do not mark each of the 39" in (
