@@ -23,6 +23,7 @@ from genhancer import flow
 from genhancer.denoisers import DENOISERS, Denoiser
 from genhancer.latents import patchify, token_position_ids, unpatchify
 from genhancer.utils.errors import ConfigError
+from genhancer.utils.fsio import read_json, write_json
 from genhancer.utils.weights import require_safetensors
 
 _PAPER_WIDTH = MappingProxyType(
@@ -68,6 +69,7 @@ PRESETS: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
 
 
 FLUX_ROPE_THETA = 10000.0  # diffusers' FluxPosEmbed base, as in FLUX.1
+ROPE_FILE = "rope.json"  # beside a saved denoiser's config.json: the base it was trained with
 
 
 def rope_theta(preset: str, overrides: dict[str, Any] | None = None) -> float:
@@ -130,10 +132,6 @@ def preset_parameter_count(
     return sum(p.numel() for p in model.parameters())
 
 
-def _theta(cfg: Any) -> float:
-    return rope_theta(cfg.denoiser.preset, cfg.denoiser.overrides)
-
-
 @DENOISERS.register("continuous")
 class ContinuousDenoiser(Denoiser):
     """Flux MM-DiT + flow matching (see ``genhancer.flow`` for the t convention: t = 1 is noise)."""
@@ -172,21 +170,26 @@ class ContinuousDenoiser(Denoiser):
         kwargs = transformer_kwargs(
             cfg.denoiser.preset, latent.token_dim, cfg.denoiser.guidance is not None, cfg.denoiser.overrides
         )
-        transformer = _set_rope_theta(FluxTransformer2DModel(**kwargs), _theta(cfg))
+        transformer = _set_rope_theta(
+            FluxTransformer2DModel(**kwargs), rope_theta(cfg.denoiser.preset, cfg.denoiser.overrides)
+        )
         return cls(transformer, latent, cfg.flow, cfg.denoiser.guidance)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> ContinuousDenoiser:
         from diffusers import FluxTransformer2DModel
 
-        require_safetensors(cls.saved_directory(directory), loader="diffusers.FluxTransformer2DModel")
-        transformer = FluxTransformer2DModel.from_pretrained(
-            cls.saved_directory(directory), use_safetensors=True
-        )
-        return cls(_set_rope_theta(transformer, _theta(cfg)), latent, cfg.flow, cfg.denoiser.guidance)
+        directory = cls.saved_directory(directory)
+        require_safetensors(directory, loader="diffusers.FluxTransformer2DModel")
+        transformer = FluxTransformer2DModel.from_pretrained(directory, use_safetensors=True)
+        # the saved denoiser decides, like its weights; one saved before ROPE_FILE existed used Flux's base
+        rope = directory / ROPE_FILE
+        theta = float(read_json(rope)["rope_theta"]) if rope.is_file() else FLUX_ROPE_THETA
+        return cls(_set_rope_theta(transformer, theta), latent, cfg.flow, cfg.denoiser.guidance)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.transformer.save_pretrained(str(directory), safe_serialization=True)
+        write_json(Path(directory) / ROPE_FILE, {"rope_theta": float(self.transformer.pos_embed.theta)})
 
     # -- the network as a velocity field --------------------------------------------------------------
     def velocity(
