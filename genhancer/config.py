@@ -84,6 +84,14 @@ class FlowConfig:
     # m = -1 in the toy's stage 2 was worse: docs/toyworld.md)
     logit_mean: float = 0.0
     sample_steps: int = 20  # reconstruction steps: Euler (continuous) or MaskGIT decoding (discrete)
+    # not in the paper's recipe (0 = off): the continuous loss becomes MSE + w * MSE of the high-passed
+    # velocities on the latent grid (genhancer.flow.detail_loss), so edges and textures weigh more than
+    # flat areas of colour
+    detail_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.detail_weight >= 0.0:
+            raise ValueError(f"flow.detail_weight must be >= 0, got {self.detail_weight}")
 
 
 @dataclass

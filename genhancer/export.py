@@ -61,6 +61,16 @@ def _load_mmvp(path: str | Path) -> dict[str, Any]:
     return res
 
 
+def _off_recipe_rows(cfg: GenHancerConfig) -> list[str]:
+    """Card rows for the settings that leave the paper's recipe, so the model says so wherever it goes."""
+    rows = []
+    if cfg.conditioning.whiten:
+        rows.append("| condition | global token whitened (ZCA from the stage-1 cache; conditioning.whiten) |")
+    if cfg.flow.detail_weight:
+        rows.append(f"| flow loss | MSE + {cfg.flow.detail_weight} x high-passed MSE (flow.detail_weight) |")
+    return rows
+
+
 def model_card(
     cfg: GenHancerConfig, base: str, stage_dir: Path, step: Any, mmvp: dict[str, Any] | None
 ) -> str:
@@ -89,6 +99,7 @@ def model_card(
         f"| LoRA | r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout}, bias {cfg.lora.bias}, "
         f"targets {', '.join(cfg.lora.targets)} (merged) |",
         f"| t sampling | {cfg.flow.t_sampling}, m = {cfg.flow.logit_mean}, s = {cfg.flow.logit_scale} |",
+        *_off_recipe_rows(cfg),
         f"| stage directory | `{stage_dir}` |",
         "",
     ]

@@ -148,6 +148,7 @@ class ContinuousDenoiser(Denoiser):
         self.t_sampling = flow_cfg.t_sampling
         self.logit_scale = float(flow_cfg.logit_scale)
         self.logit_mean = float(flow_cfg.logit_mean)
+        self.detail_weight = float(flow_cfg.detail_weight)
         self.guidance = guidance
         self.pooled_dim = int(transformer.config.pooled_projection_dim)
         self.context_dim = int(transformer.config.joint_attention_dim)
@@ -224,7 +225,8 @@ class ContinuousDenoiser(Denoiser):
         context: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:
-        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": [] tensor, detached}.
+        """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": [] tensor, detached}; with
+        ``flow.detail_weight`` w > 0 the loss adds w * ``flow.detail_loss`` of the two velocities.
 
         As in the official code, noise, x_t and the velocity target are float32 whatever the weights' dtype;
         only the network's input x_t is cast to it (bf16 under DeepSpeed).
@@ -243,7 +245,13 @@ class ContinuousDenoiser(Denoiser):
         x_t = flow.interpolate(x, noise, t)
         img_ids = token_position_ids(h, w, self.patch_size, x.device)
         pred = self.velocity(x_t.to(self.transformer.dtype), t, pooled, context, img_ids)
-        loss = flow.flow_matching_loss(pred, flow.velocity_target(x, noise))
+        target = flow.velocity_target(x, noise)
+        loss = flow.flow_matching_loss(pred, target)
+        if self.detail_weight:
+            grid = (self.patch_size, self.channels, h, w)
+            loss = loss + self.detail_weight * flow.detail_loss(
+                unpatchify(pred, *grid), unpatchify(target, *grid)
+            )
         # a tensor, not a float: no host sync per step (and a shape-only run on the meta device works)
         return {"loss": loss, "t_mean": t.mean().detach()}
 

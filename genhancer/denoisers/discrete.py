@@ -389,13 +389,18 @@ class DiscreteDenoiser(Denoiser):
         latent: Any,
         overrides: dict[str, Any] | None,
         guidance: float | None = None,
+        detail_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if guidance is not None:
-            raise ConfigError(
-                "denoiser.guidance is a continuous-denoiser setting; set it to null for "
-                "denoiser.type=discrete"
-            )
+        continuous_only = {
+            "denoiser.guidance": (guidance is not None, "null"),
+            "flow.detail_weight": (detail_weight != 0, "0"),
+        }
+        for key, (is_set, off) in continuous_only.items():
+            if is_set:
+                raise ConfigError(
+                    f"{key} is a continuous-denoiser setting; set it to {off} for denoiser.type=discrete"
+                )
         self.network = network
         _, objective = split_overrides(overrides)
         self.mask_ratio = float(objective["mask_ratio"])
@@ -415,14 +420,20 @@ class DiscreteDenoiser(Denoiser):
     @classmethod
     def build(cls, cfg: Any, latent: Any) -> DiscreteDenoiser:
         kwargs = network_kwargs(cfg.denoiser.preset, int(latent.codebook_size), cfg.denoiser.overrides)
-        return cls(MaskedTokenTransformer(**kwargs), latent, cfg.denoiser.overrides, cfg.denoiser.guidance)
+        return cls(
+            MaskedTokenTransformer(**kwargs),
+            latent,
+            cfg.denoiser.overrides,
+            cfg.denoiser.guidance,
+            cfg.flow.detail_weight,
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, cfg: Any, latent: Any) -> DiscreteDenoiser:
         saved = cls.saved_directory(directory)
         require_safetensors(saved, loader="genhancer.denoisers.discrete.MaskedTokenTransformer")
         network = MaskedTokenTransformer.from_pretrained(saved, use_safetensors=True)
-        return cls(network, latent, cfg.denoiser.overrides, cfg.denoiser.guidance)
+        return cls(network, latent, cfg.denoiser.overrides, cfg.denoiser.guidance, cfg.flow.detail_weight)
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.network.save_pretrained(str(directory), safe_serialization=True)

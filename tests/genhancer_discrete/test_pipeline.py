@@ -141,5 +141,7 @@ def test_config_errors(make_discrete_cfg):
         GenHancerModel.build(make_discrete_cfg("latent.space=pixel"))
     with pytest.raises(ConfigError, match="guidance"):
         GenHancerModel.build(make_discrete_cfg("denoiser.guidance=4.0"))
+    with pytest.raises(ConfigError, match="flow.detail_weight is a continuous-denoiser setting; set it to 0"):
+        GenHancerModel.build(make_discrete_cfg("flow.detail_weight=1.0"))
     with pytest.raises(ConfigError, match="overrides"):
         GenHancerModel.build(make_discrete_cfg("denoiser.overrides.mask_ratoi=0.5"))

@@ -74,6 +74,17 @@ def test_export_merges_lora_and_keeps_text_tower(stage2_run, tiny_clip_dir, tmp_
     assert torch.allclose(want, got, atol=1e-5)
 
 
+def test_the_card_names_every_setting_that_leaves_the_papers_recipe(make_cfg, tmp_path):
+    from genhancer.export import model_card
+
+    def card(*overrides: str) -> str:
+        return model_card(make_cfg(*overrides), "base", tmp_path, 1, None)
+
+    assert "| flow loss |" not in card() and "| condition |" not in card()
+    assert "| flow loss | MSE + 4.0 x high-passed MSE (flow.detail_weight) |" in card("flow.detail_weight=4")
+    assert "conditioning.whiten" in card("conditioning.whiten=true")
+
+
 def test_export_refuses_a_stage1_dir(stage2_run, tmp_path, capsys):
     from genhancer.export import main
 

@@ -33,6 +33,30 @@ def test_loss_is_plain_mse():
     assert flow.flow_matching_loss(pred, target).item() == pytest.approx((0 + 4 + 9) / 3)
 
 
+def test_high_pass_keeps_edges_and_drops_flat_areas():
+    flat = torch.full((1, 2, 5, 5), 3.0)
+    assert torch.equal(flow.high_pass(flat), torch.zeros_like(flat))  # a plain colour carries no detail
+    dot = torch.zeros(1, 1, 5, 5)
+    dot[0, 0, 2, 2] = 9.0
+    hp = flow.high_pass(dot)
+    assert hp[0, 0, 2, 2].item() == pytest.approx(9.0 - 1.0)  # the dot minus its 3x3 mean (9 / 9)
+    assert hp[0, 0, 1, 1].item() == pytest.approx(-1.0) and hp[0, 0, 0, 0].item() == 0.0  # far corner: flat
+    # at the border the mean is over the pixels that exist: a corner pixel averages 4 of them
+    edge = torch.zeros(1, 1, 3, 3)
+    edge[0, 0, 0, 0] = 4.0
+    assert flow.high_pass(edge)[0, 0, 0, 0].item() == pytest.approx(4.0 - 1.0)
+
+
+def test_detail_loss_ignores_an_error_in_flat_colour_and_sees_one_at_an_edge():
+    target = torch.zeros(2, 3, 6, 6)
+    assert flow.detail_loss(target + 0.5, target).item() == pytest.approx(0.0, abs=1e-12)
+    pred = target.clone()
+    pred[:, :, 3, 3] = 1.0
+    plain, detail = flow.flow_matching_loss(pred, target).item(), flow.detail_loss(pred, target).item()
+    assert plain == pytest.approx(1 / 36)
+    assert detail == pytest.approx((8 / 9) ** 2 / 36 + 8 * (1 / 9) ** 2 / 36)
+
+
 def test_logit_normal_timesteps_match_sigmoid_of_scaled_normal():
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     t = flow.sample_timesteps(5, "logit_normal", 0.5, g1)

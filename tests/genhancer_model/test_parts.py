@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.paper_shapes import GENHANCER_CONFIGS
+from genhancer import flow
 from genhancer.conditioning import GlobalTokenConditioner
 from genhancer.config import load_genhancer_config
 from genhancer.denoisers import DENOISERS
@@ -253,6 +254,33 @@ def test_guidance_is_a_config_switch(make_cfg):
     assert model.denoiser.transformer.config.guidance_embeds
     model(torch.randn(2, 3, 32, 32), torch.rand(2, 3, 32, 32))["loss"].backward()
     assert not GenHancerModel.build(make_cfg()).denoiser.transformer.config.guidance_embeds
+
+
+def test_detail_weight_adds_the_high_passed_error_to_the_flow_loss(make_cfg):
+    plain = GenHancerModel.build(make_cfg())
+    weighted = GenHancerModel.build(make_cfg("flow.detail_weight=2.0"))
+    weighted.load_state_dict(plain.state_dict())
+    denoiser = plain.denoiser
+    latents = torch.randn(2, 3, 8, 8)  # pixel space, patch 4: 4 tokens of 48 values
+    pooled, context = torch.randn(2, denoiser.pooled_dim), torch.randn(2, 1, denoiser.context_dim)
+    plain_loss, weighted_loss = (
+        m.denoiser.training_loss(latents, pooled, context, torch.Generator().manual_seed(0))["loss"].item()
+        for m in (plain, weighted)
+    )
+    # the same draws as training_loss (noise, then t), so the two losses differ by 2 x the detail term
+    gen = torch.Generator().manual_seed(0)
+    data = patchify(latents, 4)
+    noise = torch.randn(data.shape, generator=gen)
+    t = flow.sample_timesteps(2, "logit_normal", 1.0, gen)
+    ids = token_position_ids(8, 8, 4, "cpu")
+    with torch.no_grad():
+        pred = denoiser.velocity(flow.interpolate(data, noise, t), t, pooled, context, ids)
+    grid = (4, 3, 8, 8)
+    detail = flow.detail_loss(unpatchify(pred, *grid), unpatchify(flow.velocity_target(data, noise), *grid))
+    assert detail.item() > 0.01
+    assert weighted_loss == pytest.approx(plain_loss + 2.0 * detail.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="flow.detail_weight must be >= 0"):
+        make_cfg("flow.detail_weight=-1")
 
 
 def test_rope_theta_is_a_config_switch_that_survives_a_reload(make_cfg, tmp_path):
