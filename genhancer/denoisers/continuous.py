@@ -226,7 +226,8 @@ class ContinuousDenoiser(Denoiser):
         generator: torch.Generator | None = None,
     ) -> dict[str, Any]:
         """latents (B, C, h, w) -> {"loss": MSE(v_pred, noise - x), "t_mean": [] tensor, detached}; with
-        ``flow.detail_weight`` w > 0 the loss adds w * ``flow.detail_loss`` of the two velocities.
+        ``flow.detail_weight`` w > 0 the loss is "mse" + w * "detail" (``flow.detail_loss`` of the two
+        velocities), both also returned, detached.
 
         As in the official code, noise, x_t and the velocity target are float32 whatever the weights' dtype;
         only the network's input x_t is cast to it (bf16 under DeepSpeed).
@@ -247,13 +248,13 @@ class ContinuousDenoiser(Denoiser):
         pred = self.velocity(x_t.to(self.transformer.dtype), t, pooled, context, img_ids)
         target = flow.velocity_target(x, noise)
         loss = flow.flow_matching_loss(pred, target)
+        # tensors, not floats: no host sync per step (and a shape-only run on the meta device works)
+        out = {"loss": loss, "t_mean": t.mean().detach()}
         if self.detail_weight:
             grid = (self.patch_size, self.channels, h, w)
-            loss = loss + self.detail_weight * flow.detail_loss(
-                unpatchify(pred, *grid), unpatchify(target, *grid)
-            )
-        # a tensor, not a float: no host sync per step (and a shape-only run on the meta device works)
-        return {"loss": loss, "t_mean": t.mean().detach()}
+            detail = flow.detail_loss(unpatchify(pred, *grid), unpatchify(target, *grid))
+            out.update(loss=loss + self.detail_weight * detail, mse=loss.detach(), detail=detail.detach())
+        return out
 
     @torch.no_grad()
     def generate(
