@@ -4,8 +4,9 @@
 
 Everything is built from config in a temporary directory (no weights, no network):
 
-- ``toy``: the toy recipe (configs/genhancer/toy.yaml): a toy CLIP of the toy world's shape (64 px, patch 16,
-  width 64, 3 layers), pixel space, the toy denoiser, batch 32, AdamW; 512 synthetic 64 px scenes, 4 views.
+- ``toy``: the toy recipe as configs/genhancer/toy.yaml sets it (the toy denoiser, batch 64, 2 views, AdamW,
+  the toy VAE's 4x16x16 latents), with a toy CLIP (64 px, patch 16, width 64, 3 layers) and a toy VAE of
+  the toy world's shapes on random weights; 512 synthetic 64 px scenes.
 - ``paper``: paper shapes with random weights: a ViT-L/14-336 CLIP vision tower, a FLUX.1-shaped
   AutoencoderKL (16 latent channels, 8x down: 42x42 latents at 336 px), the ``lightweight`` Flux denoiser
   (1.31 B parameters), batch ``--paper-batch``; on a CPU it takes plain SGD (AdamW's state of 1.31 B
@@ -123,12 +124,22 @@ def make_flux_shaped_vae(root: Path) -> Path:
     return root
 
 
+def make_toy_vae(root: Path) -> Path:
+    """The toy VAE's architecture (``toyworld pretrain-vae``: 64 px -> 4x16x16), random weights."""
+    from toyworld.vae import VaeShape, new_vae
+
+    torch.manual_seed(0)
+    new_vae(VaeShape()).save_pretrained(root, safe_serialization=True)
+    return root
+
+
 def toy_setup(tmp: Path, args: argparse.Namespace) -> list[str]:
+    """configs/genhancer/toy.yaml as it is (batch, views, the toy VAE's latent space), on random weights."""
     clip = make_clip_dir(
         tmp / "clip", image_size=64, patch=16, width=64, layers=3, heads=2, mlp=256, projection=64
     )
     data = make_scenes(tmp / "toy_world", args.toy_images, 64)
-    return [f"encoder.path={clip}", f"data.path={data}", "cache.views=4", "train.batch_size=32"]
+    return [f"encoder.path={clip}", f"data.path={data}", f"latent.vae_path={make_toy_vae(tmp / 'vae')}"]
 
 
 def paper_setup(tmp: Path, args: argparse.Namespace) -> list[str]:
