@@ -23,7 +23,7 @@ from genhancer.utils.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from genhancer.config import ScheduleConfig
+    from genhancer.config import GenHancerConfig, ScheduleConfig
     from genhancer.module import GenHancerModel
 
 EncoderMode = Literal["frozen", "lora", "full"]
@@ -154,3 +154,19 @@ def optimizer_groups(model: GenHancerModel, schedule: ScheduleConfig) -> list[di
         {"params": [p for n, p in trainable if n.startswith("encoder.")], "lr": encoder_lr},
     ]
     return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: GenHancerModel, cfg: GenHancerConfig) -> tuple[Any, Any]:
+    """The current stage's torch AdamW over ``optimizer_groups`` (betas and weight decay from ``cfg.train``)
+    and its constant-with-warmup learning-rate schedule, stepped once per optimizer step."""
+    import torch
+    from transformers import get_constant_schedule_with_warmup
+
+    schedule = cfg.current_schedule
+    optimizer = torch.optim.AdamW(
+        optimizer_groups(model, schedule),
+        lr=schedule.lr,
+        betas=tuple(cfg.train.betas),
+        weight_decay=cfg.train.weight_decay,
+    )
+    return optimizer, get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)

@@ -47,7 +47,7 @@ from genhancer.checkpoint import (
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.data import Batch, ImageStream
 from genhancer.session import Session, training_session
-from genhancer.stages import STAGES, optimizer_groups
+from genhancer.stages import STAGES, make_optimizer
 from genhancer.utils.checkpoints import resume_point, stop_if_not_finite, verify_on_all_ranks
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.config import config_hash, dump_yaml, to_dict
@@ -173,8 +173,6 @@ def _stage(cfg: GenHancerConfig, session: Session, closing: ExitStack, t_start: 
 # ------------------------------------------------------------------------------------------------- setup
 def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
     """The model (built, prepared), AdamW, the warmup schedule and this rank's batches."""
-    from transformers import get_constant_schedule_with_warmup
-
     from genhancer.module import GenHancerModel  # local: heavy (pulls transformers, diffusers)
 
     schedule, group = cfg.current_schedule, session.group
@@ -201,14 +199,8 @@ def _setup(cfg: GenHancerConfig, session: Session, closing: ExitStack) -> _Run:
         model = GenHancerModel.build(cfg)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"stage {cfg.stage!r} leaves no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        optimizer_groups(model, schedule),
-        lr=schedule.lr,
-        betas=tuple(cfg.train.betas),
-        weight_decay=cfg.train.weight_decay,
-    )
-    # stepped by us once per optimizer step (accelerate's wrapper would step it once per process)
-    scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=schedule.warmup_steps)
+    # the scheduler is stepped by us once per optimizer step (accelerate's wrapper would step it per process)
+    optimizer, scheduler = make_optimizer(model, cfg)
     model, optimizer = session.accelerator.prepare(model, optimizer)
     stream = _batches(cfg, session, session.accelerator.unwrap_model(model))
     closing.callback(stream.close)
