@@ -276,6 +276,19 @@ class GenHancerModel(nn.Module):
     ) -> torch.Tensor:
         """What the denoiser imagines from each image's global token: (B, 3, S, S) in about [-1, 1]."""
         pooled, context = self.condition(pixel_values, generator)
+        return self.draw(pooled, context, steps, generator, image_size)
+
+    @torch.no_grad()
+    def draw(
+        self,
+        pooled: torch.Tensor,
+        context: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        image_size: int | None = None,
+    ) -> torch.Tensor:
+        """What the denoiser draws from a condition (the conditioner's outputs): (B, 3, S, S) in about [-1, 1]
+        (``reconstruct`` with the condition given)."""
         _, h, w = self.latent.latent_shape(image_size or self.encoder.image_spec["image_size"])
         z = self.denoiser.generate(pooled, context, (h, w), steps or self.cfg.flow.sample_steps, generator)
         return self.latent.decode(z)

@@ -13,6 +13,7 @@ Commands (each is a ``main(argv) -> int`` of a module):
   train-attributes  train the attribute classifier (one head per scene attribute) on the world's images
   judge          per-attribute accuracy of a folder of images against their scene labels
   imagine        what a GenHancer denoiser draws from val images' global tokens, judged per attribute
+  oracle-draw    what the stage-1 denoiser learns to draw when handed the scene labels instead
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMANDS = {  # command -> (module, function)
     "train-attributes": ("toyworld.attributes", "main"),
     "judge": ("toyworld.judge", "main"),
     "imagine": ("toyworld.imagine", "main"),
+    "oracle-draw": ("toyworld.oracle", "main"),
     "train-vq": ("toyworld.vq", "main"),
     "eval-vq": ("toyworld.vq", "eval_main"),
 }

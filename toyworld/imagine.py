@@ -135,17 +135,37 @@ def imagine(
     paths, scenes = paths[:n], scenes[:n]
     model = GenHancerModel.from_pretrained(stage)
     originals, recon = reconstruct_images(model, paths, steps=steps, seed=seed, batch_size=batch_size)
+    settings = {
+        "stage_dir": str(stage),
+        "classifier": str(classifier),
+        "world": str(world),
+        "steps": steps or model.cfg.flow.sample_steps,
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+    title = f"{stage}: {len(paths)} val images, {settings['steps']} Euler steps"
+    return judge_drawings(clf, originals, recon, paths, scenes, out, settings, title, grid_n)
+
+
+def judge_drawings(
+    clf: Any,
+    originals: torch.Tensor,
+    recon: torch.Tensor,
+    paths: Sequence[Path],
+    scenes: Sequence[dict[str, Any]],
+    out: str | Path,
+    settings: dict[str, Any],
+    title: str,
+    grid_n: int = 8,
+) -> dict[str, Any]:
+    """Score drawings (and their sources, both (N, 3, S, S) in [-1, 1]) per attribute with the classifier
+    ``clf`` against the scenes' labels; write OUT as ``imagine`` does (``settings`` join the result)."""
     originals, recon = to_uint8(originals), to_uint8(recon)  # score exactly what the PNGs hold
     labels, names = label_matrix(scenes), list(clf.attributes)
     pred = {"originals": clf.predict(originals), "reconstructions": clf.predict(recon)}
     result = {
-        "stage_dir": str(stage),
-        "classifier": str(classifier),
-        "world": str(world),
+        **settings,
         "n_images": len(paths),
-        "steps": steps or model.cfg.flow.sample_steps,
-        "seed": seed,
-        "batch_size": batch_size,
         **{k: score_predictions(v, labels, names) for k, v in pred.items()},
         "items": [p.name for p in paths],
         "correct": {k: correctness(v, labels, names) for k, v in pred.items()},
@@ -154,12 +174,7 @@ def imagine(
     out.mkdir(parents=True, exist_ok=True)
     save_pngs(recon, [p.name for p in paths], out / RECON_DIR)
     save_grid([originals[:grid_n].float() / 127.5 - 1, recon[:grid_n].float() / 127.5 - 1], out / GRID_FILE)
-    plot_attributes(
-        result["originals"],
-        result["reconstructions"],
-        out / CHART_FILE,
-        f"{stage}: {len(paths)} val images, {result['steps']} Euler steps",
-    )
+    plot_attributes(result["originals"], result["reconstructions"], out / CHART_FILE, title)
     write_json(out / RESULT_FILE, result)
     get_logger("toyworld.imagine").info(
         "wrote %s, %s, %s and %s/", RESULT_FILE, CHART_FILE, GRID_FILE, RECON_DIR
