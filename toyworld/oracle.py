@@ -164,10 +164,11 @@ def _check_args(cfg: GenHancerConfig, args: argparse.Namespace, steps: int, eval
             f"oracle-draw trains stage 1 from scratch: the config has stage={cfg.stage!r}, "
             f"init_from={cfg.init_from!r} (drop both)"
         )
-    if steps < 1 or eval_at[0] < 1 or eval_at[-1] > steps or args.n < 1:
+    too_few = [v < 1 for v in (steps, eval_at[0], args.n, 1 if args.train_n is None else args.train_n)]
+    if any(too_few) or eval_at[-1] > steps:
         raise UserError(
-            f"need --steps >= 1, every --eval-at in 1..{steps} and --n >= 1 (got --eval-at {eval_at}, "
-            f"--n {args.n})"
+            f"need --steps >= 1, every --eval-at in 1..{steps}, --n >= 1 and --train-n >= 1 (got --steps "
+            f"{steps}, --eval-at {eval_at}, --n {args.n}, --train-n {args.train_n})"
         )
     if args.attributes and args.condition != "scene":
         raise UserError("--attributes chooses what the scene code holds: use it with --condition scene")
@@ -185,7 +186,7 @@ def oracle_draw(cfg: GenHancerConfig, args: argparse.Namespace) -> dict[str, Any
     """Train, draw and judge as the module docstring says; write OUT; return the summary."""
     from genhancer.module import GenHancerModel  # local: heavy (pulls transformers, diffusers)
 
-    steps = args.steps or cfg.current_schedule.steps
+    steps = cfg.current_schedule.steps if args.steps is None else args.steps
     eval_at = sorted(set(args.eval_at or [steps]))
     _check_args(cfg, args, steps, eval_at)
     clf = load_classifier(args.classifier)

@@ -95,6 +95,8 @@ def test_oracle_draw_token_condition_and_bad_arguments(tiny_clip_dir, world, cla
     cases = [
         (["--condition", "token", "--attributes", "shape"], "use it with --condition scene"),
         (["--steps", "2", "--eval-at", "3"], "every --eval-at in 1..2"),
+        (["--steps", "0"], "got --steps 0"),
+        (["--train-n", "0"], "--train-n 0"),
         (["--attributes", "hue"], "'hue'"),
     ]
     for extra, message in cases:
