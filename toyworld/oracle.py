@@ -41,6 +41,7 @@ import torch
 
 from genhancer.config import GenHancerConfig, load_genhancer_config
 from genhancer.sample import load_batch
+from genhancer.train import DEFAULT_CONFIG  # the embedded default: the toy recipe
 from genhancer.utils.cli import add_config_arguments, config_from_args, entry_point
 from genhancer.utils.errors import UserError
 from genhancer.utils.fsio import write_json
@@ -51,7 +52,6 @@ from toyworld.imagine import COARSE, judge_drawings
 
 SUMMARY_FILE = "oracle-draw.json"
 CONDITIONS = ("scene", "token")
-DEFAULT_CONFIG = "configs/genhancer/toy.yaml"
 log = get_logger("toyworld.oracle")
 
 
